@@ -1,0 +1,3 @@
+from xenpvh.cli import main
+
+raise SystemExit(main())
