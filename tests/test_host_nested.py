@@ -1,0 +1,351 @@
+"""NestedHost: pure tests of the QEMU command line, accelerator detection, state file and
+image recipe; host tests of failure paths with real QEMU; a live test booting real Xen."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.base import Host
+from xenpvh.host.image import (
+    ImageRecipe,
+    _set_shell_var,
+    cache_root,
+    debian_mirror,
+)
+from xenpvh.host.nested import (
+    DEFAULT_XEN_CMDLINE,
+    NestedHost,
+    NestedRecord,
+    NestedState,
+    QemuConfig,
+    detect_accel,
+)
+
+
+def _cfg(tmp_path: Path, **kw: object) -> QemuConfig:
+    base: dict[str, object] = dict(
+        xen=tmp_path / "xen.elf",
+        vmlinuz=tmp_path / "vmlinuz",
+        initrd=tmp_path / "initrd.img",
+        disk=tmp_path / "dom0.img",
+        dom0_cmdline="root=/dev/vda rw console=hvc0",
+        ssh_port=40022,
+        serial_log=tmp_path / "host-serial.log",
+        monitor=tmp_path / "qmp.sock",
+    )
+    base.update(kw)
+    return QemuConfig(**base)  # type: ignore[arg-type]
+
+
+def _opt(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+# -- QEMU argv -----------------------------------------------------------------------------
+
+
+def test_argv_tcg(tmp_path: Path) -> None:
+    argv = _cfg(tmp_path, tcg_thread="single").argv()
+    assert argv[0] == "qemu-system-x86_64"
+    assert _opt(argv, "-accel") == ["tcg,thread=single"]
+    assert _opt(argv, "-cpu") == ["qemu64,+svm,+npt"]
+    assert _opt(argv, "-m") == ["3G"]
+    assert _opt(argv, "-smp") == ["2"]
+    assert _opt(argv, "-kernel") == [str(tmp_path / "xen.elf")]
+    assert _opt(argv, "-append") == [DEFAULT_XEN_CMDLINE]
+    assert _opt(argv, "-initrd") == [
+        f"{tmp_path}/vmlinuz root=/dev/vda rw console=hvc0,{tmp_path}/initrd.img"
+    ]
+    assert _opt(argv, "-drive") == [f"file={tmp_path}/dom0.img,if=virtio,format=raw,snapshot=on"]
+    assert _opt(argv, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22"]
+    assert _opt(argv, "-device") == ["virtio-net-pci,netdev=n0"]
+    assert _opt(argv, "-serial") == [f"file:{tmp_path}/host-serial.log"]
+    assert _opt(argv, "-qmp") == [f"unix:{tmp_path}/qmp.sock,server=on,wait=off"]
+    assert "-no-reboot" in argv
+    assert _opt(argv, "-display") == ["none"]
+
+
+def test_argv_kvm_and_overrides(tmp_path: Path) -> None:
+    argv = _cfg(
+        tmp_path, accel="kvm", memory="4G", cpus=4, xen_cmdline="console=com1", snapshot=False
+    ).argv()
+    assert _opt(argv, "-accel") == ["kvm"]
+    assert "+svm" not in " ".join(argv)
+    assert _opt(argv, "-append") == ["console=com1"]
+    assert _opt(argv, "-m") == ["4G"] and _opt(argv, "-smp") == ["4"]
+    assert "snapshot=on" not in _opt(argv, "-drive")[0]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"dom0_cmdline": "root=/dev/vda,console=hvc0"}, "must not contain ','"),
+        ({"vmlinuz": Path("/a,b/vmlinuz")}, "must not contain ','"),
+        ({"xen_cmdline": "console=com1\n-hda /etc/shadow"}, "one line"),
+        ({"accel": "hax"}, "accel"),
+        ({"ssh_port": 0}, "port"),
+    ],
+)
+def test_argv_rejects_bad_input(tmp_path: Path, kw: dict[str, object], message: str) -> None:
+    with pytest.raises(BlockedError, match=message):
+        _cfg(tmp_path, **kw).argv()
+
+
+# -- accelerator detection -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("modules", "dev", "expected"),
+    [
+        ((), True, "tcg"),
+        (("kvm", "kvm_pvm"), True, "tcg"),
+        (("kvm", "kvm_intel"), True, "kvm"),
+        (("kvm", "kvm_amd"), True, "kvm"),
+        (("kvm", "kvm_amd"), False, "tcg"),
+        (("kvm",), True, "tcg"),
+    ],
+)
+def test_detect_accel(tmp_path: Path, modules: tuple[str, ...], dev: bool, expected: str) -> None:
+    sysmod = tmp_path / "module"
+    for m in modules:
+        (sysmod / m).mkdir(parents=True)
+    kvm = tmp_path / "kvm"
+    if dev:
+        kvm.write_bytes(b"")
+    assert detect_accel(kvm, sysmod) == expected
+
+
+def test_detect_accel_this_machine() -> None:
+    # This machine's /dev/kvm is kvm_pvm: it must never be picked.
+    if Path("/sys/module/kvm_pvm").exists():
+        assert detect_accel() == "tcg"
+
+
+# -- state file ----------------------------------------------------------------------------
+
+
+def _record(tmp_path: Path, pid: int = 4242) -> NestedRecord:
+    return NestedRecord(
+        pid=pid,
+        ssh_port=40022,
+        serial_log=str(tmp_path / "host-serial.log"),
+        monitor=str(tmp_path / "qmp.sock"),
+        run_dir=str(tmp_path),
+        client_key=str(tmp_path / "client_key"),
+        known_hosts=str(tmp_path / "known_hosts"),
+        started=1.0,
+    )
+
+
+def test_record_round_trip(tmp_path: Path) -> None:
+    rec = _record(tmp_path)
+    rec.save(tmp_path / "nested" / "state.json")
+    assert NestedRecord.load(tmp_path / "nested" / "state.json") == rec
+    assert NestedRecord.load(tmp_path / "missing.json") is None
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(BrokenError, match="corrupt"):
+        NestedRecord.load(tmp_path / "bad.json")
+
+
+def test_record_alive_checks_cmdline(tmp_path: Path) -> None:
+    rec = _record(tmp_path)
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    cmd = proc / "4242" / "cmdline"
+    ours = ["/usr/bin/qemu-system-x86_64", "-qmp", f"unix:{rec.monitor},server=on,wait=off"]
+    cmd.write_bytes(b"\0".join(a.encode() for a in ours) + b"\0")
+    assert rec.alive(proc)
+    # A recycled pid running something else, or another QEMU, is not ours.
+    cmd.write_bytes(b"/usr/bin/sleep\x0099\x00")
+    assert not rec.alive(proc)
+    other = ["/usr/bin/qemu-system-x86_64", "-qmp", "unix:/elsewhere,server=on,wait=off"]
+    cmd.write_bytes(b"\0".join(a.encode() for a in other))
+    assert not rec.alive(proc)
+    assert not _record(tmp_path, pid=1).alive(proc)
+
+
+def test_record_alive_real_process_not_qemu(tmp_path: Path) -> None:
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not _record(tmp_path, pid=p.pid).alive()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_nested_host_states_without_qemu(tmp_path: Path) -> None:
+    h = NestedHost(state_file=tmp_path / "state.json")
+    assert isinstance(h, Host)
+    assert h.state is NestedState.ABSENT
+    assert h.status().state is NestedState.ABSENT
+    with pytest.raises(BrokenError, match="not ready"):
+        h.run(["true"])
+    with pytest.raises(BrokenError, match="not started"):
+        h.ssh_command()
+    h.down()  # nothing to stop: a no-op
+    assert h.state is NestedState.ABSENT
+    with pytest.raises(BrokenError, match="no running nested host"):
+        NestedHost.attach(state_file=tmp_path / "state.json")
+
+
+def test_stale_state_file_is_cleared(tmp_path: Path) -> None:
+    sf = tmp_path / "state.json"
+    p = subprocess.Popen(["true"])
+    p.wait()
+    _record(tmp_path, pid=p.pid).save(sf)  # that pid is gone (or not a qemu)
+    h = NestedHost(state_file=sf)
+    assert h.status().state is NestedState.STOPPED
+    assert not sf.exists()
+
+
+# -- image recipe and mirror ---------------------------------------------------------------
+
+
+def test_recipe_key_tracks_inputs() -> None:
+    a = ImageRecipe()
+    assert a.key() == ImageRecipe().key()
+    assert ImageRecipe(packages=(*a.packages, "vim")).key() != a.key()
+    assert ImageRecipe(hostname="other").key() != a.key()
+    assert ImageRecipe(extra_files={"etc/motd": b"hi"}).key() != a.key()
+    # The package tarball only depends on suite and packages.
+    assert ImageRecipe(hostname="other").packages_key() == a.packages_key()
+    files = a.files()
+    assert b"Kind=bridge" in files["etc/systemd/network/10-xenbr0.netdev"][0]
+    assert b"xen-netback" in files["etc/modules-load.d/xen-backends.conf"][0]
+
+
+def test_cache_root_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_root() == tmp_path / "xenpvh" / "nested"
+
+
+def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("XENPVH_DEBIAN_MIRROR", raising=False)
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
+    )
+    assert debian_mirror(tmp_path) == "http://mirror.example/debian"
+    (d / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text(
+        "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://list.example/debian bookworm main\n"
+    )
+    assert debian_mirror(tmp_path) == "http://list.example/debian"
+    monkeypatch.setenv("XENPVH_DEBIAN_MIRROR", "http://override.example/debian/")
+    assert debian_mirror(tmp_path) == "http://override.example/debian"
+    monkeypatch.delenv("XENPVH_DEBIAN_MIRROR")
+    (tmp_path / "sources.list").write_text("")
+    with pytest.raises(BlockedError, match="XENPVH_DEBIAN_MIRROR"):
+        debian_mirror(tmp_path)
+
+
+def test_set_shell_var(tmp_path: Path) -> None:
+    f = tmp_path / "xen"
+    f.write_text("#XENCONSOLED_TRACE=none\nXENSTORED_ARGS=\n")
+    _set_shell_var(f, "XENCONSOLED_TRACE", "guest")
+    assert f.read_text() == "XENSTORED_ARGS=\nXENCONSOLED_TRACE=guest\n"
+
+
+# -- real QEMU, failure paths --------------------------------------------------------------
+
+
+def _qemu_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.mark.host
+def test_qemu_refusing_the_xen_image_is_broken(tmp_path: Path) -> None:
+    junk = tmp_path / "not-xen.elf"
+    junk.write_bytes(b"this is not a multiboot image\n" * 100)
+    before = _qemu_pids()
+    h = NestedHost(xen_image=junk, artifacts=tmp_path / "art", state_file=tmp_path / "s.json")
+    with pytest.raises(BrokenError, match="QEMU exited"):
+        h.up()
+    assert h.state is NestedState.FAILED
+    assert _qemu_pids() <= before
+
+
+@pytest.mark.host
+def test_boot_deadline_is_broken_and_reaps_qemu(tmp_path: Path) -> None:
+    before = _qemu_pids()
+    h = NestedHost(boot_timeout=4, artifacts=tmp_path / "art", state_file=tmp_path / "s.json")
+    t0 = time.monotonic()
+    with pytest.raises(BrokenError, match=r"no ssh within 4s; serial log tail") as ei:
+        h.up()
+    assert time.monotonic() - t0 < 60
+    assert "(XEN)" in str(ei.value)  # the hypervisor console is quoted
+    assert h.state is NestedState.FAILED
+    assert _qemu_pids() <= before
+
+
+# -- real Xen ------------------------------------------------------------------------------
+
+
+PVH_GUEST = """name = "pvh-smoke"
+type = "pvh"
+kernel = "/boot/vmlinuz-{kver}"
+ramdisk = "/boot/initrd.img-{kver}"
+memory = 256
+vcpus = 2
+extra = "console=hvc0"
+on_crash = "destroy"
+on_reboot = "destroy"
+"""
+
+
+@pytest.mark.xen
+@pytest.mark.host
+def test_nested_xen_boots_and_runs_a_pvh_guest(tmp_path: Path) -> None:
+    before = _qemu_pids()
+    with NestedHost(artifacts=tmp_path) as h:
+        assert h.state is NestedState.READY
+        pid = h.status().pid
+        assert pid is not None and pid not in before
+
+        info = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (
+                ln.partition(":") for ln in h.run(["xl", "info"], check=True).out.splitlines()
+            )
+        )
+        assert info["xen_major"] == "4"
+        assert "hap" in info["virt_caps"]
+        assert "Domain-0" in h.run(["xl", "list"], check=True).out
+        assert h.run(["ip", "link", "show", "xenbr0"]).ok
+        assert "xenbr0" in h.run(["brctl", "show"], check=True).out
+
+        # A tiny PVH guest: proves this host can run the kind of guest xenpvh exists for.
+        kver = h.run(["uname", "-r"], check=True).out.strip()
+        h.put_bytes(PVH_GUEST.format(kver=kver).encode(), "/root/pvh-smoke.cfg")
+        h.run(["xl", "create", "/root/pvh-smoke.cfg"], check=True, timeout=120)
+        try:
+            j = json.loads(h.run(["xl", "list", "-l", "pvh-smoke"], check=True).out)
+            assert j[0]["config"]["c_info"]["type"] == "pvh"
+            con = h.spawn(["xl", "console", "pvh-smoke"], timeout=240)
+            try:
+                con.expect(b"Booting kernel on Xen PVH")
+                con.expect(b"smp: Brought up 1 node, 2 CPUs")
+            finally:
+                con.close()
+            log = h.run(["cat", "/var/log/xen/console/guest-pvh-smoke.log"], check=True)
+            assert b"Booting kernel on Xen PVH" in log.stdout  # xenconsoled logs guests
+        finally:
+            h.run(["xl", "destroy", "pvh-smoke"])
+        assert "pvh-smoke" not in h.run(["xl", "list"], check=True).out
+
+    assert h.state is NestedState.STOPPED
+    assert not Path(f"/proc/{pid}").exists()
+    assert b"Xen version 4." in (tmp_path / "host-serial.log").read_bytes()
+    assert not os.path.exists(tmp_path / "qmp.sock")

@@ -1,0 +1,298 @@
+"""BootRun's state machine against fakes at its boundaries: a Host answering like xl 4.17
+(test_toolstack_fakes), a scripted stage checker shaped like xenpvh.check's StageChecker, and
+an in-memory XenStore.  The real renderer and report writers are used."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_toolstack_fakes import FakeXenHost
+
+from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
+from xenpvh.run import BootRun, RunState, RunStateEvent
+from xenpvh.toolstack.xenstore import DeviceState
+
+STAGES = ["early-init", "ap-launch", "xenbus", "root-mount", "login"]
+PATTERNS = {
+    "early-init": b"Linux version",
+    "ap-launch": b"smp: Brought up",
+    "xenbus": b"xen:xenbus",
+    "root-mount": b"EXT4-fs (xvda): mounted",
+    "login": b"login:",
+}
+GOOD = (
+    b"Linux version 6.1.0-28-amd64\n"
+    b"smp: Brought up 1 node, 1 CPU\n"
+    b"xen:xenbus: probing\n"
+    b"EXT4-fs (xvda): mounted filesystem\n"
+    b"xenpvh login: "
+)
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    kind: str
+    stage: str
+    t: float
+    line: str
+
+
+class ScriptedChecker:
+    """Stages in order on fixed patterns; `Kernel panic` is forbidden."""
+
+    def __init__(self, profile, *, vcpus, disks, vifs, clock=time.monotonic) -> None:
+        self.buf = b""
+        self.next = 0
+        self.done = False
+        self.verdict: Verdict | None = None
+        self.results = [StageResult(n) for n in STAGES]
+        self.args = (vcpus, disks, vifs)
+
+    def feed(self, data: bytes) -> list[StageEvent]:
+        self.buf += data
+        out: list[StageEvent] = []
+        if b"Kernel panic" in self.buf:
+            self.results[self.next].status = StageStatus.FAILED
+            self.done = True
+            self.verdict = Verdict(
+                VerdictValue.FAIL,
+                "forbidden pattern 'Kernel panic' seen",
+                STAGES[self.next],
+                self.results,
+            )
+            return [StageEvent("failed", STAGES[self.next], 0.0, "Kernel panic")]
+        while self.next < len(STAGES) and PATTERNS[STAGES[self.next]] in self.buf:
+            self.results[self.next].status = StageStatus.PASSED
+            out.append(StageEvent("passed", STAGES[self.next], 0.0, ""))
+            self.next += 1
+        if self.next == len(STAGES):
+            self.done = True
+            self.verdict = Verdict(VerdictValue.PASS, "all stages passed", None, self.results)
+        return out
+
+    def poll(self) -> list[StageEvent]:
+        return []
+
+    def finish(self, reason: str) -> Verdict:
+        if not self.done:
+            self.done = True
+            stage = STAGES[min(self.next, len(STAGES) - 1)]
+            self.verdict = Verdict(VerdictValue.FAIL, reason, stage, self.results)
+        assert self.verdict is not None
+        return self.verdict
+
+
+class FakeXenStore:
+    def __init__(self, states: dict[str, int]) -> None:
+        self.states = states
+        self.opened = 0
+
+    def __enter__(self):
+        self.opened += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def device_states(self, domid: int) -> list[DeviceState]:
+        be = f"/local/domain/0/backend/{{}}/{domid}"
+        return [
+            DeviceState(
+                k,
+                d,
+                f"/local/domain/{domid}/device/{k}/{d}",
+                self.states[k],
+                be.format(k) + f"/{d}",
+                4,
+            )
+            for k, d in (("vbd", "51712"), ("vif", "0"))
+        ]
+
+    def console_tty(self, domid: int) -> str:
+        return "/dev/pts/4"
+
+    def domain_dump(self, domid: int) -> str:
+        return f'/local/domain/{domid} = ""\n'
+
+
+@dataclass
+class Profile:
+    name: str = "linux-pvh"
+    stages: tuple[str, ...] = tuple(STAGES)
+
+
+@pytest.fixture
+def host():
+    h = FakeXenHost()
+    h.console_delay = 0.01
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> tuple[Path, Path]:
+    k, r = tmp_path / "vmlinuz", tmp_path / "initrd"
+    k.write_bytes(b"kernel")
+    r.write_bytes(b"initrd")
+    return k, r
+
+
+def _point(kernel: str, ramdisk: str | None, cmdline: str = "console=hvc0") -> DomainSpec:
+    return DomainSpec(
+        name="linux-pvh",
+        kernel=kernel,
+        ramdisk=ramdisk,
+        cmdline=cmdline,
+        vcpus=2,
+        disks=(DiskSpec(vdev="xvda", size_mb=16, fs="ext4"),),
+        vifs=(VifSpec(bridge="xenbr0"),),
+    )
+
+
+def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0):
+    xs = FakeXenStore(states or {"vbd": 4, "vif": 4})
+    events: list[object] = []
+    run = BootRun(
+        host,
+        Profile(),
+        point,
+        artifacts=tmp_path / "art",
+        on_event=on_event or events.append,
+        checker_factory=ScriptedChecker,
+        xenstore_factory=lambda h: xs,
+        xenbus_grace=grace,
+        timeout=30,
+    )
+    return run, events
+
+
+def _no_guest_left(host: FakeXenHost, run: BootRun) -> None:
+    assert list(host.domains) == ["Domain-0"]
+    assert not [p for p in host.files if p.startswith(run.run_dir)]
+
+
+def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
+    host.console = GOOD
+    run, events = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.PASS, v.reason
+    art = tmp_path / "art"
+    for name in (
+        "console.log",
+        "xl-dmesg.txt",
+        "xl-info.txt",
+        "domain.cfg",
+        "xenstore.txt",
+        "verdict.json",
+        "junit.xml",
+        "report.html",
+        "timing.json",
+    ):
+        assert (art / name).is_file(), name
+    assert json.loads((art / "verdict.json").read_text())["verdict"] == "pass"
+    assert 'type = "pvh"' in (art / "domain.cfg").read_text()
+    assert v.meta["xenstore_check"] == "connected"
+    assert v.meta["create_to_verdict_s"] is not None and v.meta["harness_overhead_s"] >= 0
+    # Order on the host: create paused, attach console, then unpause.
+    order = [c for c in host.calls if c[:2] in {("xl", "create"), ("xl", "unpause")}]
+    spawn = next(i for i, c in enumerate(host.calls) if c[0] == "<spawn>")
+    assert host.calls.index(order[0]) < spawn < host.calls.index(order[1])
+    assert order[0][2] == "-p"
+    # Kernel and ramdisk went to the hash-named cache, the disk was made in the run dir.
+    puts = [c for c in host.calls if c[0] == "<put>"]
+    assert all(c[2].startswith("/var/lib/xenpvh/kernels/") for c in puts) and len(puts) == 2
+    assert ("mkfs.ext4", "-q", "-F", f"{run.run_dir}/xvda.img") in host.calls
+    states = [e.state for e in events if isinstance(e, RunStateEvent)]
+    assert states == [
+        RunState.PREPARE,
+        RunState.CREATE,
+        RunState.WATCH,
+        RunState.DECIDE,
+        RunState.COLLECT,
+        RunState.DESTROY,
+        RunState.REPORT,
+        RunState.DONE,
+    ]
+    assert [e.stage for e in events if isinstance(e, StageEvent)] == STAGES
+    _no_guest_left(host, run)
+
+
+def test_missing_kernel_is_blocked_before_anything(host, kit, tmp_path) -> None:
+    run, _ = _run(host, _point(str(tmp_path / "nope"), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BLOCKED
+    assert "nope does not exist" in v.reason
+    assert host.calls == []
+    assert json.loads((tmp_path / "art" / "verdict.json").read_text())["verdict"] == "blocked"
+
+
+def test_panic_fails_fast_and_destroys(host, kit, tmp_path) -> None:
+    host.console = b"Linux version 6.1\nKernel panic - not syncing: No working init found.\n"
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.FAIL
+    assert "Kernel panic" in v.reason and v.failed_stage == "ap-launch"
+    assert v.meta["harness_overhead_s"] is not None and v.meta["harness_overhead_s"] < 1
+    _no_guest_left(host, run)
+
+
+def test_stuck_device_fails_xenbus_naming_it(host, kit, tmp_path) -> None:
+    host.console = GOOD
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, states={"vbd": 4, "vif": 3})
+    v = run.run()
+    assert v.verdict == VerdictValue.FAIL and v.failed_stage == "xenbus"
+    assert "/local/domain/1/device/vif/0/state=3 (Initialised)" in v.reason
+    by = {s.name: s.status for s in v.stages}
+    assert by["xenbus"] == StageStatus.FAILED
+    assert by["root-mount"] == by["login"] == StageStatus.NOT_REACHED
+    assert by["early-init"] == StageStatus.PASSED
+    _no_guest_left(host, run)
+
+
+def test_pv_domain_is_blocked_and_destroyed(host, kit, tmp_path, monkeypatch) -> None:
+    # As xl 4.17 does with `pvh = 1`: the domain comes up as PV.
+    orig = host._answer
+
+    def answer(argv):
+        res = orig(argv)
+        if argv[:2] == ("xl", "create"):
+            for d in host.domains.values():
+                d["type"] = "pv"
+        return res
+
+    monkeypatch.setattr(host, "_answer", answer)
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BLOCKED and "not 'pvh'" in v.reason
+    assert ("xl", "unpause", run.domain_name) not in host.calls
+    _no_guest_left(host, run)
+
+
+def test_ctrl_c_still_destroys(host, kit, tmp_path) -> None:
+    host.console = GOOD
+
+    def interrupt(ev: object) -> None:
+        if isinstance(ev, StageEvent) and ev.stage == "ap-launch":
+            raise KeyboardInterrupt
+
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, on_event=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    v = json.loads((tmp_path / "art" / "verdict.json").read_text())
+    assert v["verdict"] == "broken" and "interrupted" in v["reason"]
+    _no_guest_left(host, run)
+
+
+def test_create_failure_is_broken(host, kit, tmp_path) -> None:
+    from xenpvh.host.base import CommandResult
+
+    host.fail["xl create"] = CommandResult(("xl", "create"), 1, b"", b"libxl: hotplug failed\n")
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BROKEN and "hotplug failed" in v.reason
+    _no_guest_left(host, run)

@@ -1,0 +1,156 @@
+"""Live boot runs on real Xen: the nested host (Debian Xen 4.17 + Debian dom0 under QEMU).
+
+One nested host per test session (session fixture, to move into the pytest plugin later).
+Every test ends with `xl list` showing only Domain-0.  Measured times are appended to
+`$XENPVH_LIVE_TIMES` (JSON lines) when that variable is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenpvh.check.verdict import StageStatus, VerdictValue
+from xenpvh.host.base import Host
+from xenpvh.run import BootRun
+from xenpvh.toolstack.xl import Xl
+
+pytestmark = pytest.mark.xen
+
+QEMU_WAIT = float(os.environ.get("XENPVH_QEMU_WAIT", "1800"))
+
+
+def _wait_for_free_machine() -> None:
+    """Only one nested host at a time on this 2-core machine: wait for others to finish."""
+    deadline = time.monotonic() + QEMU_WAIT
+    while True:
+        busy = subprocess.run(["pgrep", "-a", "qemu-system"], capture_output=True, text=True)
+        if busy.returncode != 0:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"another QEMU is still running after {QEMU_WAIT:g}s:\n{busy.stdout}")
+        time.sleep(5)
+
+
+@pytest.fixture(scope="session")
+def nested_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    from xenpvh.host.nested import NestedHost
+
+    _wait_for_free_machine()
+    with NestedHost(artifacts=tmp_path_factory.mktemp("nested")) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def guest_kit() -> Any:
+    from xenpvh.build.guestkit import build_linux_guest_kit
+
+    return build_linux_guest_kit()
+
+
+@pytest.fixture(scope="session")
+def profile() -> Any:
+    from xenpvh.profile import load_profile
+
+    return load_profile("linux-pvh")
+
+
+class RecordingHost:
+    """The real host, with every argv it is asked to run recorded."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self.name = host.name
+        self.calls: list[tuple[str, ...]] = []
+
+    def run(self, argv: Sequence[str], **kw: Any):
+        self.calls.append(tuple(argv))
+        return self._host.run(argv, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._host, name)
+        if name in {"put", "put_bytes", "get", "spawn", "open_stream"}:
+
+            def recorded(*a: Any, **kw: Any) -> Any:
+                self.calls.append((f"<{name}>", *map(str, a)))
+                return attr(*a, **kw)
+
+            return recorded
+        return attr
+
+
+@pytest.fixture
+def host(nested_host: Host) -> Iterator[RecordingHost]:
+    yield RecordingHost(nested_host)
+    # Whatever the test did, the host must be clean afterwards.
+    assert [d.name for d in Xl(nested_host).list()] == ["Domain-0"]
+    left = nested_host.run(["ls", "-A", "/var/lib/xenpvh/runs"]).out.split()
+    assert left == [], f"run dirs left on the host: {left}"
+
+
+def _record_times(test: str, verdict: Any) -> None:
+    keys = ("create_to_verdict_s", "unpause_to_verdict_s", "harness_overhead_s")
+    row = {"test": test, "verdict": str(verdict.verdict), **{k: verdict.meta.get(k) for k in keys}}
+    print(json.dumps(row))
+    out = os.environ.get("XENPVH_LIVE_TIMES")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _boot(host: RecordingHost, profile: Any, point: Any, kit: Any, tmp_path: Path):
+    return BootRun(host, profile, point, toolstack="xl", artifacts=tmp_path, guest_kit=kit).run()
+
+
+@pytest.mark.parametrize("vcpus", [1, 4])
+def test_linux_pvh_passes(host, profile, guest_kit, tmp_path, vcpus: int) -> None:
+    v = _boot(host, profile, profile.point(vcpus=vcpus), guest_kit, tmp_path)
+    _record_times(f"pass-vcpus{vcpus}", v)
+    assert v.verdict == VerdictValue.PASS, f"{v.failed_stage}: {v.reason}"
+    assert all(s.status == StageStatus.PASSED for s in v.stages)
+    assert v.meta["xenstore_check"] == "connected"
+    assert v.meta["xen_version"].startswith("4.17")
+    for name in ("console.log", "xl-dmesg.txt", "xl-info.txt", "domain.cfg", "xenstore.txt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    for name in ("verdict.json", "junit.xml", "report.html"):
+        assert (tmp_path / name).is_file(), name
+    assert b"login:" in (tmp_path / "console.log").read_bytes()
+    assert f"/local/domain/{v.meta['domid']}/device/vbd" in (tmp_path / "xenstore.txt").read_text()
+
+
+def test_maxcpus_1_fails_at_ap_launch(host, profile, guest_kit, tmp_path) -> None:
+    base = profile.point(vcpus=4)
+    point = profile.point(vcpus=4, cmdline=f"{base.cmdline} maxcpus=1")
+    v = _boot(host, profile, point, guest_kit, tmp_path)
+    _record_times("maxcpus1-vcpus4", v)
+    assert v.verdict == VerdictValue.FAIL, v.reason
+    assert v.failed_stage == "ap-launch", v.reason
+
+
+def test_missing_init_fails_on_the_panic_line(host, profile, guest_kit, tmp_path) -> None:
+    base = profile.point(vcpus=1)
+    point = profile.point(vcpus=1, cmdline=f"{base.cmdline} rdinit=/nonexistent")
+    v = _boot(host, profile, point, guest_kit, tmp_path)
+    _record_times("rdinit-missing", v)
+    assert v.verdict == VerdictValue.FAIL, v.reason
+    assert "deadline" not in v.reason.lower(), v.reason
+    assert "panic" in v.reason.lower(), v.reason
+    failed = next(s for s in v.stages if s.name == v.failed_stage)
+    assert "Kernel panic" in failed.evidence, failed
+
+
+def test_missing_kernel_is_blocked_before_anything_is_created(
+    host, profile, guest_kit, tmp_path
+) -> None:
+    point = profile.point(vcpus=1, kernel=str(tmp_path / "no-such-vmlinuz"))
+    v = _boot(host, profile, point, guest_kit, tmp_path)
+    assert v.verdict == VerdictValue.BLOCKED, v.reason
+    assert "no-such-vmlinuz does not exist" in v.reason
+    assert host.calls == [], host.calls

@@ -1,0 +1,216 @@
+"""XenStore over the relay: the real relay (python3 -c RELAY via LocalHost.open_stream)
+talks to a fake xenstored that speaks the real wire protocol (xs_wire.h) on a unix socket."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.local import LocalHost
+from xenpvh.toolstack.xenstore import DeviceState, XenStore
+
+HEADER = struct.Struct("<IIII")  # type, req_id, tx_id, len
+XS_DIRECTORY, XS_READ, XS_ERROR = 1, 2, 16
+
+
+class FakeXenstored:
+    """A threaded xenstored: DIRECTORY and READ over a flat {path: value} store."""
+
+    def __init__(self, path: Path, store: dict[str, bytes], *, mute: bool = False) -> None:
+        self.path = path
+        self.store = store
+        self.mute = mute  # accept and read requests but never answer (a hung xenstored)
+        self.requests: list[tuple[int, bytes]] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _children(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        out: list[str] = []
+        for p in self.store:
+            if p.startswith(prefix):
+                name = p[len(prefix) :].split("/")[0]
+                if name not in out:
+                    out.append(name)
+        return out
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _recv(conn: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while True:
+                    op, rq, tx, size = HEADER.unpack(self._recv(conn, HEADER.size))
+                    payload = self._recv(conn, size) if size else b""
+                    self.requests.append((op, payload))
+                    if self.mute:
+                        continue
+                    path = payload.rstrip(b"\0").decode()
+                    if op == XS_READ and path in self.store:
+                        rop, body = op, self.store[path]
+                    elif op == XS_READ and self._children(path):
+                        rop, body = op, b""  # xenstored creates parents with empty values
+                    elif op == XS_DIRECTORY and (path in self.store or self._children(path)):
+                        kids = self._children(path)
+                        rop, body = op, b"".join(k.encode() + b"\0" for k in kids)
+                    elif op in (XS_READ, XS_DIRECTORY):
+                        rop, body = XS_ERROR, b"ENOENT\0"
+                    else:
+                        rop, body = XS_ERROR, b"EINVAL\0"
+                    conn.sendall(HEADER.pack(rop, rq, tx, len(body)) + body)
+            except (EOFError, OSError):
+                return
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+def guest_store(domid: int = 7, *, vbd_state: bytes = b"4", vif_fe: bytes = b"4") -> dict:
+    fe = f"/local/domain/{domid}/device"
+    be = "/local/domain/0/backend"
+    return {
+        "/local": b"",
+        "/local/domain": b"",
+        f"/local/domain/{domid}": b"",
+        f"/local/domain/{domid}/name": b"xenpvh-t",
+        f"/local/domain/{domid}/console/tty": b"/dev/pts/3",
+        f"{fe}/vbd/51712/backend": f"{be}/vbd/{domid}/51712".encode(),
+        f"{fe}/vbd/51712/state": vbd_state,
+        f"{fe}/vif/0/backend": f"{be}/vif/{domid}/0".encode(),
+        f"{fe}/vif/0/state": vif_fe,
+        f"{be}/vbd/{domid}/51712/state": b"4",
+        f"{be}/vbd/{domid}/51712/params": b"/var/lib/xenpvh/runs/x/xvda.img",
+        f"{be}/vif/{domid}/0/state": b"4",
+    }
+
+
+@pytest.fixture
+def sockdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # AF_UNIX paths are limited to 108 bytes; pytest's tmp paths can be longer.
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="xs-"))
+    yield d
+    for p in d.iterdir():
+        p.unlink()
+    d.rmdir()
+
+
+@pytest.fixture
+def xenstored(sockdir: Path) -> Iterator[FakeXenstored]:
+    srv = FakeXenstored(sockdir / "socket", guest_store())
+    yield srv
+    srv.close()
+
+
+def test_read_ls_and_missing_nodes(xenstored: FakeXenstored) -> None:
+    with XenStore(LocalHost(), socket_path=str(xenstored.path)) as xs:
+        assert xs.read("/local/domain/7/name") == b"xenpvh-t"
+        assert xs.read("/local/domain/7/nope") is None
+        assert xs.ls("/local/domain/7/device") == ["vbd", "vif"]
+        assert xs.ls("/local/domain/99") == []
+    # Both ops really crossed the wire, NUL-terminated as xenstored expects.
+    assert (XS_READ, b"/local/domain/7/name\0") in xenstored.requests
+
+
+def test_device_states_connected(xenstored: FakeXenstored) -> None:
+    with XenStore(LocalHost(), socket_path=str(xenstored.path)) as xs:
+        states = xs.device_states(7)
+        assert xs.console_tty(7) == "/dev/pts/3"
+    assert states == [
+        DeviceState(
+            "vbd",
+            "51712",
+            "/local/domain/7/device/vbd/51712",
+            4,
+            "/local/domain/0/backend/vbd/7/51712",
+            4,
+        ),
+        DeviceState(
+            "vif", "0", "/local/domain/7/device/vif/0", 4, "/local/domain/0/backend/vif/7/0", 4
+        ),
+    ]
+    assert all(s.connected for s in states)
+
+
+def test_device_stuck_is_described(sockdir: Path) -> None:
+    srv = FakeXenstored(sockdir / "socket", guest_store(vif_fe=b"1"))
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path)) as xs:
+            vif = next(s for s in xs.device_states(7) if s.kind == "vif")
+    finally:
+        srv.close()
+    assert not vif.connected
+    assert vif.describe() == (
+        "vif 0: frontend /local/domain/7/device/vif/0/state=1 (Initialising), "
+        "backend /local/domain/0/backend/vif/7/0/state=4 (Connected)"
+    )
+
+
+def test_dump_is_recursive_and_bounded(xenstored: FakeXenstored) -> None:
+    with XenStore(LocalHost(), socket_path=str(xenstored.path)) as xs:
+        full = xs.domain_dump(7)
+        small = xs.dump("/local/domain/7", max_nodes=3)
+    assert '/local/domain/7/device/vbd/51712/state = "4"' in full
+    assert '/local/domain/0/backend/vif/7/0/state = "4"' in full
+    assert small.count("\n") == 4 and "dump stopped after 3 nodes" in small
+
+
+def test_hung_xenstored_hits_the_deadline(sockdir: Path) -> None:
+    srv = FakeXenstored(sockdir / "socket", guest_store(), mute=True)
+    try:
+        xs = XenStore(LocalHost(), socket_path=str(srv.path), timeout=1.0)
+        with xs:
+            t0 = time.monotonic()
+            with pytest.raises(BrokenError, match="no reply within 1s"):
+                xs.read("/local/domain/7/name")
+            assert time.monotonic() - t0 < 3
+            # The stream is out of step now: it must not be reused.
+            with pytest.raises(BrokenError, match="not open"):
+                xs.read("/local/domain/7/name")
+    finally:
+        srv.close()
+
+
+def test_unreachable_socket_is_broken(sockdir: Path) -> None:
+    with (
+        XenStore(LocalHost(), socket_path=str(sockdir / "absent"), timeout=5) as xs,
+        pytest.raises(BrokenError, match=r"relay .* closed the stream"),
+    ):
+        xs.read("/local")
+
+
+def test_bad_path_is_blocked(xenstored: FakeXenstored) -> None:
+    with XenStore(LocalHost(), socket_path=str(xenstored.path)) as xs:
+        with pytest.raises(BlockedError):
+            xs.read("relative/path")
+        with pytest.raises(BlockedError):
+            xs.read("/local/domain/7/$(reboot)")

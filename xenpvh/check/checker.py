@@ -1,0 +1,493 @@
+"""The streaming stage checker: console bytes in, stage events and one verdict out.
+
+Model (see DESIGN.md): a profile's stages are ordered.  Patterns of *every* stage are
+matched whenever they appear (consoles interleave; Linux loads blkfront after `Run /init`),
+but a stage *completes* only when its own requirements are met and the previous stage has
+completed; its time is the later of the two.  The stage in progress is the first incomplete
+one; forbidden patterns and deadlines blame it.
+
+State machine: RUNNING --(all stages complete)--> PASS
+               RUNNING --(forbidden line | AP/CPU mismatch | deadline | finish())--> FAIL
+Once decided, the checker ignores further input.
+
+Memory is bounded: lines are capped (`lines.MAX_LINE`), evidence is capped
+(`EVIDENCE_MAX`), AP ids and device names are bounded sets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from os import PathLike
+from pathlib import Path
+
+from xenpvh.check.lines import LineSplitter, strip_prefix
+from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+from xenpvh.errors import BlockedError
+from xenpvh.profile.model import Pattern, Profile, StageSpec
+
+EVIDENCE_MAX = 512  # characters of a console line kept as evidence
+_SET_MAX = 4096  # AP ids / device names remembered per stage (hostile consoles)
+_READ_CHUNK = 64 * 1024
+
+
+class EventKind(StrEnum):
+    STARTED = "started"  # the stage is now the one in progress
+    MATCHED = "matched"  # a line matched one of the stage's patterns
+    PASSED = "passed"  # the stage completed
+    FAILED = "failed"  # the stage failed: forbidden line, mismatch, deadline, console end
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """One step of the live checklist; `t` is seconds from the first console byte."""
+
+    kind: EventKind
+    stage: str
+    t: float | None
+    line: str = ""
+    detail: str = ""
+
+
+# Which role a pattern plays; the checker dispatches on it per matching line.
+class _Role(StrEnum):
+    FORBIDDEN = "forbidden"
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+    AP_IDS = "ap_ids"
+    CPU_COUNT = "cpu_count"
+    DISK = "disk"
+    VIF = "vif"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    index: int  # stable order: forbidden first, then stage by stage
+    role: _Role
+    stage: int  # index into the stages (-1 for forbidden)
+    pattern: Pattern
+
+
+@dataclass
+class _StageState:
+    spec: StageSpec
+    seen_required: set[int] = field(default_factory=set)
+    aps: set[int] = field(default_factory=set)
+    cpu_count: int | None = None
+    disks: set[str] = field(default_factory=set)
+    vifs: set[str] = field(default_factory=set)
+    own_t: float | None = None  # when its own requirements were last advanced
+    own_line: str = ""
+    complete: bool = False
+    t: float | None = None
+    evidence: str = ""
+
+
+class StageChecker:
+    """Decide one boot from its console, incrementally.
+
+    `clock=None` is offline mode (`check_file`): no deadlines, and `t` comes from the
+    lines' timestamp prefixes when they have them.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        vcpus: int,
+        disks: int,
+        vifs: int,
+        clock: Callable[[], float] | None = time.monotonic,
+    ) -> None:
+        if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 1:
+            raise BlockedError(f"vcpus must be an integer >= 1, got {vcpus!r}")
+        for what, n in (("disks", disks), ("vifs", vifs)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise BlockedError(f"{what} must be an integer >= 0, got {n!r}")
+        self.profile = profile
+        self.vcpus = vcpus
+        self.n_disks = disks
+        self.n_vifs = vifs
+        self._clock = clock
+        self._start = clock() if clock is not None else 0.0
+        self._first_byte: float | None = None
+        self._stamp_origin: float | None = None
+        self._splitter = LineSplitter()
+        self._stages = [_StageState(s) for s in profile.stages]
+        self._rules = self._build_rules()
+        self._scan_rules = [r for r in self._rules if r.pattern.literals]
+        self._line_rules = [r for r in self._rules if not r.pattern.literals]
+        self._partial_done: set[int] = set()  # rules already applied to the current partial
+        self._partial_len = 0
+        self._current = -1  # index of the stage in progress (set by _advance)
+        self._verdict: Verdict | None = None
+        self._events: list[StageEvent] = []
+        self._advance(None)
+
+    # ----------------------------------------------------------------------- public API
+
+    @property
+    def done(self) -> bool:
+        return self._verdict is not None
+
+    @property
+    def verdict(self) -> Verdict:
+        """The verdict once decided; before that, a provisional view (stages so far)."""
+        if self._verdict is not None:
+            return self._verdict
+        stage = self._stage_name()
+        return self._make_verdict(VerdictValue.FAIL, f"undecided: {stage} in progress", None)
+
+    @property
+    def stage_in_progress(self) -> str | None:
+        return None if self._current >= len(self._stages) else self._stage_name()
+
+    def feed(self, data: bytes) -> list[StageEvent]:
+        """Consume console bytes (any split); return the events they caused."""
+        if self.done or not data:
+            return []
+        if self._first_byte is None and self._clock is not None:
+            self._first_byte = self._clock()
+        block = self._splitter.feed(data)
+        if block:
+            self._scan_block(block)
+            self._partial_done = set()
+            self._partial_len = 0
+        if not self.done:
+            self._scan_partial()
+        return self._take_events()
+
+    def poll(self) -> list[StageEvent]:
+        """Check the stage in progress against its deadline (live mode only)."""
+        if self.done or self._clock is None:
+            return []
+        i = self._current
+        spec = self._stages[i].spec
+        base = self._stages[i - 1].t if i > 0 else None
+        now = self._clock()
+        began = self._start if base is None else (self._first_byte or self._start) + base
+        if now - began > spec.deadline:
+            self._fail(
+                i,
+                f"{spec.name} not reached within {spec.deadline:g}s",
+                line="",
+                detail=self._stage_detail(i),
+            )
+        return self._take_events()
+
+    def finish(self, reason: str = "console ended") -> Verdict:
+        """The console ended (or the run gave up): decide with what was seen."""
+        if self._verdict is None:
+            block = self._splitter.flush()
+            if block:
+                self._scan_block(block)
+                self._partial_done = set()
+        if self._verdict is None:
+            i = self._current
+            self._fail(i, f"{reason} before {self._stages[i].spec.name}", "", self._stage_detail(i))
+        self._take_events()
+        assert self._verdict is not None
+        return self._verdict
+
+    # ----------------------------------------------------------------------- scanning
+
+    def _build_rules(self) -> list[_Rule]:
+        rules: list[_Rule] = []
+
+        def add(role: _Role, stage: int, patterns: Iterable[Pattern]) -> None:
+            for p in patterns:
+                rules.append(_Rule(len(rules), role, stage, p))
+
+        add(_Role.FORBIDDEN, -1, self.profile.forbidden)
+        for i, st in enumerate(self._stages):
+            s = st.spec
+            add(_Role.REQUIRED, i, s.required)
+            add(_Role.OPTIONAL, i, s.optional)
+            add(_Role.AP_IDS, i, s.ap_ids)
+            add(_Role.CPU_COUNT, i, s.cpu_count)
+            add(_Role.DISK, i, s.disk_devices)
+            add(_Role.VIF, i, s.vif_devices)
+        return rules
+
+    def _scan_block(self, block: str) -> None:
+        """Find candidate lines with C-speed substring search, then apply rules in order."""
+        hits: dict[int, set[int]] = {}
+        for rule in self._scan_rules:
+            for lit in rule.pattern.literals:
+                pos = block.find(lit)
+                while pos >= 0:
+                    start = block.rfind("\n", 0, pos) + 1
+                    hits.setdefault(start, set()).add(rule.index)
+                    end = block.find("\n", pos)
+                    pos = block.find(lit, end + 1) if end >= 0 else -1
+        if self._line_rules:
+            # Patterns without a literal: find their lines by regex over the block, then
+            # verify per line below (a block regex could span lines).
+            for rule in self._line_rules:
+                for m in rule.pattern.regex.finditer(block):
+                    start = block.rfind("\n", 0, m.start()) + 1
+                    hits.setdefault(start, set()).add(rule.index)
+        for start in sorted(hits):
+            end = block.find("\n", start)
+            line = block[start : end if end >= 0 else len(block)]
+            idx = hits[start]
+            if start == 0 and self._partial_done:
+                # The block's first line continues the partial line already matched.
+                idx = idx - self._partial_done
+            if idx:
+                self._apply(line, sorted(idx))
+                if self.done:
+                    return
+
+    def _scan_partial(self) -> None:
+        """Match the incomplete last line (a `login: ` prompt never gets its newline)."""
+        if self._splitter._discarding and self._partial_len:
+            return
+        part = self._splitter.partial
+        if not part or len(part) == self._partial_len:
+            return
+        self._partial_len = len(part)
+        todo = []
+        for rule in self._rules:
+            if rule.index in self._partial_done:
+                continue
+            lits = rule.pattern.literals
+            if lits and not any(lit in part for lit in lits):
+                continue
+            todo.append(rule.index)
+        if todo:
+            applied = self._apply(part, todo)
+            self._partial_done |= applied
+
+    def _apply(self, raw: str, rule_ids: list[int]) -> set[int]:
+        """Apply the matching rules to one line in rule order; return the ones that matched."""
+        line, stamp = strip_prefix(raw)
+        t = self._now(stamp)
+        matched: set[int] = set()
+        for rid in rule_ids:
+            rule = self._rules[rid]
+            m = rule.pattern.regex.search(line)
+            if m is None:
+                continue
+            matched.add(rid)
+            self._on_match(rule, m, line, t)
+            if self.done:
+                break
+        if not self.done:
+            self._advance(t)
+        return matched
+
+    def _now(self, stamp: float | None) -> float | None:
+        if self._clock is not None:
+            assert self._first_byte is not None
+            return round(self._clock() - self._first_byte, 6)
+        if stamp is None:
+            return None
+        if self._stamp_origin is None:
+            self._stamp_origin = stamp if stamp > 1e6 else 0.0  # wall clock vs since-boot
+        return round(stamp - self._stamp_origin, 6)
+
+    # ----------------------------------------------------------------------- stage logic
+
+    def _on_match(self, rule: _Rule, m: re.Match[str], line: str, t: float | None) -> None:
+        ev_line = line[:EVIDENCE_MAX]
+        if rule.role is _Role.FORBIDDEN:
+            self._fail(
+                self._current,
+                f"forbidden pattern {rule.pattern.name!r} during {self._stage_name()}",
+                ev_line,
+                detail=f"matched {rule.pattern.source!r}",
+                t=t,
+            )
+            return
+        st = self._stages[rule.stage]
+        name = st.spec.name
+        if st.complete and rule.role is not _Role.CPU_COUNT and rule.role is not _Role.AP_IDS:
+            return  # a completed stage's lines repeat harmlessly (e.g. a second banner)
+        self._events.append(StageEvent(EventKind.MATCHED, name, t, ev_line, rule.pattern.name))
+        if rule.role is _Role.REQUIRED:
+            if rule.index not in st.seen_required:
+                st.seen_required.add(rule.index)
+                st.own_t, st.own_line = t, ev_line
+        elif rule.role is _Role.AP_IDS:
+            ids = [int(x) for x in m.group("ids").split() if x.isdigit()]
+            for ap in ids:
+                if ap >= self.vcpus or ap < 1:
+                    self._fail(
+                        rule.stage,
+                        f"{name}: AP id {ap} outside 1..{self.vcpus - 1} for {self.vcpus} vCPUs",
+                        ev_line,
+                        detail=self._stage_detail(rule.stage),
+                        t=t,
+                    )
+                    return
+                if ap not in st.aps and len(st.aps) < _SET_MAX:
+                    st.aps.add(ap)
+                    st.own_t, st.own_line = t, ev_line
+        elif rule.role is _Role.CPU_COUNT:
+            n = int(m.group("n"))
+            if n != self.vcpus:
+                self._fail(
+                    rule.stage,
+                    f"{name}: guest reports {n} CPUs, expected {self.vcpus}",
+                    ev_line,
+                    detail=f"expected {self.vcpus} CPUs, guest reports {n}",
+                    t=t,
+                )
+                return
+            if st.cpu_count is None:
+                st.cpu_count = n
+                st.own_t, st.own_line = t, ev_line
+        elif rule.role in (_Role.DISK, _Role.VIF):
+            disk = rule.role is _Role.DISK
+            seen, want = (st.disks, self.n_disks) if disk else (st.vifs, self.n_vifs)
+            dev = m.group("dev")
+            if dev not in seen and len(seen) < _SET_MAX:
+                seen.add(dev)
+                st.own_t, st.own_line = t, ev_line
+                if len(seen) > want:
+                    kind = "disk" if disk else "vif"
+                    self._fail(
+                        rule.stage,
+                        f"{name}: {len(seen)} {kind} devices seen, expected {want}",
+                        ev_line,
+                        detail=self._stage_detail(rule.stage),
+                        t=t,
+                    )
+
+    def _own_complete(self, st: _StageState) -> bool:
+        s = st.spec
+        if len(st.seen_required) < len(s.required):
+            return False
+        if s.ap_ids and st.aps != set(range(1, self.vcpus)):
+            return False
+        if s.cpu_count_completes and st.cpu_count != self.vcpus:
+            return False
+        if s.disk_devices and len(st.disks) < self.n_disks:
+            return False
+        return not (s.vif_devices and len(st.vifs) < self.n_vifs)
+
+    def _advance(self, t: float | None) -> None:
+        """Complete stages in order while their requirements hold."""
+        prev_t: float | None = None
+        i = 0
+        while i < len(self._stages):
+            st = self._stages[i]
+            if not st.complete:
+                if not self._own_complete(st):
+                    break
+                st.complete = True
+                times = [x for x in (prev_t, st.own_t) if x is not None]
+                st.t = max(times) if times else (t if self._clock is not None else None)
+                st.evidence = st.own_line
+                self._events.append(StageEvent(EventKind.PASSED, st.spec.name, st.t, st.evidence))
+            prev_t = st.t
+            i += 1
+        if i != self._current:
+            self._current = i
+            if i < len(self._stages):
+                self._events.append(StageEvent(EventKind.STARTED, self._stage_name(), prev_t))
+        if i >= len(self._stages) and self._verdict is None:
+            self._verdict = self._make_verdict(VerdictValue.PASS, "all stages passed", None)
+
+    def _stage_detail(self, i: int) -> str:
+        st = self._stages[i]
+        s = st.spec
+        parts: list[str] = []
+        missing = [p.name for j, p in enumerate(s.required) if not self._req_seen(st, j)]
+        if missing:
+            parts.append("missing " + ", ".join(repr(m) for m in missing))
+        if s.ap_ids:
+            want = set(range(1, self.vcpus))
+            parts.append(f"APs seen {_fmt_set(st.aps)}, expected {_fmt_set(want)}")
+        if s.cpu_count:
+            seen = "none" if st.cpu_count is None else str(st.cpu_count)
+            parts.append(f"CPU count seen {seen}, expected {self.vcpus}")
+        if s.disk_devices:
+            parts.append(f"disks seen {_fmt_set(st.disks)}, expected {self.n_disks}")
+        if s.vif_devices:
+            parts.append(f"vifs seen {_fmt_set(st.vifs)}, expected {self.n_vifs}")
+        return "; ".join(parts)
+
+    def _req_seen(self, st: _StageState, j: int) -> bool:
+        rid = next(
+            r.index
+            for r in self._rules
+            if r.role is _Role.REQUIRED and r.pattern is st.spec.required[j]
+        )
+        return rid in st.seen_required
+
+    def _fail(
+        self, i: int, reason: str, line: str, detail: str = "", t: float | None = None
+    ) -> None:
+        i = min(i, len(self._stages) - 1)
+        st = self._stages[i]
+        name = st.spec.name
+        self._events.append(StageEvent(EventKind.FAILED, name, t, line, detail))
+        self._verdict = self._make_verdict(
+            VerdictValue.FAIL, reason, name, failed=(i, t, line, detail)
+        )
+
+    def _make_verdict(
+        self,
+        value: VerdictValue,
+        reason: str,
+        failed_stage: str | None,
+        failed: tuple[int, float | None, str, str] | None = None,
+    ) -> Verdict:
+        results: list[StageResult] = []
+        for i, st in enumerate(self._stages):
+            if st.complete:
+                r = StageResult(st.spec.name, StageStatus.PASSED, st.t, st.evidence)
+            elif failed is not None and failed[0] == i:
+                _, t, line, detail = failed
+                r = StageResult(st.spec.name, StageStatus.FAILED, t, line, detail)
+            else:
+                r = StageResult(st.spec.name)
+            results.append(r)
+        meta: dict[str, object] = {
+            "profile": self.profile.name,
+            "vcpus": self.vcpus,
+            "disks": self.n_disks,
+            "vifs": self.n_vifs,
+        }
+        return Verdict(value, reason, failed_stage, results, meta)
+
+    def _stage_name(self) -> str:
+        return self._stages[min(self._current, len(self._stages) - 1)].spec.name
+
+    def _take_events(self) -> list[StageEvent]:
+        out, self._events = self._events, []
+        return out
+
+
+def _fmt_set(s: set[int] | set[str]) -> str:
+    return "{" + ",".join(str(x) for x in sorted(s)) + "}" if s else "{}"  # type: ignore[type-var]
+
+
+def check_file(
+    path: str | PathLike[str],
+    profile: Profile,
+    vcpus: int,
+    disks: int,
+    vifs: int,
+) -> Verdict:
+    """Check a saved console log (no deadlines; `t` from timestamp prefixes when present)."""
+    p = Path(path)
+    try:
+        f = p.open("rb")
+    except OSError as e:
+        raise BlockedError(f"cannot read console log {p}: {e.strerror}") from e
+    checker = StageChecker(profile, vcpus=vcpus, disks=disks, vifs=vifs, clock=None)
+    with f:
+        while not checker.done and (chunk := f.read(_READ_CHUNK)):
+            checker.feed(chunk)
+    verdict = checker.finish("console ended")
+    verdict.meta["console"] = str(p)
+    return verdict
+
+
+__all__ = ["EVIDENCE_MAX", "EventKind", "StageChecker", "StageEvent", "check_file"]

@@ -1,0 +1,581 @@
+"""The nested host's disk image: a Debian 12 dom0 built from Debian's packages only.
+
+Built once per recipe and cached under `${XDG_CACHE_HOME:-~/.cache}/xenpvh/nested/<key>`,
+where key is the sha256 of everything that shapes the image (suite, package list, the files
+written into it, the recipe version).  A build happens in a temp dir beside the cache entry and
+is renamed into place only when complete, so a failed or interrupted build leaves nothing
+that looks like a usable image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from xenpvh.errors import BlockedError, BrokenError
+
+# Bump when the build steps change in a way the key would not otherwise see.
+RECIPE_VERSION = 4
+
+DEFAULT_SUITE = "bookworm"
+
+DEFAULT_PACKAGES: tuple[str, ...] = (
+    "systemd-sysv",
+    "openssh-server",
+    "python3",
+    "xen-system-amd64",
+    "linux-image-amd64",
+    "iproute2",
+    "busybox",
+    "e2fsprogs",
+    "kmod",
+    "udev",
+    "libvirt-daemon-system",
+    "libvirt-daemon-driver-xen",
+    # brctl, and what `xl`'s hotplug scripts and a debugging human expect in a dom0.
+    "bridge-utils",
+    "dbus",
+    # polkitd (libvirt-daemon-system) needs default-logind, which debootstrap cannot pick.
+    "libpam-systemd",
+    "procps",
+    "less",
+)
+
+# Backend drivers a dom0 needs before `xl create` of a guest with disks/vifs/consoles.
+BACKEND_MODULES: tuple[str, ...] = (
+    "xen-blkback",
+    "xen-netback",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xen-evtchn",
+    "xenfs",
+    "xen-privcmd",
+)
+
+HOSTNAME = "xenpvh-dom0"
+DISK_SIZE = "3G"
+DOM0_CMDLINE = "root=/dev/vda rw console=hvc0 net.ifnames=0"
+
+_MANIFEST = "manifest.json"
+
+
+def cache_root() -> Path:
+    """`${XDG_CACHE_HOME:-~/.cache}/xenpvh/nested`."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "xenpvh" / "nested"
+
+
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses for the main archive.
+
+    `XENPVH_DEBIAN_MIRROR` overrides it.  Reading apt's own configuration keeps mirror hosts
+    out of the source tree: a lab with a local mirror just works.
+    """
+    env = os.environ.get("XENPVH_DEBIAN_MIRROR")
+    if env:
+        return env.rstrip("/")
+    for uri, suites in _apt_sources(apt_dir):
+        # The main archive serves the plain suite name; security/updates are other trees.
+        if any(s == DEFAULT_SUITE for s in suites) and "security" not in uri:
+            return uri.rstrip("/")
+    raise BlockedError(
+        f"no Debian mirror serving {DEFAULT_SUITE!r} found in {apt_dir}/sources.list(.d); "
+        "set XENPVH_DEBIAN_MIRROR"
+    )
+
+
+def _apt_sources(apt_dir: Path) -> Iterator[tuple[str, list[str]]]:
+    files = [apt_dir / "sources.list"]
+    d = apt_dir / "sources.list.d"
+    if d.is_dir():
+        files += sorted(d.iterdir())
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text(errors="replace")
+        if f.suffix == ".sources":
+            # deb822 stanzas separated by blank lines.
+            for stanza in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line or line[0].isspace():
+                        continue
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+                if "deb" not in fields.get("types", "").split():
+                    continue
+                if fields.get("enabled", "yes").lower() == "no":
+                    continue
+                for uri in fields.get("uris", "").split():
+                    yield uri, fields.get("suites", "").split()
+        elif f.name == "sources.list" or f.suffix == ".list":
+            for line in text.splitlines():
+                parts = line.split("#", 1)[0].split()
+                if len(parts) < 3 or parts[0] != "deb":
+                    continue
+                rest = parts[1:]
+                if rest[0].startswith("["):  # options like [arch=amd64 signed-by=...]
+                    while rest and not rest[0].endswith("]"):
+                        rest = rest[1:]
+                    rest = rest[1:]
+                if len(rest) >= 2:
+                    yield rest[0], [rest[1]]
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """Everything that determines the image's content; its `key()` names the cache entry."""
+
+    suite: str = DEFAULT_SUITE
+    packages: tuple[str, ...] = DEFAULT_PACKAGES
+    hostname: str = HOSTNAME
+    disk_size: str = DISK_SIZE
+    modules: tuple[str, ...] = BACKEND_MODULES
+    extra_files: Mapping[str, bytes] = field(default_factory=dict)
+
+    def files(self) -> dict[str, tuple[bytes, int]]:
+        """Files written into the root tree: path → (content, mode)."""
+        files: dict[str, tuple[bytes, int]] = {
+            "etc/hostname": (f"{self.hostname}\n".encode(), 0o644),
+            "etc/hosts": (
+                f"127.0.0.1 localhost\n127.0.1.1 {self.hostname}\n".encode(),
+                0o644,
+            ),
+            "etc/fstab": (b"/dev/vda / ext4 rw,errors=remount-ro 0 1\n", 0o644),
+            # The bridge guests' vifs join; the virtio NIC is its uplink and QEMU's user-net
+            # DHCP server addresses the bridge.
+            "etc/systemd/network/10-xenbr0.netdev": (
+                b"[NetDev]\nName=xenbr0\nKind=bridge\n",
+                0o644,
+            ),
+            "etc/systemd/network/20-uplink.network": (
+                b"[Match]\nName=eth0 en*\n\n[Network]\nBridge=xenbr0\n",
+                0o644,
+            ),
+            "etc/systemd/network/30-xenbr0.network": (
+                b"[Match]\nName=xenbr0\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\n",
+                0o644,
+            ),
+            "etc/modules-load.d/xen-backends.conf": (
+                ("\n".join(self.modules) + "\n").encode(),
+                0o644,
+            ),
+            "etc/ssh/sshd_config.d/xenpvh.conf": (
+                b"PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                b"HostKey /etc/ssh/ssh_host_ed25519_key\nUseDNS no\n",
+                0o644,
+            ),
+            # xenconsoled does not create its --log-dir.
+            "etc/tmpfiles.d/xenpvh-xen.conf": (b"d /var/log/xen/console 0755 root root -\n", 0o644),
+            # A tty-less dom0 should not wait on a getty for the hypervisor console.
+            "etc/systemd/system/serial-getty@hvc0.service": (b"", 0o644),
+        }
+        files.update({k: (v, 0o644) for k, v in self.extra_files.items()})
+        return files
+
+    def key(self) -> str:
+        h = hashlib.sha256()
+        h.update(f"recipe={RECIPE_VERSION}\nsuite={self.suite}\nsize={self.disk_size}\n".encode())
+        h.update(("packages=" + ",".join(sorted(self.packages)) + "\n").encode())
+        h.update(("modules=" + ",".join(self.modules) + "\n").encode())
+        for path, (content, mode) in sorted(self.files().items()):
+            h.update(f"file={path}:{mode:o}:{len(content)}\n".encode())
+            h.update(content)
+        return h.hexdigest()[:24]
+
+    def packages_key(self) -> str:
+        """Names the cached package tarball: only suite and package list shape it."""
+        h = hashlib.sha256(f"{self.suite}\n{','.join(sorted(self.packages))}".encode())
+        return h.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class DomImage:
+    """A built image in the cache and everything needed to boot and reach it."""
+
+    dir: Path
+    disk: Path
+    xen: Path
+    vmlinuz: Path
+    initrd: Path
+    client_key: Path
+    host_key_pub: Path
+    dom0_cmdline: str
+    kernel_version: str
+    xen_version: str
+
+    @classmethod
+    def load(cls, d: Path) -> DomImage:
+        """Load a cache entry; raises BrokenError when it is incomplete."""
+        try:
+            m = json.loads((d / _MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise BrokenError(f"nested image cache entry {d} is unreadable: {e}") from e
+        img = cls(
+            dir=d,
+            disk=d / m["disk"],
+            xen=d / m["xen"],
+            vmlinuz=d / m["vmlinuz"],
+            initrd=d / m["initrd"],
+            client_key=d / m["client_key"],
+            host_key_pub=d / m["host_key_pub"],
+            dom0_cmdline=m["dom0_cmdline"],
+            kernel_version=m["kernel_version"],
+            xen_version=m["xen_version"],
+        )
+        for p in (img.disk, img.xen, img.vmlinuz, img.initrd, img.client_key, img.host_key_pub):
+            if not p.is_file():
+                raise BrokenError(f"nested image cache entry {d} lacks {p.name}")
+        return img
+
+    def known_hosts_line(self, host: str, port: int) -> str:
+        """The pinned host key as a known_hosts entry for where the image answers."""
+        name = host if port == 22 else f"[{host}]:{port}"
+        keytype, keydata = self.host_key_pub.read_text().split()[:2]
+        return f"{name} {keytype} {keydata}\n"
+
+
+@dataclass(frozen=True)
+class ImageBuildReport:
+    image: DomImage
+    cache_hit: bool
+    seconds: float
+    size_bytes: int  # allocated bytes of the (sparse) disk image
+
+
+class ImageBuilder:
+    """Builds (or finds) the dom0 image for a recipe."""
+
+    def __init__(
+        self,
+        recipe: ImageRecipe | None = None,
+        *,
+        cache: Path | None = None,
+        mirror: str | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.recipe = recipe or ImageRecipe()
+        self.cache = cache or cache_root()
+        self._mirror = mirror
+        self.console = console
+
+    @property
+    def path(self) -> Path:
+        return self.cache / self.recipe.key()
+
+    def cached(self) -> DomImage | None:
+        if (self.path / _MANIFEST).is_file():
+            return DomImage.load(self.path)
+        return None
+
+    def ensure(self) -> ImageBuildReport:
+        """Return the cached image, building it first if needed (one builder at a time)."""
+        t0 = time.monotonic()
+        img = self.cached()
+        if img is not None:
+            return ImageBuildReport(img, True, time.monotonic() - t0, _allocated(img.disk))
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with _flock(self.cache / ".build.lock"):
+            img = self.cached()  # another process may have built it while we waited
+            if img is not None:
+                return ImageBuildReport(img, True, time.monotonic() - t0, _allocated(img.disk))
+            img = self._build()
+        return ImageBuildReport(img, False, time.monotonic() - t0, _allocated(img.disk))
+
+    # -- build steps ----------------------------------------------------------------------
+
+    def _build(self) -> DomImage:
+        for tool in ("debootstrap", "mkfs.ext4", "ssh-keygen", "chroot"):
+            if shutil.which(tool) is None:
+                raise BlockedError(f"building the nested image needs {tool!r} on PATH")
+        if os.geteuid() != 0:
+            raise BlockedError("building the nested image needs root (debootstrap, chroot)")
+        mirror = self._mirror or debian_mirror()
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.recipe.key()}-", dir=self.cache))
+        try:
+            root = tmp / "root"
+            tarball = self._package_tarball(mirror, tmp)
+            self._run_logged(
+                "unpacking Debian",
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(self.recipe.packages)}",
+                    f"--unpack-tarball={tarball}",
+                    self.recipe.suite,
+                    str(root),
+                    mirror,
+                ],
+            )
+            self._configure(root)
+            self._finish(root, tmp)
+            shutil.rmtree(root)
+            final = self.path
+            tmp.chmod(0o755)  # mkdtemp made it 0700; the client key inside stays 0600
+            os.rename(tmp, final)
+            return DomImage.load(final)
+        except BaseException:
+            _rmtree_quiet(tmp)
+            raise
+
+    def _package_tarball(self, mirror: str, tmp: Path) -> Path:
+        """Debootstrap's downloaded packages, cached on their own so that a change of the
+        config files rebuilds without downloading again."""
+        pkgdir = self.cache / "debs"
+        pkgdir.mkdir(parents=True, exist_ok=True)
+        tarball = pkgdir / f"{self.recipe.packages_key()}.tgz"
+        if tarball.is_file():
+            return tarball
+        part = tmp / "debs.tgz"
+        self._run_logged(
+            "downloading Debian packages",
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(self.recipe.packages)}",
+                f"--make-tarball={part}",
+                self.recipe.suite,
+                str(tmp / "download"),
+                mirror,
+            ],
+        )
+        os.replace(part, tarball)
+        return tarball
+
+    def _configure(self, root: Path) -> None:
+        self._status("configuring dom0")
+        # debootstrap can give up on a package's configuration yet exit 0 (it retries and
+        # moves on); a dom0 with half-configured packages must not be cached.
+        audit = subprocess.run(["chroot", str(root), "dpkg", "--audit"], capture_output=True)
+        if audit.returncode != 0 or audit.stdout.strip():
+            raise BrokenError(
+                "debootstrap left unconfigured packages:\n"
+                + audit.stdout.decode(errors="replace")[-1500:]
+            )
+        for rel, (content, mode) in self.recipe.files().items():
+            p = root / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if p.is_symlink() or p.exists():
+                p.unlink()
+            if rel.endswith(".service") and content == b"":
+                p.symlink_to("/dev/null")  # a masked unit
+                continue
+            p.write_bytes(content)
+            p.chmod(mode)
+
+        # Upstream's xencommons reads XENCONSOLED_TRACE; Debian's /etc/init.d/xen only passes
+        # XENCONSOLED_ARGS, so set both: every guest console is logged to
+        # /var/log/xen/console/guest-<name>.log in parallel with `xl console`.
+        default_xen = root / "etc/default/xen"
+        _set_shell_var(default_xen, "XENCONSOLED_TRACE", "guest")
+        _set_shell_var(
+            default_xen, "XENCONSOLED_ARGS", '"--log=guest --log-dir=/var/log/xen/console"'
+        )
+
+        # Debian links /var/lock to /run/lock (tmpfiles creates it); xl console locks there.
+        lock = root / "var/lock"
+        if not (lock.is_symlink() or lock.is_dir()):
+            lock.mkdir(parents=True)
+
+        # Enabling units is what `systemctl enable` does offline; it is the one step that
+        # needs the tree's own tools, hence chroot.
+        units = ["systemd-networkd.service", "ssh.service", "libvirtd.service"]
+        for unit in ("xen.service", "xencommons.service", "xenconsoled.service"):
+            if (root / "lib/systemd/system" / unit).exists():
+                units.append(unit)
+        self._chroot(root, ["systemctl", "enable", *units])
+
+        # Fresh host keys: only ed25519, generated for this image and pinned beside it.
+        for old in (root / "etc/ssh").glob("ssh_host_*"):
+            old.unlink()
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"root@{self.recipe.hostname}",
+                "-f",
+                str(root / "etc/ssh/ssh_host_ed25519_key"),
+            ],
+            check=True,
+        )
+        # The root client key: lives in the cache, its public half in the image.
+        ssh_dir = root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        client = root.parent / "client_key"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xenpvh", "-f", str(client)],
+            check=True,
+        )
+        auth = ssh_dir / "authorized_keys"
+        auth.write_bytes(Path(f"{client}.pub").read_bytes())
+        auth.chmod(0o600)
+
+        # Keep the package cache out of the image.
+        for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (root / d).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        # Each boot is a fresh machine: systemd must not think it has seen this one before.
+        mid = root / "etc/machine-id"
+        mid.write_bytes(b"")
+
+    def _finish(self, root: Path, out: Path) -> DomImage:
+        self._status("extracting Xen and the dom0 kernel")
+        boot = root / "boot"
+        xen_gz = sorted(boot.glob("xen-4.*-amd64.gz"))
+        if not xen_gz:
+            raise BrokenError(f"no /boot/xen-*-amd64.gz in the image ({sorted(os.listdir(boot))})")
+        xen_gz_path = xen_gz[-1]
+        xen_version = xen_gz_path.name.removeprefix("xen-").removesuffix("-amd64.gz")
+        with gzip.open(xen_gz_path) as src, (out / "xen.elf").open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        if (out / "xen.elf").read_bytes()[:4] != b"\x7fELF":
+            raise BrokenError(f"{xen_gz_path.name} does not decompress to an ELF image")
+        kernels = sorted(boot.glob("vmlinuz-*"))
+        if not kernels:
+            raise BrokenError("no /boot/vmlinuz-* in the image")
+        kver = kernels[-1].name.removeprefix("vmlinuz-")
+        initrd = boot / f"initrd.img-{kver}"
+        if not initrd.is_file():
+            raise BrokenError(f"no /boot/initrd.img-{kver} in the image")
+        shutil.copy2(kernels[-1], out / "vmlinuz")
+        shutil.copy2(initrd, out / "initrd.img")
+        shutil.copy2(root / "etc/ssh/ssh_host_ed25519_key.pub", out / "host_ed25519.pub")
+
+        self._run_logged(
+            "making the ext4 image",
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "xenpvh-dom0",
+                "-d",
+                str(root),
+                str(out / "dom0.img"),
+                self.recipe.disk_size,
+            ],
+        )
+        manifest = {
+            "recipe_version": RECIPE_VERSION,
+            "key": self.recipe.key(),
+            "suite": self.recipe.suite,
+            "packages": list(self.recipe.packages),
+            "disk": "dom0.img",
+            "xen": "xen.elf",
+            "vmlinuz": "vmlinuz",
+            "initrd": "initrd.img",
+            "client_key": "client_key",
+            "host_key_pub": "host_ed25519.pub",
+            "dom0_cmdline": DOM0_CMDLINE,
+            "kernel_version": kver,
+            "xen_version": xen_version,
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        # The manifest is written last: its presence marks a complete entry.
+        (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return DomImage.load(out)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _chroot(self, root: Path, argv: list[str]) -> None:
+        r = subprocess.run(
+            ["chroot", str(root), *argv],
+            capture_output=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
+            timeout=300,
+        )
+        if r.returncode != 0:
+            raise BrokenError(
+                f"chroot {' '.join(argv)} failed ({r.returncode}): "
+                + r.stderr.decode(errors="replace")[-500:]
+            )
+
+    def _status(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.log(f"[bold]nested image[/]: {msg}")
+
+    def _run_logged(self, what: str, argv: list[str]) -> None:
+        """Run a long build step; its output lines drive a status line and the tail of it
+        explains a failure."""
+        tail: list[str] = []
+        status = (
+            self.console.status(f"{what}…")
+            if self.console is not None
+            else contextlib.nullcontext()
+        )
+        with status as st:
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LANG": "C"},
+            )
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip()[:200]
+                tail = [*tail[-19:], line]
+                if st is not None and line:
+                    st.update(f"{what}: {line}")
+            rc = proc.wait()
+        self._status(f"{what}: done")
+        if rc != 0:
+            raise BrokenError(f"{what} failed (exit {rc}):\n" + "\n".join(tail))
+
+
+def ensure_image(
+    recipe: ImageRecipe | None = None,
+    *,
+    cache: Path | None = None,
+    console: Console | None = None,
+) -> DomImage:
+    """The dom0 image for `recipe`, built on first use."""
+    return ImageBuilder(recipe, cache=cache, console=console).ensure().image
+
+
+def _set_shell_var(path: Path, name: str, value: str) -> None:
+    """Set NAME=value in a shell-style defaults file, replacing a (commented) old setting."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    pat = re.compile(rf"^\s*#?\s*{re.escape(name)}=")
+    out = [ln for ln in lines if not pat.match(ln)]
+    out.append(f"{name}={value}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
+
+
+def _allocated(p: Path) -> int:
+    return p.stat().st_blocks * 512
+
+
+def _rmtree_quiet(p: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(p)
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

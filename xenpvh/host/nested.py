@@ -1,0 +1,702 @@
+"""NestedHost: a real Xen host that xenpvh boots itself under QEMU on this machine.
+
+QEMU's multiboot loader starts Xen (an ELF image) with the Debian dom0 kernel and initrd as
+modules; the dom0 runs from the cached image (`image.py`) with `snapshot=on`, so every boot
+starts pristine.  Once ssh answers (with the image's pinned host key) and `xl list` works,
+the host is `ready` and every Host call is delegated to an SSHHost on the forwarded port.
+
+States: absent → booting → ready → stopping → stopped, and failed from booting/ready.
+A QEMU process never outlives the process that started it (PR_SET_PDEATHSIG, atexit and the
+context manager), unless `up(detach=True)`: then a state file lets a later process find it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import enum
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pexpect.spawnbase import SpawnBase
+from rich.console import Console
+
+from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.base import ByteStream, CommandResult
+from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe, cache_root
+from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
+
+DEFAULT_XEN_CMDLINE = (
+    "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all"
+)
+QEMU = "qemu-system-x86_64"
+# Lines of the serial log quoted when a boot fails.
+SERIAL_TAIL = 40
+
+
+class NestedState(enum.Enum):
+    ABSENT = "absent"
+    BOOTING = "booting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# -- accelerator ---------------------------------------------------------------------------
+
+
+def detect_accel(dev: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module")) -> str:
+    """ "kvm" only where /dev/kvm can run an ordinary guest (kvm_intel/kvm_amd); else "tcg".
+
+    A paravirtual KVM module (kvm_pvm) also provides /dev/kvm but needs a special guest
+    kernel, so its mere presence proves nothing.
+    """
+    if not dev.exists() or not os.access(dev, os.R_OK | os.W_OK):
+        return "tcg"
+    if (sys_module / "kvm_pvm").exists():
+        return "tcg"
+    if (sys_module / "kvm_intel").exists() or (sys_module / "kvm_amd").exists():
+        return "kvm"
+    return "tcg"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def ssh_banner_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Does something on host:port speak ssh (send an `SSH-` banner)?"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+# -- the QEMU command line -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QemuConfig:
+    """Everything that shapes the QEMU command line; `argv()` is pure."""
+
+    xen: Path
+    vmlinuz: Path
+    initrd: Path
+    disk: Path
+    dom0_cmdline: str
+    ssh_port: int
+    serial_log: Path
+    monitor: Path
+    xen_cmdline: str = DEFAULT_XEN_CMDLINE
+    accel: str = "tcg"
+    memory: str = "3G"
+    cpus: int = 2
+    qemu: str = QEMU
+    snapshot: bool = True
+    # "single" or "multi" (MTTCG); None keeps QEMU's default.
+    tcg_thread: str | None = None
+
+    def validate(self) -> None:
+        # QEMU's multiboot loader splits -initrd at commas: a comma in a path or in dom0's
+        # command line would silently become another module.
+        for what, value in (
+            ("dom0 kernel path", str(self.vmlinuz)),
+            ("dom0 initrd path", str(self.initrd)),
+            ("dom0 command line", self.dom0_cmdline),
+            ("disk path", str(self.disk)),
+        ):
+            if "," in value:
+                raise BlockedError(f"{what} {value!r} must not contain ',' (QEMU separator)")
+        for what, value in (("xen command line", self.xen_cmdline), ("dom0", self.dom0_cmdline)):
+            if any(c in value for c in "\n\r\0"):
+                raise BlockedError(f"{what} command line must be one line: {value!r}")
+        if self.accel not in ("kvm", "tcg"):
+            raise BlockedError(f"accel must be 'kvm' or 'tcg', not {self.accel!r}")
+        if not 1 <= self.ssh_port <= 65535:
+            raise BlockedError(f"ssh port {self.ssh_port} out of range")
+
+    def argv(self) -> list[str]:
+        self.validate()
+        if self.accel == "kvm":
+            accel = ["-accel", "kvm", "-cpu", "host"]
+        else:
+            # +npt: without it Xen finds no HAP and Debian's Xen (no shadow paging) cannot
+            # create PVH guests at all.
+            tcg = "tcg" if self.tcg_thread is None else f"tcg,thread={self.tcg_thread}"
+            accel = ["-accel", tcg, "-cpu", "qemu64,+svm,+npt"]
+        drive = f"file={self.disk},if=virtio,format=raw"
+        if self.snapshot:
+            drive += ",snapshot=on"
+        return [
+            self.qemu,
+            "-nodefaults",
+            "-machine",
+            "pc",
+            *accel,
+            "-m",
+            self.memory,
+            "-smp",
+            str(self.cpus),
+            "-kernel",
+            str(self.xen),
+            "-append",
+            self.xen_cmdline,
+            "-initrd",
+            f"{self.vmlinuz} {self.dom0_cmdline},{self.initrd}",
+            "-drive",
+            drive,
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-serial",
+            f"file:{self.serial_log}",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+            "-no-reboot",
+            "-qmp",
+            f"unix:{self.monitor},server=on,wait=off",
+        ]
+
+
+# -- the state file ------------------------------------------------------------------------
+
+
+def state_dir() -> Path:
+    rt = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(rt) / "xenpvh" / "nested" if rt else cache_root()
+
+
+@dataclass(frozen=True)
+class NestedRecord:
+    """What a later process needs to find, reach and stop a detached nested host."""
+
+    pid: int
+    ssh_port: int
+    serial_log: str
+    monitor: str
+    run_dir: str
+    client_key: str
+    known_hosts: str
+    started: float
+    qemu: str = QEMU
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> NestedRecord | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as e:
+            raise BrokenError(f"nested host state file {path} is corrupt: {e}") from e
+
+    def alive(self, proc: Path = Path("/proc")) -> bool:
+        """Is pid still *our* QEMU (not a recycled pid)?"""
+        try:
+            cmdline = (proc / str(self.pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        if not cmdline or Path(cmdline[0].decode(errors="replace")).name != Path(self.qemu).name:
+            return False
+        return f"unix:{self.monitor},server=on,wait=off".encode() in cmdline
+
+
+@dataclass(frozen=True)
+class NestedStatus:
+    state: NestedState
+    pid: int | None = None
+    ssh_port: int | None = None
+    serial_log: Path | None = None
+    uptime: float | None = None
+
+
+# -- the host ------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: QEMU gets SIGKILL when we die, even by kill -9.
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@dataclass
+class BootTimes:
+    qemu_started: float = 0.0
+    ssh_ready: float | None = None  # seconds after QEMU started
+    xl_ready: float | None = None
+
+
+@dataclass
+class NestedHost:
+    """A Xen host under QEMU.  Use as a context manager, or up()/down()."""
+
+    name: str = "nested"
+    artifacts: Path | None = None
+    xen_image: Path | None = None
+    xen_cmdline: str = DEFAULT_XEN_CMDLINE
+    dom0_cmdline: str | None = None
+    recipe: ImageRecipe | None = None
+    memory: str = "3G"
+    cpus: int = 2
+    accel: str | None = None
+    # Multi-threaded TCG makes nested-SVM PVH guests triple-fault at random early in boot
+    # (2 of 2 runs); single-threaded TCG booted 4 of 4.  Slower (~70 s vs ~40 s to ssh)
+    # but a nested host that kills guests at random is worthless.
+    tcg_thread: str | None = "single"
+    boot_timeout: float = 300.0
+    console: Console | None = None
+    state_file: Path = field(default_factory=lambda: state_dir() / "state.json")
+
+    state: NestedState = field(default=NestedState.ABSENT, init=False)
+    times: BootTimes = field(default_factory=BootTimes, init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _record: NestedRecord | None = field(default=None, init=False, repr=False)
+    _ssh: SSHHost | None = field(default=None, init=False, repr=False)
+    _image: DomImage | None = field(default=None, init=False, repr=False)
+    _detached: bool = field(default=False, init=False, repr=False)
+    _tmp: Path | None = field(default=None, init=False, repr=False)
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def serial_log(self) -> Path:
+        if self._record is None:
+            raise BrokenError(f"nested host {self.name} is {self.state.value}: no serial log")
+        return Path(self._record.serial_log)
+
+    @property
+    def ssh_port(self) -> int:
+        if self._record is None:
+            raise BrokenError(f"nested host {self.name} is {self.state.value}: no ssh port")
+        return self._record.ssh_port
+
+    @property
+    def ssh(self) -> SSHHost:
+        if self.state is not NestedState.READY or self._ssh is None:
+            raise BrokenError(f"nested host {self.name} is {self.state.value}, not ready")
+        return self._ssh
+
+    def ssh_command(self) -> list[str]:
+        """An OpenSSH command line reaching the dom0 (host key verified)."""
+        r = self._require_record()
+        return [
+            "ssh",
+            "-i",
+            r.client_key,
+            "-p",
+            str(r.ssh_port),
+            "-o",
+            f"UserKnownHostsFile={r.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "root@127.0.0.1",
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def up(self, *, detach: bool = False) -> NestedHost:
+        if self.state in (NestedState.BOOTING, NestedState.READY):
+            return self
+        if detach:
+            old = NestedRecord.load(self.state_file)
+            if old is not None and old.alive():
+                raise BlockedError(
+                    f"a detached nested host already runs (pid {old.pid}, port "
+                    f"{old.ssh_port}); `down()` it first"
+                )
+        image = self._ensure_image()
+        self.state = NestedState.BOOTING
+        try:
+            self._start_qemu(image, detach)
+            self._wait_ready()
+        except BaseException:
+            self.state = NestedState.FAILED
+            tail = self._serial_tail()
+            self._stop(graceful=False)
+            self.state = NestedState.FAILED
+            if tail:
+                self._log(f"[red]nested host failed; serial log tail:[/]\n{tail}")
+            raise
+        self.state = NestedState.READY
+        return self
+
+    def down(self) -> None:
+        """Power off (ssh), then quit (QMP), then kill; always reaps and cleans up."""
+        if self._record is None:
+            self._adopt()
+        if self._record is None:
+            self.state = NestedState.STOPPED if self.state is not NestedState.ABSENT else self.state
+            return
+        self.state = NestedState.STOPPING
+        self._stop(graceful=True)
+        self.state = NestedState.STOPPED
+
+    def status(self) -> NestedStatus:
+        if self._record is None:
+            self._adopt()
+        r = self._record
+        if r is None:
+            return NestedStatus(self.state)
+        if not self._qemu_alive():
+            return NestedStatus(NestedState.STOPPED, r.pid, r.ssh_port, Path(r.serial_log))
+        return NestedStatus(
+            self.state, r.pid, r.ssh_port, Path(r.serial_log), time.time() - r.started
+        )
+
+    @classmethod
+    def attach(
+        cls, *, state_file: Path | None = None, console: Console | None = None
+    ) -> NestedHost:
+        """The detached nested host started by an earlier process; BrokenError if none."""
+        h = cls(console=console, state_file=state_file or state_dir() / "state.json")
+        h._adopt()
+        if h._record is None:
+            raise BrokenError(f"no running nested host (state file {h.state_file})")
+        r = h._record
+        h._ssh = SSHHost(
+            SSHAddress("root", "127.0.0.1", r.ssh_port),
+            name=h.name,
+            options=_ssh_options(Path(r.client_key), Path(r.known_hosts)),
+        )
+        h.state = NestedState.READY
+        return h
+
+    def __enter__(self) -> NestedHost:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- Host protocol (delegated) --------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 120.0,
+        input: bytes | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        return self.ssh.run(argv, timeout=timeout, input=input, check=check)
+
+    def put(self, local: Path, remote: str, *, mode: int | None = None) -> bool:
+        return self.ssh.put(local, remote, mode=mode)
+
+    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
+        self.ssh.put_bytes(data, remote, mode=mode)
+
+    def get(self, remote: str, local: Path) -> None:
+        self.ssh.get(remote, local)
+
+    def spawn(self, argv: Sequence[str], *, timeout: float = 30.0) -> SpawnBase:
+        return self.ssh.spawn(argv, timeout=timeout)
+
+    def open_stream(self, argv: Sequence[str]) -> ByteStream:
+        return self.ssh.open_stream(argv)
+
+    def close(self) -> None:
+        """Drop the ssh connection; a non-detached QEMU is stopped too."""
+        if self._detached:
+            if self._ssh is not None:
+                self._ssh.close()
+        else:
+            self.down()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _ensure_image(self) -> DomImage:
+        if self._image is None:
+            rep = ImageBuilder(self.recipe, console=self.console).ensure()
+            self._image = rep.image
+        return self._image
+
+    def _start_qemu(self, image: DomImage, detach: bool) -> None:
+        if shutil.which(QEMU) is None:
+            raise BlockedError(f"{QEMU} is not installed")
+        xen = self.xen_image or image.xen
+        if not xen.is_file():
+            raise BlockedError(f"Xen image {xen} does not exist")
+        # Short path: a UNIX socket path must fit in 108 bytes.
+        self._tmp = Path(tempfile.mkdtemp(prefix="xenpvh-nested-"))
+        art = Path(self.artifacts) if self.artifacts is not None else self._tmp
+        art.mkdir(parents=True, exist_ok=True)
+        serial = art / "host-serial.log"
+        monitor = self._tmp / "qmp.sock"
+        accel = self.accel or detect_accel()
+        last_err = ""
+        for _attempt in range(3):
+            port = free_port()
+            cfg = QemuConfig(
+                xen=xen,
+                vmlinuz=image.vmlinuz,
+                initrd=image.initrd,
+                disk=image.disk,
+                dom0_cmdline=self.dom0_cmdline or image.dom0_cmdline,
+                ssh_port=port,
+                serial_log=serial,
+                monitor=monitor,
+                xen_cmdline=self.xen_cmdline,
+                accel=accel,
+                memory=self.memory,
+                cpus=self.cpus,
+                tcg_thread=self.tcg_thread,
+            )
+            argv = cfg.argv()
+            known_hosts = self._tmp / "known_hosts"
+            known_hosts.write_text(image.known_hosts_line("127.0.0.1", port))
+            qemu_log = art / "qemu.log"
+            with qemu_log.open("wb") as log:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=None if detach else _die_with_parent,
+                    start_new_session=detach,
+                )
+            self.times = BootTimes(qemu_started=time.monotonic())
+            self._record = NestedRecord(
+                pid=self._proc.pid,
+                ssh_port=port,
+                serial_log=str(serial),
+                monitor=str(monitor),
+                run_dir=str(self._tmp),
+                client_key=str(image.client_key),
+                known_hosts=str(known_hosts),
+                started=time.time(),
+            )
+            self._detached = detach
+            # A port taken between free_port() and QEMU's bind makes QEMU exit at once.
+            time.sleep(0.5)
+            if self._proc.poll() is None:
+                break
+            last_err = qemu_log.read_text(errors="replace")[-2000:]
+            if "forward" not in last_err:
+                raise BrokenError(f"QEMU exited at start ({self._proc.returncode}): {last_err}")
+        else:
+            raise BrokenError(f"QEMU could not forward an ssh port: {last_err}")
+        if detach:
+            self._record.save(self.state_file)
+        else:
+            atexit.register(self._atexit)
+        self._log(
+            f"nested host: QEMU pid {self._proc.pid} ({accel}), ssh on 127.0.0.1:{port}, "
+            f"serial {serial}"
+        )
+        self._ssh = SSHHost(
+            SSHAddress("root", "127.0.0.1", port),
+            name=self.name,
+            options=_ssh_options(image.client_key, known_hosts, connect_timeout=10.0),
+        )
+
+    def _wait_ready(self) -> None:
+        assert self._ssh is not None
+        deadline = self.times.qemu_started + self.boot_timeout
+        status = self.console.status("booting nested Xen…") if self.console else None
+        with status or contextlib.nullcontext():
+            self._poll(deadline, self._try_ssh, "ssh", status)
+            self.times.ssh_ready = time.monotonic() - self.times.qemu_started
+            self._log(f"nested host: ssh ready after {self.times.ssh_ready:.1f}s")
+            self._poll(deadline, self._try_xl, "xl list", status)
+            self.times.xl_ready = time.monotonic() - self.times.qemu_started
+            self._log(f"nested host: `xl list` works after {self.times.xl_ready:.1f}s")
+        self._ssh.options = _ssh_options(
+            Path(self._require_record().client_key), Path(self._require_record().known_hosts)
+        )
+
+    def _poll(self, deadline: float, attempt: Callable[[], bool], what: str, status) -> None:
+        while True:
+            if not self._qemu_alive():
+                rc = self._proc.poll() if self._proc is not None else None
+                raise BrokenError(
+                    f"nested host QEMU exited (status {rc}) while waiting for {what}; "
+                    f"serial log tail:\n{self._serial_tail()}"
+                )
+            if attempt():
+                return
+            if time.monotonic() > deadline:
+                raise BrokenError(
+                    f"nested host: no {what} within {self.boot_timeout:g}s; serial log "
+                    f"tail:\n{self._serial_tail()}"
+                )
+            if status is not None:
+                last = self._serial_tail(1).strip()[:100]
+                el = time.monotonic() - self.times.qemu_started
+                status.update(f"nested Xen: waiting for {what} ({el:.0f}s) {last}")
+            time.sleep(1.0)
+
+    def _try_ssh(self) -> bool:
+        assert self._ssh is not None
+        # QEMU's user-net accepts on the forwarded port long before sshd listens; probing
+        # for the banner first keeps paramiko from logging a traceback per attempt.
+        if not ssh_banner_ready("127.0.0.1", self.ssh_port):
+            return False
+        try:
+            self._ssh.connect()
+            return True
+        except HostKeyRejected:
+            raise  # someone else answers on our port: never retry
+        except BrokenError:
+            return False
+
+    def _try_xl(self) -> bool:
+        assert self._ssh is not None
+        try:
+            r = self._ssh.run(["xl", "list"], timeout=30)
+        except BrokenError:
+            return False
+        return r.ok and "Domain-0" in r.out
+
+    def _qemu_alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._record is not None and self._record.alive()
+
+    def _adopt(self) -> None:
+        """Find a detached QEMU from the state file (a later process calling status/down)."""
+        rec = NestedRecord.load(self.state_file)
+        if rec is None:
+            return
+        if not rec.alive():
+            self.state_file.unlink(missing_ok=True)
+            self.state = NestedState.STOPPED
+            return
+        self._record = rec
+        self._detached = True
+        self._tmp = Path(rec.run_dir)
+        self.state = NestedState.READY
+
+    def _stop(self, *, graceful: bool) -> None:
+        r = self._record
+        try:
+            if r is not None and self._qemu_alive():
+                if graceful and self._ssh_for_stop() is not None:
+                    with contextlib.suppress(BrokenError):
+                        self._ssh_for_stop().run(["poweroff"], timeout=10)  # type: ignore[union-attr]
+                    self._wait_exit(60)
+                if self._qemu_alive():
+                    self._qmp_quit(Path(r.monitor))
+                    self._wait_exit(10)
+                if self._qemu_alive():
+                    self._signal(signal.SIGKILL)
+                    self._wait_exit(10)
+        finally:
+            if self._ssh is not None:
+                self._ssh.close()
+            if self._proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(5)
+            if self._detached:
+                rec = NestedRecord.load(self.state_file)
+                if rec is not None and r is not None and rec.pid == r.pid:
+                    self.state_file.unlink(missing_ok=True)
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+            with contextlib.suppress(Exception):
+                atexit.unregister(self._atexit)
+            self._ssh = None
+
+    def _ssh_for_stop(self) -> SSHHost | None:
+        if self._ssh is not None:
+            return self._ssh
+        r = self._record
+        if r is None:
+            return None
+        self._ssh = SSHHost(
+            SSHAddress("root", "127.0.0.1", r.ssh_port),
+            name=self.name,
+            options=_ssh_options(Path(r.client_key), Path(r.known_hosts), connect_timeout=5.0),
+        )
+        return self._ssh
+
+    def _wait_exit(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and self._qemu_alive():
+            time.sleep(0.2)
+
+    def _signal(self, sig: int) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+        elif self._record is not None and self._record.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._record.pid, sig)
+
+    def _qmp_quit(self, sock_path: Path) -> None:
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(sock_path))
+            s.recv(4096)  # greeting
+            s.sendall(b'{"execute":"qmp_capabilities"}\n')
+            s.recv(4096)
+            s.sendall(b'{"execute":"quit"}\n')
+            with contextlib.suppress(OSError):
+                s.recv(4096)
+
+    def _atexit(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stop(graceful=False)
+
+    def _require_record(self) -> NestedRecord:
+        if self._record is None:
+            raise BrokenError(f"nested host {self.name} is {self.state.value}: not started")
+        return self._record
+
+    def _serial_tail(self, n: int = SERIAL_TAIL) -> str:
+        if self._record is None:
+            return ""
+        try:
+            with open(self._record.serial_log, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 16384))
+                data = f.read()
+        except OSError:
+            return ""
+        lines = data.decode(errors="replace").replace("\r", "").splitlines()
+        return "\n".join(ln[:300] for ln in lines[-n:])
+
+    def _log(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.log(msg)
+
+
+def _ssh_options(key: Path, known_hosts: Path, *, connect_timeout: float = 15.0) -> SSHOptions:
+    # Only the pinned key of this image is trusted, and only our generated client key offered.
+    return SSHOptions(
+        identity=key,
+        known_hosts=known_hosts,
+        use_system_known_hosts=False,
+        allow_agent=False,
+        connect_timeout=connect_timeout,
+        keepalive=15,
+    )

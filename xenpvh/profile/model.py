@@ -1,0 +1,152 @@
+"""Guest profiles as frozen data: stages, their patterns, forbidden patterns, domain defaults.
+
+A profile is loaded from `guestcfg/<name>.toml` by `xenpvh.profile.loader`; this module only
+holds the shapes and the one behaviour that belongs to the data, `Profile.point()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xenpvh.errors import BlockedError
+from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
+
+# Guest stages every profile has, in boot order; host-console stages may precede them.
+GUEST_STAGES: tuple[str, ...] = ("early-init", "ap-launch", "xenbus", "root-mount", "login")
+HOST_STAGES: tuple[str, ...] = ("hypervisor", "dom0")
+STAGE_ORDER: tuple[str, ...] = HOST_STAGES + GUEST_STAGES
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One compiled console pattern.
+
+    `literals` is a prefilter derived from the regex: every match contains at least one of
+    these substrings, so the checker can skip text lacking all of them with `str.find`
+    (C speed).  Empty means "no usable literal": the regex is tried on every line.
+    """
+
+    name: str
+    regex: re.Pattern[str]
+    literals: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> str:
+        return self.regex.pattern
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one boot stage must show, and how long it may take.
+
+    A stage completes when every `required` pattern has matched, the AP/CPU-count
+    requirements (`ap_ids`, `cpu_count` with `cpu_count_completes`) are met for the run's
+    vcpus, and one distinct device per expected disk/vif has been named by `disk_devices` /
+    `vif_devices`.  `deadline` counts from the previous stage's completion.
+    """
+
+    name: str
+    deadline: float
+    required: tuple[Pattern, ...] = ()
+    optional: tuple[Pattern, ...] = ()
+    # Regexes with a named group `ids`: every integer in it is an AP (cpu) id seen launched.
+    ap_ids: tuple[Pattern, ...] = ()
+    # Regexes with a named group `n`: the CPU count the guest reports; != vcpus fails.
+    cpu_count: tuple[Pattern, ...] = ()
+    # Linux: the reported count is the proof the APs came up (no per-AP line).
+    cpu_count_completes: bool = False
+    # Regexes with a named group `dev`: one distinct device name per disk / vif.
+    disk_devices: tuple[Pattern, ...] = ()
+    vif_devices: tuple[Pattern, ...] = ()
+
+    def patterns(self) -> tuple[Pattern, ...]:
+        return (
+            self.required
+            + self.optional
+            + self.ap_ids
+            + self.cpu_count
+            + self.disk_devices
+            + self.vif_devices
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A guest profile: domain defaults plus the stage model its console must satisfy."""
+
+    name: str
+    description: str
+    path: Path
+    defaults: DomainSpec
+    stages: tuple[StageSpec, ...]
+    forbidden: tuple[Pattern, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def point(
+        self,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        kernel: str | None = None,
+        ramdisk: str | None = None,
+        cmdline: str | None = None,
+        name: str | None = None,
+        disks: tuple[DiskSpec, ...] | list[DiskSpec] | None = None,
+        vifs: tuple[VifSpec, ...] | list[VifSpec] | None = None,
+    ) -> DomainSpec:
+        """One concrete domain of this profile; unset arguments take the profile defaults.
+
+        The kernel may stay empty here (a profile without a default kernel still answers
+        "how many disks by default?"); whoever boots the point must supply one.
+        """
+        d = self.defaults
+        spec = dataclasses.replace(
+            d,
+            name=d.name if name is None else name,
+            vcpus=d.vcpus if vcpus is None else vcpus,
+            memory_mb=d.memory_mb if memory_mb is None else memory_mb,
+            kernel=d.kernel if kernel is None else kernel,
+            ramdisk=d.ramdisk if ramdisk is None else ramdisk,
+            cmdline=d.cmdline if cmdline is None else cmdline,
+            disks=d.disks if disks is None else tuple(disks),
+            vifs=d.vifs if vifs is None else tuple(vifs),
+            extra=dict(d.extra),
+        )
+        _validate_point(self.name, spec)
+        return spec
+
+
+def _validate_point(profile: str, spec: DomainSpec) -> None:
+    where = f"profile {profile!r}"
+    if isinstance(spec.vcpus, bool) or not isinstance(spec.vcpus, int) or spec.vcpus < 1:
+        raise BlockedError(f"{where}: vcpus must be an integer >= 1, got {spec.vcpus!r}")
+    if spec.vcpus > 512:
+        raise BlockedError(f"{where}: vcpus {spec.vcpus} exceeds 512")
+    if isinstance(spec.memory_mb, bool) or not isinstance(spec.memory_mb, int):
+        raise BlockedError(f"{where}: memory_mb must be an integer, got {spec.memory_mb!r}")
+    if spec.memory_mb < 32:
+        raise BlockedError(f"{where}: memory_mb must be >= 32, got {spec.memory_mb}")
+    if not spec.name:
+        raise BlockedError(f"{where}: domain name must not be empty")
+    for d in spec.disks:
+        if not isinstance(d, DiskSpec):
+            raise BlockedError(f"{where}: disks must be DiskSpec, got {d!r}")
+        if d.size_mb is not None and d.size_mb < 1:
+            raise BlockedError(f"{where}: disk {d.vdev} size_mb must be >= 1")
+    vdevs = [d.vdev for d in spec.disks]
+    if len(set(vdevs)) != len(vdevs):
+        raise BlockedError(f"{where}: duplicate disk vdev in {vdevs}")
+    for v in spec.vifs:
+        if not isinstance(v, VifSpec):
+            raise BlockedError(f"{where}: vifs must be VifSpec, got {v!r}")
+
+
+__all__ = ["GUEST_STAGES", "HOST_STAGES", "STAGE_ORDER", "Pattern", "Profile", "StageSpec"]

@@ -1,0 +1,609 @@
+"""One boot run: prepare -> create -> watch -> decide -> collect -> destroy -> report.
+
+The run is an explicit state machine (`RunState`); every transition is checked and reported
+to `on_event`.  Whatever happens after the first `xl create` was attempted -- a guest
+failure, an infrastructure error, a deadline, Ctrl-C -- the domain is destroyed and the
+run directory on the host removed before the run returns.
+
+Errors map onto verdicts: BlockedError (our input: missing kernel, unrenderable config, a
+domain that is not really PVH) -> `blocked`; BrokenError (host, xl, xenstored) -> `broken`;
+guest misbehaviour is never an exception but a `fail` from the checker or the device check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+from xenpvh.host.base import Host
+from xenpvh.profile.domain import DiskSpec, DomainSpec
+from xenpvh.run.events import TRANSITIONS, DeviceCheckEvent, RunState, RunStateEvent
+from xenpvh.toolstack.base import Domain, Prepared, Toolstack, get_toolstack
+from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
+from xenpvh.toolstack.xenstore import DeviceState, XenStore
+
+REMOTE_ROOT = "/var/lib/xenpvh"
+GUESTKIT_PREFIX = "@guestkit:"
+XENBUS_STAGE = "xenbus"
+DOMAIN_PREFIX = "xenpvh-"
+# Only these can be made on the host without extra tools; others must be given as targets.
+SCRATCH_FS = {"ext4": ["mkfs.ext4", "-q", "-F"]}
+
+EventCallback = Callable[[object], None]
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class Timings:
+    """Monotonic timestamps of one run (None: not reached)."""
+
+    start: float
+    create: float | None = None  # just before `xl create`
+    unpaused: float | None = None
+    first_byte: float | None = None
+    decided: float | None = None  # the verdict was known
+    deciding_arrival: float | None = None  # arrival of the console chunk that decided it
+    destroyed: float | None = None
+
+    def meta(self) -> dict[str, float | None]:
+        def d(a: float | None, b: float | None) -> float | None:
+            return round(b - a, 3) if a is not None and b is not None else None
+
+        return {
+            "create_to_verdict_s": d(self.create, self.decided),
+            "unpause_to_verdict_s": d(self.unpaused, self.decided),
+            "harness_overhead_s": d(self.deciding_arrival, self.decided),
+            "verdict_to_destroyed_s": d(self.decided, self.destroyed),
+            "run_s": d(self.start, self.destroyed),
+        }
+
+
+@dataclasses.dataclass
+class _DeviceCheck:
+    """The XenStore check that runs once the xenbus stage passed on the console."""
+
+    started: float
+    deadline: float
+    next_poll: float = 0.0
+    result: str = "pending"  # "pending" | "connected" | "stuck"
+    devices: list[DeviceState] = dataclasses.field(default_factory=list)
+    problem: str = ""
+
+
+class BootRun:
+    """Boot one profile point on one host and decide its verdict."""
+
+    def __init__(
+        self,
+        host: Host,
+        profile: Any,
+        point: DomainSpec,
+        *,
+        toolstack: str | Toolstack = "xl",
+        artifacts: Path,
+        guest_kit: Any = None,
+        on_event: EventCallback | None = None,
+        run_id: str | None = None,
+        timeout: float = 900.0,
+        xenbus_grace: float = 30.0,
+        xenstore_timeout: float = 10.0,
+        max_console_bytes: int = MAX_LOG_BYTES,
+        remote_root: str = REMOTE_ROOT,
+        console: Console | None = None,
+        checker_factory: Callable[..., Any] | None = None,
+        xenstore_factory: Callable[[Host], XenStore] | None = None,
+    ) -> None:
+        self.host = host
+        self.profile = profile
+        self.point = point
+        self.toolstack = get_toolstack(toolstack, host) if isinstance(toolstack, str) else toolstack
+        self.artifacts = Path(artifacts)
+        self.guest_kit = guest_kit
+        self.on_event = on_event
+        self.run_id = run_id or new_run_id()
+        self.domain_name = f"{DOMAIN_PREFIX}{self.run_id}"
+        self.timeout = timeout
+        self.xenbus_grace = xenbus_grace
+        self.max_console_bytes = max_console_bytes
+        self.remote_root = remote_root.rstrip("/")
+        self.run_dir = f"{self.remote_root}/runs/{self.run_id}"
+        self.out = console
+        self._checker_factory = checker_factory
+        self._xenstore_factory = xenstore_factory or (
+            lambda h: XenStore(h, timeout=xenstore_timeout)
+        )
+
+        self.state: RunState | None = None
+        self.times = Timings(start=time.monotonic())
+        self.spec: DomainSpec | None = None
+        self.prepared: Prepared | None = None
+        self.domain: Domain | None = None
+        self.capture: ConsoleCapture | None = None
+        self.checker: Any = None
+        self.device_check: _DeviceCheck | None = None
+        self.collect_errors: list[str] = []
+        self.swept: list[str] = []
+        self._create_attempted = False
+        self._xs: XenStore | None = None
+        self._exits = contextlib.ExitStack()
+        self._run_dir_made = False
+
+    # -- state machine ----------------------------------------------------------------------
+
+    def _enter(self, state: RunState, detail: str = "") -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise AssertionError(f"run {self.run_id}: illegal transition {self.state} -> {state}")
+        self.state = state
+        t = round(time.monotonic() - self.times.start, 3)
+        if self.out is not None:
+            self.out.log(f"[bold]{state}[/] {detail}".rstrip())
+        self._emit(RunStateEvent(state, t, detail))
+
+    def _emit(self, event: object) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def run(self) -> Verdict:
+        verdict: Verdict | None = None
+        pending: BaseException | None = None
+        try:
+            self._enter(RunState.PREPARE, self.domain_name)
+            self._prepare()
+            self._enter(RunState.CREATE, self.domain_name)
+            self._create()
+            self._enter(RunState.WATCH)
+            outcome = self._watch()
+            self._enter(RunState.DECIDE)
+            verdict = self._decide(outcome)
+        except BlockedError as e:
+            verdict = self._error_verdict(VerdictValue.BLOCKED, str(e))
+        except BrokenError as e:
+            verdict = self._error_verdict(VerdictValue.BROKEN, str(e))
+        except KeyboardInterrupt as e:
+            verdict = self._error_verdict(VerdictValue.BROKEN, "interrupted (KeyboardInterrupt)")
+            pending = e
+        except Exception as e:  # a bug: still clean up, record it, then re-raise
+            verdict = self._error_verdict(
+                VerdictValue.BROKEN, f"internal error: {type(e).__name__}: {e}"
+            )
+            verdict.meta["traceback"] = traceback.format_exc(limit=20)
+            pending = e
+        if self.times.decided is None:
+            self.times.decided = time.monotonic()
+        try:
+            verdict = self._finish(verdict)
+        except KeyboardInterrupt as e:
+            # A second Ctrl-C during cleanup: finish the destroy anyway, then give up.
+            self._destroy_quietly()
+            pending = pending or e
+        if pending is not None:
+            raise pending
+        return verdict
+
+    def _finish(self, verdict: Verdict) -> Verdict:
+        problem = ""
+        try:
+            if self.domain is not None:
+                self._enter(RunState.COLLECT)
+                self._collect()
+        finally:
+            # Not via _enter's callback first: a failing callback must not skip the destroy.
+            self.state = RunState.DESTROY
+            problem = self._destroy()
+            self.times.destroyed = time.monotonic()
+        self._emit(RunStateEvent(RunState.DESTROY, self._t(), problem))
+        if problem:
+            verdict = dataclasses.replace(
+                verdict,
+                verdict=VerdictValue.BROKEN,
+                reason=f"{problem} (guest verdict was {verdict.verdict}: {verdict.reason})",
+            )
+        self._enter(RunState.REPORT)
+        verdict.meta.update(self._meta())
+        self._report(verdict)
+        self._enter(RunState.DONE, str(verdict.verdict))
+        return verdict
+
+    # -- prepare ----------------------------------------------------------------------------
+
+    def _resolve(self, value: str | None, what: str) -> Path | None:
+        if value is None or value == "":
+            return None
+        if value.startswith(GUESTKIT_PREFIX):
+            kit = self._guest_kit()
+            key = value[len(GUESTKIT_PREFIX) :]
+            paths = {"vmlinuz": kit.kernel, "kernel": kit.kernel, "initrd": kit.ramdisk}
+            if key not in paths:
+                raise BlockedError(
+                    f"{what} {value!r}: unknown guest kit item {key!r} (known: vmlinuz, initrd)"
+                )
+            return Path(paths[key])
+        return Path(value).expanduser()
+
+    def _guest_kit(self) -> Any:
+        if callable(self.guest_kit):
+            self.guest_kit = self.guest_kit()
+        if self.guest_kit is None:
+            try:
+                from xenpvh.build.guestkit import build_linux_guest_kit
+            except ImportError as e:
+                raise BlockedError(
+                    f"profile needs the guest kit but xenpvh.build.guestkit is unavailable: {e}"
+                ) from e
+            self.guest_kit = build_linux_guest_kit()
+        return self.guest_kit
+
+    def _prepare(self) -> None:
+        point = self.point
+        # 1. Our input, checked before anything touches the host.
+        kernel = self._resolve(point.kernel, "kernel")
+        if kernel is None:
+            raise BlockedError("the profile point has no kernel")
+        ramdisk = self._resolve(point.ramdisk, "ramdisk")
+        for what, p in (("kernel", kernel), ("ramdisk", ramdisk)):
+            if p is not None and not p.is_file():
+                raise BlockedError(f"{what} {p} does not exist (or is not a file)")
+        for d in point.disks:
+            if not d.target and d.size_mb is None:
+                raise BlockedError(f"disk {d.vdev}: neither a target nor a size_mb")
+            if not d.target and d.fs is not None and d.fs not in SCRATCH_FS:
+                raise BlockedError(
+                    f"disk {d.vdev}: cannot make a scratch {d.fs!r} filesystem "
+                    f"(supported: {', '.join(SCRATCH_FS)}, or none)"
+                )
+            if d.size_mb is not None and not 1 <= d.size_mb <= 64 * 1024:
+                raise BlockedError(f"disk {d.vdev}: size_mb {d.size_mb} out of range 1-65536")
+
+        kernels_dir = f"{self.remote_root}/kernels"
+        uploads: list[tuple[Path, str]] = []
+
+        def remote_for(p: Path) -> str:
+            remote = f"{kernels_dir}/{_sha256(p)[:16]}-{p.name}"
+            uploads.append((p, remote))
+            return remote
+
+        disks = tuple(
+            d
+            if d.target
+            else dataclasses.replace(d, target=f"{self.run_dir}/{d.vdev}.img", format="raw")
+            for d in point.disks
+        )
+        self.spec = dataclasses.replace(
+            point,
+            name=self.domain_name,
+            kernel=remote_for(kernel),
+            ramdisk=remote_for(ramdisk) if ramdisk is not None else None,
+            disks=disks,
+        )
+        # 2. Render for the Xen this host runs (RenderError: blocked, still nothing made).
+        self.prepared = self.toolstack.prepare(self.spec)
+        write_atomic(self.artifacts / self.prepared.filename, self.prepared.config.encode())
+        # 3. Side effects on the host.
+        self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=(self.domain_name,))
+        self.host.run(["mkdir", "-p", "--", kernels_dir, self.run_dir, "/var/lock"], check=True)
+        self._run_dir_made = True
+        for local, remote in uploads:
+            self.host.put(local, remote, mode=0o644)
+        for orig, d in zip(point.disks, disks, strict=True):
+            if orig.target:
+                if not self.host.run(["test", "-e", d.target]).ok:
+                    raise BlockedError(f"disk {d.vdev}: target {d.target} does not exist")
+                continue
+            self._make_scratch(d, orig)
+        self.host.put_bytes(self.prepared.config.encode(), self.cfg_remote, mode=0o644)
+
+    @property
+    def cfg_remote(self) -> str:
+        name = self.prepared.filename if self.prepared else "domain.cfg"
+        return f"{self.run_dir}/{name}"
+
+    def _make_scratch(self, d: DiskSpec, orig: DiskSpec) -> None:
+        assert orig.size_mb is not None
+        self.host.run(["truncate", "-s", f"{orig.size_mb}M", "--", d.target], check=True)
+        if orig.fs is not None:
+            self.host.run([*SCRATCH_FS[orig.fs], d.target], check=True, timeout=300)
+
+    # -- create -----------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        self.times.create = time.monotonic()
+        self._create_attempted = True
+        self.domain = self.toolstack.create(self.cfg_remote, True, name=self.domain_name)
+        self.toolstack.verify_pvh(self.domain.name)
+        self.capture = self.toolstack.console(
+            self.domain,
+            log_path=self.artifacts / "console.log",
+            max_log_bytes=self.max_console_bytes,
+        )
+        self.capture.start()
+        self.toolstack.unpause(self.domain.name)
+        self.times.unpaused = time.monotonic()
+
+    # -- watch ------------------------------------------------------------------------------
+
+    def _make_checker(self, spec: DomainSpec) -> Any:
+        if self._checker_factory is not None:
+            factory = self._checker_factory
+        else:
+            from xenpvh.check.checker import StageChecker as factory
+        return factory(self.profile, vcpus=spec.vcpus, disks=len(spec.disks), vifs=len(spec.vifs))
+
+    def _watch(self) -> Verdict:
+        assert self.spec is not None and self.capture is not None and self.domain is not None
+        checker = self.checker = self._make_checker(self.spec)
+        deadline = self.times.start + self.timeout
+        capture = self.capture
+        while True:
+            # The read doubles as the loop's pacing (it waits up to 0.1 s for bytes).
+            data = capture.read(0.1)
+            arrival = time.monotonic()
+            if data and self.times.first_byte is None:
+                self.times.first_byte = arrival
+            if not checker.done:
+                events = checker.feed(data) if data else []
+                events.extend(checker.poll())
+                for ev in events:
+                    self._emit(ev)
+                    if _is_pass(ev, XENBUS_STAGE) and self.device_check is None:
+                        self.device_check = _DeviceCheck(arrival, arrival + self.xenbus_grace)
+                if checker.done:
+                    self.times.deciding_arrival = arrival if data else None
+                    self.times.decided = time.monotonic()
+            check = self.device_check
+            if check is not None and check.result == "pending":
+                self._poll_devices(check)
+                if check.result == "stuck":
+                    self.times.decided = time.monotonic()
+                    return self._device_failure(check)
+                if check.result == "connected" and checker.done:
+                    self.times.decided = time.monotonic()
+            if checker.done:
+                if checker.verdict.verdict != VerdictValue.PASS:
+                    return checker.verdict
+                if check is None or check.result != "pending":
+                    return checker.verdict
+                continue  # a pass waits for the device check (bounded by its grace)
+            if capture.ended:
+                self.times.decided = time.monotonic()
+                why = f"; {capture.fallback_reason}" if capture.fallback_reason else ""
+                return checker.finish(f"console ended (domain gone{why})")
+            if arrival > deadline:
+                self.times.decided = time.monotonic()
+                return checker.finish(f"run deadline of {self.timeout:g}s exceeded")
+
+    def _poll_devices(self, check: _DeviceCheck) -> None:
+        now = time.monotonic()
+        if now < check.next_poll:
+            return
+        check.next_poll = now + 0.5
+        assert self.domain is not None and self.spec is not None
+        xs = self._xenstore()
+        devices = xs.device_states(self.domain.domid)
+        tty = xs.console_tty(self.domain.domid)
+        check.devices = devices
+        problems = [d.describe() for d in devices if not d.connected]
+        for kind, n in (("vbd", len(self.spec.disks)), ("vif", len(self.spec.vifs))):
+            have = sum(1 for d in devices if d.kind == kind)
+            if have != n:
+                problems.append(f"{kind}: {have} device(s) in xenstore, expected {n}")
+        if not tty:
+            problems.append(f"/local/domain/{self.domain.domid}/console/tty missing")
+        if not problems:
+            check.result = "connected"
+            self._emit(
+                DeviceCheckEvent("connected", self._t(), tuple(d.describe() for d in devices))
+            )
+            return
+        check.problem = "; ".join(problems)
+        if time.monotonic() >= check.deadline:
+            check.result = "stuck"
+            self._emit(DeviceCheckEvent("stuck", self._t(), tuple(problems)))
+
+    def _xenstore(self) -> XenStore:
+        """One XenStore connection for the whole run: starting the relay costs an ssh
+        channel and a python3 start on a slow dom0, too much to repeat every poll."""
+        if self._xs is None:
+            self._xs = self._exits.enter_context(self._xenstore_factory(self.host))
+        return self._xs
+
+    def _t(self) -> float:
+        return round(time.monotonic() - self.times.start, 3)
+
+    def _device_failure(self, check: _DeviceCheck) -> Verdict:
+        """Fail the xenbus stage naming the stuck devices; later stages are not reached."""
+        base = self._checker_verdict("xenbus device check failed")
+        reason = (
+            f"xenbus: device(s) not Connected {self.xenbus_grace:g}s after the xenbus stage: "
+            f"{check.problem}"
+        )
+        stages: list[StageResult] = []
+        seen_xenbus = False
+        for s in base.stages:
+            if s.name == XENBUS_STAGE:
+                seen_xenbus = True
+                stages.append(
+                    dataclasses.replace(s, status=StageStatus.FAILED, detail=check.problem)
+                )
+            elif seen_xenbus:
+                stages.append(StageResult(name=s.name))
+            else:
+                stages.append(s)
+        return Verdict(
+            verdict=VerdictValue.FAIL,
+            reason=reason,
+            failed_stage=XENBUS_STAGE,
+            stages=stages,
+            meta=dict(base.meta),
+        )
+
+    def _checker_verdict(self, reason: str) -> Verdict:
+        return self.checker.verdict if self.checker.done else self.checker.finish(reason)
+
+    # -- decide -----------------------------------------------------------------------------
+
+    def _decide(self, verdict: Verdict) -> Verdict:
+        verdict.meta.setdefault("decided_by", "checker")
+        if self.device_check is not None:
+            verdict.meta["xenstore_devices"] = [
+                dataclasses.asdict(d) for d in self.device_check.devices
+            ]
+            verdict.meta["xenstore_check"] = self.device_check.result
+        elif verdict.verdict == VerdictValue.PASS:
+            # A pass without the xenbus stage ever passing means the profile has no xenbus
+            # stage; say so rather than pretend the devices were checked.
+            verdict.meta["xenstore_check"] = "not run (no xenbus stage passed)"
+        return verdict
+
+    def _error_verdict(self, value: VerdictValue, reason: str) -> Verdict:
+        stages: list[StageResult] = []
+        if self.checker is not None:
+            with contextlib.suppress(Exception):
+                stages = self._checker_verdict(reason).stages
+        if not stages:
+            stages = [StageResult(name=n) for n in _stage_names(self.profile)]
+        return Verdict(verdict=value, reason=reason, stages=stages)
+
+    # -- collect / destroy / report ---------------------------------------------------------
+
+    def _collect(self) -> None:
+        assert self.domain is not None
+        # Best effort: evidence that cannot be fetched is noted in the verdict's meta, it
+        # does not change what the guest did.
+        try:
+            self.toolstack.collect(self.artifacts)
+        except (XenpvhError, OSError) as e:
+            self.collect_errors.append(f"toolstack: {e}")
+        try:
+            dump = self._xenstore().domain_dump(self.domain.domid)
+            write_atomic(self.artifacts / "xenstore.txt", dump.encode())
+        except (XenpvhError, OSError) as e:
+            self.collect_errors.append(f"xenstore: {e}")
+
+    def _destroy(self) -> str:
+        """Tear everything down; returns a problem description ('' when clean)."""
+        problems: list[str] = []
+        if self.capture is not None:
+            self.capture.close()
+        with contextlib.suppress(Exception):
+            self._exits.close()  # the XenStore relay; its failure must not stop the destroy
+        self._xs = None
+        if self._create_attempted:
+            try:
+                self.toolstack.destroy(self.domain_name)
+            except Exception as e:
+                problems.append(f"destroying {self.domain_name} failed: {e}")
+        if self._run_dir_made:
+            try:
+                self.host.run(["rm", "-rf", "--", self.run_dir], check=True)
+                self.host.run(
+                    ["rm", "-f", "--", f"/var/log/xen/console/guest-{self.domain_name}.log"]
+                )
+            except Exception as e:
+                problems.append(f"removing {self.run_dir} failed: {e}")
+        return "; ".join(problems)
+
+    def _destroy_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self._destroy()
+
+    def _meta(self) -> dict[str, object]:
+        spec = self.spec or self.point
+        meta: dict[str, object] = {
+            "run_id": self.run_id,
+            "host": self.host.name,
+            "toolstack": self.toolstack.name,
+            "profile": getattr(self.profile, "name", str(self.profile)),
+            "domain": self.domain_name,
+            "domid": self.domain.domid if self.domain else None,
+            "vcpus": spec.vcpus,
+            "memory_mb": spec.memory_mb,
+            "xen_version": self.prepared.xen_version if self.prepared else None,
+            **self.times.meta(),
+        }
+        if self.capture is not None:
+            meta["console"] = {
+                "bytes": self.capture.bytes_total,
+                "saved": self.capture.bytes_logged,
+                "truncated": self.capture.truncated,
+                "source": str(self.capture.source),
+                "fallback_reason": self.capture.fallback_reason,
+            }
+        if self.swept:
+            meta["swept_stale_domains"] = self.swept
+        if self.collect_errors:
+            meta["collect_errors"] = self.collect_errors
+        return meta
+
+    def _report(self, verdict: Verdict) -> None:
+        from xenpvh.report import write_html, write_junit, write_verdict_json
+
+        a = self.artifacts
+        a.mkdir(parents=True, exist_ok=True)
+        # The report writers are atomic (temp file + rename) themselves.
+        write_atomic(a / "timing.json", json.dumps(self.times.meta(), indent=2).encode())
+        write_verdict_json(verdict, a / "verdict.json")
+        spec = self.spec or self.point
+        profile = getattr(self.profile, "name", "profile")
+        write_junit(
+            verdict,
+            a / "junit.xml",
+            f"xenpvh.{profile}",
+            f"{self.toolstack.name}-vcpus{spec.vcpus}-mem{spec.memory_mb}",
+        )
+        write_html(verdict, a / "report.html", self._console_tail())
+
+    def _console_tail(self, max_bytes: int = 256 * 1024) -> list[str]:
+        log = self.artifacts / "console.log"
+        if not log.is_file():
+            return []
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - max_bytes))
+            tail = f.read()
+        return tail.decode("utf-8", "replace").replace("\r", "").splitlines()
+
+
+def _is_pass(ev: Any, stage: str) -> bool:
+    return getattr(ev, "stage", None) == stage and str(getattr(ev, "kind", "")) in {
+        "pass",
+        "passed",
+        "stage-passed",
+    }
+
+
+def _stage_names(profile: Any) -> list[str]:
+    return [getattr(s, "name", s) for s in getattr(profile, "stages", ())]
+
+
+__all__ = ["BootRun", "Timings", "new_run_id"]

@@ -1,0 +1,342 @@
+"""XenStore through a Host: pyxs speaking the wire protocol over a relay on the dom0.
+
+pyxs wants a local unix socket or /dev/xen/xenbus.  We give it a connection whose transport
+is a `Host.open_stream` to a tiny relay (python3 on the dom0, argv only) that splices its
+stdin/stdout to xenstored's unix socket.  The same code then works for a nested host, an
+ssh lab box and the dom0 you sit on.
+
+pyxs has no timeouts: its router thread blocks in select() and every call waits on a
+condition variable forever, so a dead xenstored would hang the run.  We therefore replace
+the router with a synchronous one whose every receive has a deadline; expiry or a closed
+relay raises BrokenError.  The wire format, path checks and error decoding stay pyxs's own.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyxs.client import Client
+from pyxs.connection import PacketConnection
+from pyxs.exceptions import InvalidPath, PyXSError
+
+from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.base import ByteStream, Host
+
+XENSTORED_SOCKET = "/run/xenstored/socket"
+
+# The relay: stdin -> socket, socket -> stdout, until either side closes.  Exit 3 when the
+# socket cannot be reached so the failure is visible as an immediate end of stream.
+RELAY = """\
+import os, select, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    sys.stderr.write("xenpvh-xs-relay: %s: %s\\n" % (sys.argv[1], e))
+    sys.exit(3)
+fds = [0, s.fileno()]
+while True:
+    r, _, _ = select.select(fds, [], [])
+    if 0 in r:
+        d = os.read(0, 65536)
+        if not d:
+            break
+        s.sendall(d)
+    if s.fileno() in r:
+        d = s.recv(65536)
+        if not d:
+            break
+        view = memoryview(d)
+        while view:
+            view = view[os.write(1, view):]
+"""
+
+# XenbusState values (xen/include/public/io/xenbus.h).
+XENBUS_STATES = {
+    0: "Unknown",
+    1: "Initialising",
+    2: "InitWait",
+    3: "Initialised",
+    4: "Connected",
+    5: "Closing",
+    6: "Closed",
+    7: "Reconfiguring",
+    8: "Reconfigured",
+}
+CONNECTED = 4
+
+
+def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
+    return [python, "-c", RELAY, socket_path]
+
+
+class _StreamTransport:
+    """pyxs transport (send/recv/close/fileno) over a ByteStream, with a per-call deadline."""
+
+    def __init__(self, stream: ByteStream, owner: HostXenStoreConnection) -> None:
+        self.stream = stream
+        self.owner = owner
+
+    def fileno(self) -> int:
+        raise OSError(errno.ENOTSUP, "a relayed XenStore connection has no local fd")
+
+    def send(self, data: bytes) -> None:
+        self.stream.sendall(bytes(data))
+
+    def recv(self, size: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < size:
+            left = self.owner.deadline - time.monotonic()
+            if left <= 0:
+                raise BrokenError(
+                    f"xenstore on {self.owner.path}: no reply within {self.owner.timeout:g}s "
+                    "(xenstored dead or relay stuck)"
+                )
+            self.stream.settimeout(left)
+            try:
+                chunk = self.stream.recv(size - len(buf))
+            except TimeoutError:
+                continue  # the loop re-checks the deadline
+            if not chunk:
+                raise BrokenError(
+                    f"xenstore relay on {self.owner.path} closed the stream "
+                    "(xenstored socket unreachable or python3 missing on the dom0)"
+                )
+            buf += chunk
+        return bytes(buf)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class HostXenStoreConnection(PacketConnection):
+    """A pyxs PacketConnection whose transport is a relay started through a Host."""
+
+    def __init__(
+        self, host: Host, *, socket_path: str = XENSTORED_SOCKET, timeout: float = 10.0
+    ) -> None:
+        self.host = host
+        self.socket_path = socket_path
+        self.path = f"{host.name}:{socket_path}"
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def create_transport(self) -> _StreamTransport:
+        return _StreamTransport(self.host.open_stream(relay_argv(self.socket_path)), self)
+
+    def arm(self) -> None:
+        """Start the deadline of one request/response exchange."""
+        self.deadline = time.monotonic() + self.timeout
+
+
+class _Reply:
+    def __init__(self, connection: HostXenStoreConnection) -> None:
+        self.connection = connection
+
+    def get(self) -> Any:
+        return self.connection.recv()
+
+
+class SyncRouter:
+    """Stands in for pyxs.Router: one request in flight, answered synchronously.
+
+    We never use watches, so there is nothing to multiplex and no thread is needed.
+    """
+
+    def __init__(self, connection: HostXenStoreConnection) -> None:
+        self.connection = connection
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connection.is_connected
+
+    def start(self) -> None:
+        self.connection.connect()
+
+    def terminate(self) -> None:
+        self.connection.close()
+
+    def send(self, packet: Any) -> _Reply:
+        self.connection.arm()
+        self.connection.send(packet)
+        return _Reply(self.connection)
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    kind: str  # "vbd" | "vif"
+    devid: str
+    frontend_path: str
+    frontend_state: int | None  # None: node missing
+    backend_path: str
+    backend_state: int | None
+
+    @property
+    def connected(self) -> bool:
+        return self.frontend_state == CONNECTED and self.backend_state == CONNECTED
+
+    def describe(self) -> str:
+        return (
+            f"{self.kind} {self.devid}: frontend {self.frontend_path}/state="
+            f"{_state_name(self.frontend_state)}, backend {self.backend_path}/state="
+            f"{_state_name(self.backend_state)}"
+        )
+
+
+def _state_name(s: int | None) -> str:
+    if s is None:
+        return "missing"
+    return f"{s} ({XENBUS_STATES.get(s, 'invalid')})"
+
+
+class XenStore:
+    """XenStore of one host.  Use as a context manager; every call has a deadline."""
+
+    def __init__(
+        self, host: Host, *, socket_path: str = XENSTORED_SOCKET, timeout: float = 10.0
+    ) -> None:
+        self.connection = HostXenStoreConnection(host, socket_path=socket_path, timeout=timeout)
+        self._client = Client(router=SyncRouter(self.connection))  # type: ignore[arg-type]
+        self._open = False
+
+    def __enter__(self) -> XenStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if not self._open:
+            self._client.connect()
+            self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._client.close()
+            self._open = False
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        if not self._open:
+            raise BrokenError("XenStore is not open (use it as a context manager)")
+        try:
+            return fn(*args)
+        except BrokenError:
+            # The stream is now out of step (a reply may still arrive): never reuse it.
+            self.close()
+            raise
+        except InvalidPath as e:
+            raise BlockedError(f"xenstore path {args!r} is not a valid XenStore path") from e
+        except PyXSError as e:
+            if e.args and e.args[0] == errno.ENOENT:
+                return None
+            raise BrokenError(f"xenstore: {fn.__name__}{args!r} failed: {e}") from e
+
+    @staticmethod
+    def _path(path: str | bytes) -> bytes:
+        p = path.encode() if isinstance(path, str) else path
+        if not p.startswith(b"/"):
+            raise BlockedError(f"xenstore path {path!r} must be absolute")
+        return p
+
+    def read(self, path: str | bytes) -> bytes | None:
+        """The node's value, or None when it does not exist."""
+        return self._call(self._client.read, self._path(path))
+
+    def ls(self, path: str | bytes) -> list[str]:
+        """Names of the node's children ([] when it does not exist)."""
+        names = self._call(self._client.list, self._path(path))
+        return [n.decode("ascii", "replace") for n in names or []]
+
+    def dump(self, path: str | bytes, *, max_nodes: int = 4000, max_depth: int = 16) -> str:
+        """`path = "value"` lines for the subtree (like `xenstore-ls -f`), bounded."""
+        root = self._path(path).decode().rstrip("/") or "/"
+        lines: list[str] = []
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if len(lines) >= max_nodes:
+                lines.append(f"[xenpvh: dump stopped after {max_nodes} nodes]")
+                break
+            value = self.read(node)
+            if value is None and node != root:
+                continue  # vanished while we walked
+            if value is None:
+                lines.append(f"{node}  [does not exist]")
+                break
+            lines.append(f"{node} = {_quote(value)}")
+            if depth >= max_depth:
+                continue
+            children = self.ls(node)
+            base = node if node != "/" else ""
+            stack.extend((f"{base}/{c}", depth + 1) for c in reversed(children))
+        return "\n".join(lines) + "\n"
+
+    def state(self, path: str) -> int | None:
+        v = self.read(path)
+        if v is None:
+            return None
+        try:
+            return int(v.strip(b"\0").decode() or "-1")
+        except ValueError:
+            return -1
+
+    def device_states(self, domid: int) -> list[DeviceState]:
+        """Frontend and backend state of every vbd and vif of the domain."""
+        out: list[DeviceState] = []
+        for kind in ("vbd", "vif"):
+            base = f"/local/domain/{int(domid)}/device/{kind}"
+            for devid in sorted(self.ls(base), key=_devid_key):
+                fe = f"{base}/{devid}"
+                be_raw = self.read(f"{fe}/backend")
+                be = be_raw.decode("ascii", "replace").strip("\0") if be_raw else ""
+                out.append(
+                    DeviceState(
+                        kind=kind,
+                        devid=devid,
+                        frontend_path=fe,
+                        frontend_state=self.state(f"{fe}/state"),
+                        backend_path=be,
+                        backend_state=self.state(f"{be}/state") if be.startswith("/") else None,
+                    )
+                )
+        return out
+
+    def console_tty(self, domid: int) -> str | None:
+        v = self.read(f"/local/domain/{int(domid)}/console/tty")
+        return v.decode("ascii", "replace") if v else None
+
+    def domain_dump(self, domid: int) -> str:
+        """The domain's own subtree plus its backends in dom0 (for artifacts)."""
+        parts = [self.dump(f"/local/domain/{int(domid)}")]
+        for kind in ("vbd", "vif", "console"):
+            p = f"/local/domain/0/backend/{kind}/{int(domid)}"
+            if self.read(p) is not None:
+                parts.append(self.dump(p))
+        return "".join(parts)
+
+
+def _devid_key(d: str) -> tuple[int, str]:
+    return (int(d), d) if d.isdigit() else (1 << 30, d)
+
+
+def _quote(v: bytes) -> str:
+    s = v.decode("ascii", "backslashreplace")
+    s = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+    return '"' + s.replace('"', '\\"') + '"'
+
+
+__all__ = [
+    "CONNECTED",
+    "RELAY",
+    "XENBUS_STATES",
+    "XENSTORED_SOCKET",
+    "DeviceState",
+    "HostXenStoreConnection",
+    "SyncRouter",
+    "XenStore",
+    "relay_argv",
+]
