@@ -28,14 +28,13 @@ from typing import Any
 from rich.console import Console
 
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.ssh import SSHAddress
 
 ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
 CHROOT_CONNECTION = "community.general.chroot"
 
 # A build artifact as `xenpvh build xen` names it; the name becomes a GRUB menu title.
 _XEN_ARTIFACT = re.compile(r"^xen-[A-Za-z0-9._+~-]+\.gz$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[[0-9A-Fa-f:.]+\]$")
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _RECAP = re.compile(
     r"^(?P<host>\S.*?)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
@@ -45,34 +44,6 @@ _RESULT = re.compile(r"^(?P<status>changed|fatal|failed|unreachable): \[(?P<host
 # ansible output is ours, but a task can echo remote text: keep memory bounded anyway.
 _MAX_LINE = 4096
 _TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """Where `provision_ssh` connects: `ssh://user@host[:port]`."""
-
-    user: str
-    host: str
-    port: int = 22
-
-    @classmethod
-    def parse(cls, address: str) -> SshTarget:
-        m = re.fullmatch(
-            r"ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?",
-            address,
-        )
-        if m is None:
-            raise BlockedError(f"not an ssh address {address!r}: expected ssh://root@box[:port]")
-        user = m["user"] or "root"
-        host = m["host"]
-        port = int(m["port"]) if m["port"] else 22
-        if not _USER.match(user):
-            raise BlockedError(f"bad user name {user!r} in {address!r}")
-        if not _HOSTNAME.match(host):
-            raise BlockedError(f"bad host name {host!r} in {address!r}")
-        if not 0 < port < 65536:
-            raise BlockedError(f"bad port {port} in {address!r}")
-        return cls(user=user, host=host.strip("[]"), port=port)
 
 
 @dataclass(frozen=True)
@@ -289,7 +260,7 @@ def _totals(recap: Mapping[str, RecapCounts], log: Path) -> ProvisionResult:
 
 
 def ssh_inventory(
-    target: SshTarget, *, identity: Path | None = None, known_hosts: Path | None = None
+    target: SSHAddress, *, identity: Path | None = None, known_hosts: Path | None = None
 ) -> dict[str, Any]:
     """The generated inventory for one lab box (group `xen_lab`)."""
     ssh_args = ["-o", "StrictHostKeyChecking=yes"]
@@ -332,7 +303,10 @@ def provision_ssh(
     Host keys are checked (against `known_hosts` when given, else ssh's defaults).  Failed
     tasks are reported in the result; an unreachable host raises BrokenError.
     """
-    target = SshTarget.parse(address)
+    target = SSHAddress.parse(address)
+    if target.host.startswith("-") or target.user.startswith("-"):
+        # ssh would read it as an option (-oProxyCommand=...).
+        raise BlockedError(f"ssh address {address!r}: host and user must not start with '-'")
     for name, p in (("identity", identity), ("known_hosts", known_hosts)):
         if p is not None and not Path(p).is_file():
             raise BlockedError(f"{name} file {p} does not exist")

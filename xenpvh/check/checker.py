@@ -122,6 +122,7 @@ class StageChecker:
         self._line_rules = [r for r in self._rules if not r.pattern.literals]
         self._partial_done: set[int] = set()  # rules already applied to the current partial
         self._partial_len = 0
+        self._partial_stages: set[int] = set()  # stages whose evidence is the partial line
         self._current = -1  # index of the stage in progress (set by _advance)
         self._verdict: Verdict | None = None
         self._events: list[StageEvent] = []
@@ -230,6 +231,8 @@ class StageChecker:
                 for m in rule.pattern.regex.finditer(block):
                     start = block.rfind("\n", 0, m.start()) + 1
                     hits.setdefault(start, set()).add(rule.index)
+        if self._partial_stages:
+            self._refresh_partial_evidence(block[: block.find("\n")])
         for start in sorted(hits):
             end = block.find("\n", start)
             line = block[start : end if end >= 0 else len(block)]
@@ -252,7 +255,9 @@ class StageChecker:
         self._partial_len = len(part)
         todo = []
         for rule in self._rules:
-            if rule.index in self._partial_done:
+            # Forbidden patterns wait for the whole line: a verdict must not depend on
+            # where the console happened to split it.
+            if rule.role is _Role.FORBIDDEN or rule.index in self._partial_done:
                 continue
             lits = rule.pattern.literals
             if lits and not any(lit in part for lit in lits):
@@ -261,6 +266,18 @@ class StageChecker:
         if todo:
             applied = self._apply(part, todo)
             self._partial_done |= applied
+            self._partial_stages |= {self._rules[r].stage for r in applied}
+
+    def _refresh_partial_evidence(self, full: str) -> None:
+        """The partial line matched earlier is now complete: keep the whole line as evidence."""
+        line = strip_prefix(full)[0][:EVIDENCE_MAX]
+        for i in self._partial_stages:
+            st = self._stages[i]
+            if st.own_line and line.startswith(st.own_line):
+                if st.evidence == st.own_line:
+                    st.evidence = line
+                st.own_line = line
+        self._partial_stages = set()
 
     def _apply(self, raw: str, rule_ids: list[int]) -> set[int]:
         """Apply the matching rules to one line in rule order; return the ones that matched."""

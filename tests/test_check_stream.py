@@ -1,0 +1,226 @@
+"""Streaming behaviour: chunking invariance, line normalisation, bounds, deadlines, events."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xenpvh.check.checker import EventKind, StageChecker, check_file
+from xenpvh.check.lines import MAX_LINE, LineSplitter, strip_prefix
+from xenpvh.check.verdict import StageStatus, Verdict, VerdictValue
+from xenpvh.errors import BlockedError
+from xenpvh.profile import load_profile
+
+SEED = Path(__file__).parent / "seed_freebsd_pvhv1_2013.txt"
+SEED_BYTES = SEED.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_profile("freebsd-pvhv1")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def summary(v: Verdict) -> tuple:
+    return (
+        v.verdict,
+        v.failed_stage,
+        v.reason,
+        tuple((s.name, s.status, s.evidence, s.detail) for s in v.stages),
+    )
+
+
+def run_chunks(profile, chunks: list[bytes], vcpus: int = 7) -> Verdict:
+    c = StageChecker(profile, vcpus=vcpus, disks=1, vifs=1, clock=None)
+    for chunk in chunks:
+        c.feed(chunk)
+    return c.finish()
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    cuts = sorted({min(max(x, 0), len(data)) for x in cuts})
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+# Variants: plain LF, CRLF with a non-ASCII byte sequence, bare CR, and a failing mutant.
+VARIANTS = {
+    "lf": (SEED_BYTES, 7),
+    "crlf-utf8": (SEED_BYTES.replace(b"\n", b"\r\n").replace(b"Amnesiac", b"Amn\xc3\xa9siac"), 7),
+    "cr": (SEED_BYTES.replace(b"\n", b"\r"), 7),
+    "fail-8": (SEED_BYTES, 8),
+    "panic": (SEED_BYTES.replace(b"SMP: AP CPU #3", b"panic: page fault\nSMP: AP CPU #3"), 7),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(0, len(SEED_BYTES) * 2), max_size=40))
+def test_any_split_gives_the_same_verdict(profile, variant: str, cuts: list[int]) -> None:
+    data, vcpus = VARIANTS[variant]
+    whole = run_chunks(profile, [data], vcpus)
+    assert summary(run_chunks(profile, split(data, cuts), vcpus)) == summary(whole)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_byte_by_byte_gives_the_same_verdict(profile, variant: str) -> None:
+    data, vcpus = VARIANTS[variant]
+    whole = run_chunks(profile, [data], vcpus)
+    assert summary(run_chunks(profile, [data[i : i + 1] for i in range(len(data))], vcpus)) == (
+        summary(whole)
+    )
+    expected = VerdictValue.PASS if variant in {"lf", "crlf-utf8", "cr"} else VerdictValue.FAIL
+    assert whole.verdict is expected
+
+
+def test_splitter_line_ends() -> None:
+    s = LineSplitter()
+    assert s.feed(b"a\r") == "a\n"
+    assert s.feed(b"\nb\rc\n\xc3") == "b\nc\n"  # the LF belongs to the CR; \xc3 waits
+    assert s.feed(b"\xa9") == ""
+    assert s.partial == "é"
+    assert s.flush() == "é\n"
+
+
+def test_overlong_line_is_capped_consistently() -> None:
+    line = b"x" * (MAX_LINE + 10) + b"\n"
+    whole = LineSplitter().feed(line)
+    s = LineSplitter()
+    parts = "".join(s.feed(line[i : i + 1000]) for i in range(0, len(line), 1000))
+    assert whole == parts == "x" * MAX_LINE + "\n"
+
+
+def test_ansi_and_timestamp_prefixes(profile) -> None:
+    lines = SEED_BYTES.decode().splitlines()
+    decorated = "\n".join(
+        f"[2013-10-28 13:22:{i % 60:02d}] \x1b[1;32m{x}\x1b[0m" for i, x in enumerate(lines)
+    )
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=None)
+    c.feed(decorated.encode())
+    v = c.finish()
+    assert v.verdict is VerdictValue.PASS, v.reason
+    assert v.stages[1].evidence == "SMP: AP CPU #4 Launched!"  # stripped of stamp and colour
+    assert all(s.t is not None for s in v.stages)
+    assert strip_prefix("[   12.345] hello") == ("hello", 12.345)
+    assert strip_prefix("(XEN) [   1.5] Xen version")[0] == "Xen version"
+    assert strip_prefix("plain") == ("plain", None)
+
+
+def test_offline_times_from_dmesg_stamps(profile) -> None:
+    lines = SEED_BYTES.decode().splitlines()
+    text = "\n".join(f"[{i:5d}.000000] {x}" for i, x in enumerate(lines)) + "\n"
+    v = run_chunks(profile, [text.encode()])
+    assert v.verdict is VerdictValue.PASS
+    ts = [s.t for s in v.stages]
+    assert ts == sorted(ts) and ts[0] is not None and ts[0] > 0
+    assert check_file(SEED, profile, 7, 1, 1).stages[0].t is None  # no stamps: no times
+
+
+def test_ten_megabyte_single_line_is_bounded(profile) -> None:
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=None)
+    chunk = b"A" * 65536
+    tracemalloc.start()
+    try:
+        for _ in range(160):  # 10 MiB without a newline
+            c.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024, peak
+    # The checker recovers after the monster line ends and still decides correctly.
+    c.feed(b"\n" + SEED_BYTES)
+    assert c.finish().verdict is VerdictValue.PASS
+
+
+def test_match_past_the_line_cap_is_ignored(profile) -> None:
+    # Only the first MAX_LINE characters of a line count, however it is chunked.
+    data = SEED_BYTES.replace(
+        b"SMP: AP CPU #3", b"x" * MAX_LINE + b"panic: late\nSMP: AP CPU #3"
+    )
+    assert run_chunks(profile, [data]).verdict is VerdictValue.PASS
+    assert run_chunks(profile, split(data, list(range(0, len(data), 4096)))).verdict is (
+        VerdictValue.PASS
+    )
+
+
+def test_deadline_expiry_with_fake_clock(profile) -> None:
+    clock = FakeClock()
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=clock)
+    head = SEED_BYTES[: SEED_BYTES.index(b"Calibrating TSC")]
+    events = c.feed(head)
+    assert [(e.kind, e.stage) for e in events if e.kind is EventKind.PASSED] == [
+        (EventKind.PASSED, "early-init")
+    ]
+    clock.now += 119
+    assert c.poll() == [] and not c.done
+    clock.now += 2
+    (ev,) = c.poll()
+    assert (ev.kind, ev.stage) == (EventKind.FAILED, "ap-launch")
+    v = c.verdict
+    assert (v.verdict, v.failed_stage) == (VerdictValue.FAIL, "ap-launch")
+    assert v.reason == "ap-launch not reached within 120s"
+    assert "APs seen {}, expected {1,2,3,4,5,6}" in v.stages[1].detail
+    assert c.feed(SEED_BYTES) == []  # decided: further input is ignored
+
+
+def test_first_stage_deadline_without_any_byte(profile) -> None:
+    clock = FakeClock()
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=clock)
+    clock.now += 121
+    c.poll()
+    assert c.verdict.reason == "early-init not reached within 120s"
+
+
+def test_live_events_and_times(profile) -> None:
+    clock = FakeClock()
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=clock)
+    events = []
+    for i, line in enumerate(SEED_BYTES.splitlines(keepends=True)):
+        clock.now = 1000.0 + i * 0.5
+        events += c.feed(line)
+        events += c.poll()
+    assert c.done and c.verdict.verdict is VerdictValue.PASS
+    passed = [(e.stage, e.t) for e in events if e.kind is EventKind.PASSED]
+    assert [s for s, _ in passed] == ["early-init", "ap-launch", "xenbus", "root-mount", "login"]
+    assert [t for _, t in passed] == sorted(t for _, t in passed)
+    assert passed[0][1] > 0
+    started = [e.stage for e in events if e.kind is EventKind.STARTED]
+    assert started == ["ap-launch", "root-mount", "login"]  # xenbus completed with ap-launch
+    assert any(e.kind is EventKind.MATCHED and "AP CPU #5" in e.line for e in events)
+
+
+def test_login_prompt_without_newline_passes_live(profile) -> None:
+    clock = FakeClock()
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=clock)
+    body = SEED_BYTES[: SEED_BYTES.index(b"FreeBSD/amd64 (Amnesiac)")]
+    c.feed(body)
+    assert not c.done
+    c.feed(b"login: ")
+    assert c.done and c.verdict.verdict is VerdictValue.PASS
+    assert c.verdict.stages[-1].evidence == "login: "
+
+
+def test_finish_reason_and_stage_detail(profile) -> None:
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=None)
+    v = c.finish("run deadline of 900s exceeded")
+    assert v.reason == "run deadline of 900s exceeded before early-init"
+    assert v.stages[0].status is StageStatus.FAILED
+    assert "missing" in v.stages[0].detail
+
+
+@pytest.mark.parametrize("bad", [{"vcpus": 0}, {"disks": -1}, {"vifs": True}])
+def test_bad_counts_are_blocked(profile, bad: dict) -> None:
+    args = {"vcpus": 1, "disks": 0, "vifs": 0} | bad
+    with pytest.raises(BlockedError):
+        StageChecker(profile, **args)

@@ -1,0 +1,167 @@
+"""pytest plugin (entry point `pytest11: xenpvh`).
+
+    pytest --host nested            # the default: a Xen host under QEMU, booted once per session
+    pytest --host ssh://root@box    # a lab box (host key verified against known_hosts)
+
+Fixtures:
+- `xen_host`: the session's Host (nested host booted once per session, shut down at the end).
+- `boot_guest`: call `boot_guest("linux-pvh", vcpus=4, cmdline_append="maxcpus=1")` to boot one
+  profile point on `xen_host`; returns the Verdict and records a JUnit property per stage.
+Marker `xen` marks live tests; `--no-xen` deselects them (e.g. on a laptop without QEMU).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenpvh.check.verdict import Verdict
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("xenpvh", "xenpvh: live Xen PVH boots")
+    group.addoption(
+        "--host",
+        dest="xenpvh_host",
+        default="nested",
+        help="Xen host for `xen` tests: nested (default), local, ssh://user@host[:port], "
+        "or a name from --inventory",
+    )
+    group.addoption("--inventory", dest="xenpvh_inventory", default=None)
+    group.addoption("--identity", dest="xenpvh_identity", default=None)
+    group.addoption("--known-hosts", dest="xenpvh_known_hosts", default=None)
+    group.addoption(
+        "--xenpvh-artifacts",
+        dest="xenpvh_artifacts",
+        default=None,
+        help="keep every run's artifacts under this directory (default: pytest's tmp dir)",
+    )
+    group.addoption(
+        "--no-xen", dest="xenpvh_no_xen", action="store_true", help="deselect `xen` tests"
+    )
+    group.addoption(
+        "--xen-required",
+        dest="xenpvh_xen_required",
+        action="store_true",
+        help="a skipped `xen` test is a failure (CI: a skipped live test is not a passing one)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "xen: live test that boots real Xen (the nested host unless --host is given)"
+    )
+    config.addinivalue_line("markers", "host: uses real processes on this machine")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("xenpvh_no_xen"):
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("xen") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and item.get_closest_marker("xen")
+        and item.config.getoption("xenpvh_xen_required")
+        and not hasattr(report, "wasxfail")
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"live `xen` test skipped but --xen-required is set: {reason}"
+
+
+@pytest.fixture(scope="session")
+def xen_host(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The session's Xen host; the nested host is booted once and shut down at the end."""
+    from rich.console import Console
+
+    from xenpvh.frontend import open_host
+
+    opt = request.config.getoption
+    base = opt("xenpvh_artifacts")
+    artifacts = Path(base) / "host" if base else tmp_path_factory.mktemp("xen-host")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with open_host(
+        opt("xenpvh_host"),
+        inventory=opt("xenpvh_inventory"),
+        identity=opt("xenpvh_identity"),
+        known_hosts=opt("xenpvh_known_hosts"),
+        console=Console(stderr=True, highlight=False),
+        artifacts=artifacts,
+    ) as host:
+        yield host
+
+
+@dataclass
+class BootResult:
+    verdict: Verdict
+    artifacts: Path
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
+
+
+@pytest.fixture
+def boot_guest(
+    request: pytest.FixtureRequest,
+    xen_host: Any,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> Callable[..., BootResult]:
+    """Boot one profile point on the session's host and return its verdict + artifacts."""
+    from xenpvh.profile import load_profile
+    from xenpvh.run.boot import BootRun
+
+    base = request.config.getoption("xenpvh_artifacts")
+    counter = iter(range(1000))
+
+    def boot(
+        profile: str,
+        *,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        kernel: str | None = None,
+        ramdisk: str | None = None,
+        cmdline_append: str = "",
+        toolstack: str = "xl",
+    ) -> BootResult:
+        prof = load_profile(profile)
+        cmdline = prof.point().cmdline
+        if cmdline_append:
+            cmdline = f"{cmdline} {cmdline_append}".strip()
+        point = prof.point(
+            vcpus=vcpus, memory_mb=memory_mb, kernel=kernel, ramdisk=ramdisk, cmdline=cmdline
+        )
+        n = next(counter)
+        if base:
+            artifacts = Path(base) / f"{_safe(request.node.name)}-{n}"
+        else:
+            artifacts = tmp_path / f"run-{n}"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        verdict = BootRun(xen_host, prof, point, toolstack=toolstack, artifacts=artifacts).run()
+        record_property("xenpvh.verdict", str(verdict.verdict))
+        record_property("xenpvh.artifacts", str(artifacts))
+        for s in verdict.stages:
+            t = "" if s.t is None else f" t={s.t:.2f}s"
+            record_property(f"xenpvh.stage.{s.name}", f"{s.status}{t}")
+        return BootResult(verdict, artifacts)
+
+    return boot
