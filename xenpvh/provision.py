@@ -372,7 +372,7 @@ def apply_roles_to_chroot(
     progress: Console | None = None,
     log: Path | None = None,
     timeout: float = 3600.0,
-) -> None:
+) -> ProvisionResult:
     """Apply site.yml to a debootstrapped Debian tree through the chroot connection.
 
     Services are enabled, never started; update-grub is skipped (the roles check the
@@ -395,3 +395,4 @@ def apply_roles_to_chroot(
         raise BrokenError(
             f"provisioning the image {root} failed: {result.failed} task(s) failed (log: {log})"
         )
+    return result
