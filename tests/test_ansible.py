@@ -216,7 +216,7 @@ def test_ssh_inventory_quotes_paths(tmp_path: Path) -> None:
     ("kw", "message"),
     [
         ({"address": "root@box"}, "ssh://"),
-        ({"address": "ssh://-oProxyCommand=x"}, "must not start with '-'"),
+        ({"address": "ssh://root@-oProxyCommand"}, "must not start with '-'"),
         ({"known_hosts": Path("/nonexistent/kh")}, "known_hosts file"),
         ({"xen_artifact": "/nonexistent/xen-1.gz"}, "does not exist"),
         ({"xen_artifact": "/etc/passwd"}, "not named xen-<id>.gz"),
@@ -334,6 +334,9 @@ def test_provision_ssh_pinned_host_key_runs_the_play(
 def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
         pytest.skip("needs root and debootstrap")
+    # Several minutes of debootstrap and apt on a 2-core machine shared by the team: opt in.
+    if os.environ.get("XENPVH_TEST_DEBOOTSTRAP") != "1":
+        pytest.skip("set XENPVH_TEST_DEBOOTSTRAP=1 to debootstrap a tree for the chroot test")
     from xenpvh.host.image import debian_mirror
 
     root = tmp_path_factory.mktemp("chroot") / "root"
@@ -361,7 +364,7 @@ def test_roles_apply_to_a_chroot_and_are_idempotent(debian_tree: Path, tmp_path:
     root = debian_tree
     first = apply_roles_to_chroot(
         root,
-        extra_vars={"xenpvh_runner_nightly": True, "xen_host_bridge_nic": "eth0 en*"},
+        extra_vars={"xenpvh_runner_nightly": True},
         log=tmp_path / "first.log",
     )
     assert first.changed > 0 and first.failed == 0
@@ -386,7 +389,7 @@ def test_roles_apply_to_a_chroot_and_are_idempotent(debian_tree: Path, tmp_path:
     )
     second = apply_roles_to_chroot(
         root,
-        extra_vars={"xenpvh_runner_nightly": True, "xen_host_bridge_nic": "eth0 en*"},
+        extra_vars={"xenpvh_runner_nightly": True},
         log=tmp_path / "second.log",
     )
     assert second.changed == 0, (tmp_path / "second.log").read_text()[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import tracemalloc
 from pathlib import Path
 
@@ -51,7 +53,7 @@ def run_chunks(profile, chunks: list[bytes], vcpus: int = 7) -> Verdict:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     cuts = sorted({min(max(x, 0), len(data)) for x in cuts})
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 # Variants: plain LF, CRLF with a non-ASCII byte sequence, bare CR, and a failing mutant.
@@ -145,9 +147,7 @@ def test_ten_megabyte_single_line_is_bounded(profile) -> None:
 
 def test_match_past_the_line_cap_is_ignored(profile) -> None:
     # Only the first MAX_LINE characters of a line count, however it is chunked.
-    data = SEED_BYTES.replace(
-        b"SMP: AP CPU #3", b"x" * MAX_LINE + b"panic: late\nSMP: AP CPU #3"
-    )
+    data = SEED_BYTES.replace(b"SMP: AP CPU #3", b"x" * MAX_LINE + b"panic: late\nSMP: AP CPU #3")
     assert run_chunks(profile, [data]).verdict is VerdictValue.PASS
     assert run_chunks(profile, split(data, list(range(0, len(data), 4096)))).verdict is (
         VerdictValue.PASS
@@ -225,3 +225,53 @@ def test_bad_counts_are_blocked(profile, bad: dict) -> None:
     args = {"vcpus": 1, "disks": 0, "vifs": 0} | bad
     with pytest.raises(BlockedError):
         StageChecker(profile, **args)
+
+
+def without_prefilter(profile):
+    """The same profile with every literal prefilter removed (regex on every line)."""
+
+    def strip(ps):
+        return tuple(dataclasses.replace(p, literals=()) for p in ps)
+
+    stages = tuple(
+        dataclasses.replace(
+            s,
+            required=strip(s.required),
+            optional=strip(s.optional),
+            ap_ids=strip(s.ap_ids),
+            cpu_count=strip(s.cpu_count),
+            disk_devices=strip(s.disk_devices),
+            vif_devices=strip(s.vif_devices),
+        )
+        for s in profile.stages
+    )
+    return dataclasses.replace(profile, stages=stages, forbidden=strip(profile.forbidden))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_prefilter_does_not_change_verdicts(profile, variant: str) -> None:
+    data, vcpus = VARIANTS[variant]
+    slow = without_prefilter(profile)
+    assert not any(p.literals for s in slow.stages for p in s.patterns())
+    for chunks in ([data], split(data, list(range(0, len(data), 777)))):
+        assert summary(run_chunks(slow, chunks, vcpus)) == summary(
+            run_chunks(profile, [data], vcpus)
+        )
+
+
+def test_pattern_without_literal_uses_line_scan(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "guestcfg" / "linux-pvh.toml").read_text()
+    text = text.replace("required = ['login:']", r"required = ['\w+\s+l\w+:']")
+    path = tmp_path / "lx.toml"
+    path.write_text(text)
+    lx = load_profile(str(path))
+    assert lx.stage("login").required[0].literals == ()
+    body = (
+        "Booting paravirtualized kernel on Xen PVH\nsmp: Brought up 1 node, 1 CPU\n"
+        "Run /init as init process\n"
+    )
+    c = StageChecker(lx, vcpus=1, disks=0, vifs=0, clock=None)
+    c.feed(body.encode() + b"host\nlogin:\n")  # must not match across the line break
+    assert not c.done
+    c.feed(b"host login:\n")
+    assert c.done and c.verdict.verdict is VerdictValue.PASS

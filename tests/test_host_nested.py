@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +27,10 @@ from xenpvh.host.nested import (
     NestedRecord,
     NestedState,
     QemuConfig,
+    _prune_warm,
     detect_accel,
 )
+from xenpvh.host.qmp import Qmp
 
 
 def _cfg(tmp_path: Path, **kw: object) -> QemuConfig:
@@ -96,6 +100,68 @@ def test_argv_kvm_and_overrides(tmp_path: Path) -> None:
 def test_argv_rejects_bad_input(tmp_path: Path, kw: dict[str, object], message: str) -> None:
     with pytest.raises(BlockedError, match=message):
         _cfg(tmp_path, **kw).argv()
+
+
+def test_argv_loadvm(tmp_path: Path) -> None:
+    argv = _cfg(
+        tmp_path, disk=tmp_path / "warm.qcow2", disk_format="qcow2", snapshot=False, loadvm="s"
+    ).argv()
+    assert _opt(argv, "-loadvm") == ["s"]
+    assert _opt(argv, "-drive") == [f"file={tmp_path}/warm.qcow2,if=virtio,format=qcow2"]
+    with pytest.raises(BlockedError, match="loadvm needs a qcow2"):
+        _cfg(tmp_path, loadvm="s").argv()  # raw + snapshot=on
+
+
+def test_prune_warm_keeps_most_recent(tmp_path: Path) -> None:
+    for i in range(5):
+        f = tmp_path / f"warm-{i}.qcow2"
+        f.write_bytes(b"")
+        os.utime(f, (1000 + i, 1000 + i))
+    _prune_warm(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.glob("warm-*")) == [
+        "warm-2.qcow2",
+        "warm-3.qcow2",
+        "warm-4.qcow2",
+    ]
+
+
+def test_qmp_client_against_a_scripted_peer(tmp_path: Path) -> None:
+    path = tmp_path / "qmp.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+    got: list[dict[str, object]] = []
+
+    def peer() -> None:
+        c, _ = srv.accept()
+        f = c.makefile("rwb")
+        f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+        f.flush()
+        for reply in (
+            b'{"return": {}}\n',
+            b'{"event": "RESUME"}\n{"return": "done"}\n',
+            b'{"error": {"class": "GenericError", "desc": "no such snapshot"}}\n',
+        ):
+            got.append(json.loads(f.readline()))
+            f.write(reply)
+            f.flush()
+        c.close()
+
+    t = threading.Thread(target=peer)
+    t.start()
+    try:
+        with Qmp(path, timeout=5) as q:
+            assert q.hmp("savevm x") == "done"  # the event before the reply is skipped
+            with pytest.raises(BrokenError, match="no such snapshot"):
+                q.execute("loadvm")
+    finally:
+        t.join(5)
+        srv.close()
+    assert got[0] == {"execute": "qmp_capabilities"}
+    assert got[1] == {
+        "execute": "human-monitor-command",
+        "arguments": {"command-line": "savevm x"},
+    }
 
 
 # -- accelerator detection -----------------------------------------------------------------
@@ -309,8 +375,13 @@ on_reboot = "destroy"
 @pytest.mark.host
 def test_nested_xen_boots_and_runs_a_pvh_guest(tmp_path: Path) -> None:
     before = _qemu_pids()
-    with NestedHost(artifacts=tmp_path) as h:
+    # warm: resumes the saved machine state (made by one cold boot on first use).
+    with NestedHost(artifacts=tmp_path, warm=True) as h:
         assert h.state is NestedState.READY
+        assert h.times.warm
+        # The resumed dom0's clock was set to now, not left at the moment of the save.
+        dom0_now = int(h.run(["date", "+%s"], check=True).out)
+        assert abs(dom0_now - time.time()) < 60
         pid = h.status().pid
         assert pid is not None and pid not in before
 
@@ -347,5 +418,25 @@ def test_nested_xen_boots_and_runs_a_pvh_guest(tmp_path: Path) -> None:
 
     assert h.state is NestedState.STOPPED
     assert not Path(f"/proc/{pid}").exists()
+    assert _qemu_pids() <= before
+
+
+@pytest.mark.xen
+@pytest.mark.host
+def test_nested_cold_boot(tmp_path: Path) -> None:
+    before = _qemu_pids()
+    h = NestedHost(artifacts=tmp_path, warm=False)
+    h.up()
+    try:
+        assert not h.times.warm
+        assert h.times.ssh_ready is not None and h.times.xl_ready is not None
+        assert "Domain-0" in h.run(["xl", "list"], check=True).out
+        assert h.ssh_command()[-1] == "root@127.0.0.1"
+        # The OpenSSH client reaches it too, with the pinned host key.
+        r = subprocess.run([*h.ssh_command(), "xl", "info"], capture_output=True, timeout=60)
+        assert r.returncode == 0 and b"xen_major" in r.stdout
+    finally:
+        h.down()
+    assert h.state is NestedState.STOPPED
+    assert _qemu_pids() <= before
     assert b"Xen version 4." in (tmp_path / "host-serial.log").read_bytes()
-    assert not os.path.exists(tmp_path / "qmp.sock")

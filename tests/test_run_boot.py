@@ -1,90 +1,34 @@
-"""BootRun's state machine against fakes at its boundaries: a Host answering like xl 4.17
-(test_toolstack_fakes), a scripted stage checker shaped like xenpvh.check's StageChecker, and
-an in-memory XenStore.  The real renderer and report writers are used."""
+"""BootRun's state machine with fakes only at its boundaries: a Host answering like xl 4.17
+(test_toolstack_fakes, `xl console` is a real pty child) and an in-memory XenStore.  The real
+linux-pvh profile, StageChecker, xl renderer and report writers are used."""
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_toolstack_fakes import FakeXenHost
 
-from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
-from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
+from xenpvh.check.checker import StageEvent
+from xenpvh.check.verdict import StageStatus, VerdictValue
+from xenpvh.profile import load_profile
+from xenpvh.profile.domain import DomainSpec
 from xenpvh.run import BootRun, RunState, RunStateEvent
 from xenpvh.toolstack.xenstore import DeviceState
 
 STAGES = ["early-init", "ap-launch", "xenbus", "root-mount", "login"]
-PATTERNS = {
-    "early-init": b"Linux version",
-    "ap-launch": b"smp: Brought up",
-    "xenbus": b"xen:xenbus",
-    "root-mount": b"EXT4-fs (xvda): mounted",
-    "login": b"login:",
-}
+# What Debian's 6.1 kernel and the guest kit's init print (abridged), on a 2-vCPU guest.
 GOOD = (
-    b"Linux version 6.1.0-28-amd64\n"
-    b"smp: Brought up 1 node, 1 CPU\n"
-    b"xen:xenbus: probing\n"
-    b"EXT4-fs (xvda): mounted filesystem\n"
-    b"xenpvh login: "
+    b"Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)\n"
+    b"Booting paravirtualized kernel on Xen PVH\n"
+    b"smp: Brought up 1 node, 2 CPUs\n"
+    b"Run /init as init process\n"
+    b"blkfront: xvda: flush diskcache: enabled; persistent grants: enabled;\n"
+    b"xenpvh-init: netfront eth0 up\n"
+    b"xenpvh-guest login: "
 )
-
-
-@dataclass(frozen=True)
-class StageEvent:
-    kind: str
-    stage: str
-    t: float
-    line: str
-
-
-class ScriptedChecker:
-    """Stages in order on fixed patterns; `Kernel panic` is forbidden."""
-
-    def __init__(self, profile, *, vcpus, disks, vifs, clock=time.monotonic) -> None:
-        self.buf = b""
-        self.next = 0
-        self.done = False
-        self.verdict: Verdict | None = None
-        self.results = [StageResult(n) for n in STAGES]
-        self.args = (vcpus, disks, vifs)
-
-    def feed(self, data: bytes) -> list[StageEvent]:
-        self.buf += data
-        out: list[StageEvent] = []
-        if b"Kernel panic" in self.buf:
-            self.results[self.next].status = StageStatus.FAILED
-            self.done = True
-            self.verdict = Verdict(
-                VerdictValue.FAIL,
-                "forbidden pattern 'Kernel panic' seen",
-                STAGES[self.next],
-                self.results,
-            )
-            return [StageEvent("failed", STAGES[self.next], 0.0, "Kernel panic")]
-        while self.next < len(STAGES) and PATTERNS[STAGES[self.next]] in self.buf:
-            self.results[self.next].status = StageStatus.PASSED
-            out.append(StageEvent("passed", STAGES[self.next], 0.0, ""))
-            self.next += 1
-        if self.next == len(STAGES):
-            self.done = True
-            self.verdict = Verdict(VerdictValue.PASS, "all stages passed", None, self.results)
-        return out
-
-    def poll(self) -> list[StageEvent]:
-        return []
-
-    def finish(self, reason: str) -> Verdict:
-        if not self.done:
-            self.done = True
-            stage = STAGES[min(self.next, len(STAGES) - 1)]
-            self.verdict = Verdict(VerdictValue.FAIL, reason, stage, self.results)
-        assert self.verdict is not None
-        return self.verdict
 
 
 class FakeXenStore:
@@ -120,12 +64,6 @@ class FakeXenStore:
         return f'/local/domain/{domid} = ""\n'
 
 
-@dataclass
-class Profile:
-    name: str = "linux-pvh"
-    stages: tuple[str, ...] = tuple(STAGES)
-
-
 @pytest.fixture
 def host():
     h = FakeXenHost()
@@ -142,28 +80,23 @@ def kit(tmp_path: Path) -> tuple[Path, Path]:
     return k, r
 
 
-def _point(kernel: str, ramdisk: str | None, cmdline: str = "console=hvc0") -> DomainSpec:
-    return DomainSpec(
-        name="linux-pvh",
-        kernel=kernel,
-        ramdisk=ramdisk,
-        cmdline=cmdline,
-        vcpus=2,
-        disks=(DiskSpec(vdev="xvda", size_mb=16, fs="ext4"),),
-        vifs=(VifSpec(bridge="xenbr0"),),
-    )
+PROFILE = load_profile("linux-pvh")
 
 
-def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0):
+def _point(kernel: str, ramdisk: str | None) -> DomainSpec:
+    return PROFILE.point(kernel=kernel, ramdisk=ramdisk)
+
+
+def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=None):
     xs = FakeXenStore(states or {"vbd": 4, "vif": 4})
     events: list[object] = []
     run = BootRun(
         host,
-        Profile(),
+        PROFILE,
         point,
         artifacts=tmp_path / "art",
         on_event=on_event or events.append,
-        checker_factory=ScriptedChecker,
+        guest_kit=kit,
         xenstore_factory=lambda h: xs,
         xenbus_grace=grace,
         timeout=30,
@@ -218,8 +151,26 @@ def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
         RunState.REPORT,
         RunState.DONE,
     ]
-    assert [e.stage for e in events if isinstance(e, StageEvent)] == STAGES
+    passed = [e.stage for e in events if isinstance(e, StageEvent) and e.kind == "passed"]
+    assert passed == STAGES
     _no_guest_left(host, run)
+
+
+def test_guestkit_placeholders_resolve(host, kit, tmp_path) -> None:
+    host.console = GOOD
+    gk = SimpleNamespace(kernel=kit[0], ramdisk=kit[1], kernel_release="6.1.0-56-amd64")
+    run, _ = _run(host, PROFILE.point(), tmp_path, kit=gk)
+    assert run.run().verdict == VerdictValue.PASS
+    puts = {c[1] for c in host.calls if c[0] == "<put>"}
+    assert puts == {str(kit[0]), str(kit[1])}
+
+
+def test_unknown_guestkit_item_is_blocked(host, kit, tmp_path) -> None:
+    gk = SimpleNamespace(kernel=kit[0], ramdisk=kit[1], kernel_release="x")
+    run, _ = _run(host, PROFILE.point(kernel="@guestkit:bzImage"), tmp_path, kit=gk)
+    v = run.run()
+    assert v.verdict == VerdictValue.BLOCKED and "bzImage" in v.reason
+    assert host.calls == []
 
 
 def test_missing_kernel_is_blocked_before_anything(host, kit, tmp_path) -> None:
@@ -232,11 +183,12 @@ def test_missing_kernel_is_blocked_before_anything(host, kit, tmp_path) -> None:
 
 
 def test_panic_fails_fast_and_destroys(host, kit, tmp_path) -> None:
-    host.console = b"Linux version 6.1\nKernel panic - not syncing: No working init found.\n"
+    host.console = GOOD[:120] + b"Kernel panic - not syncing: No working init found.\n"
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
     v = run.run()
     assert v.verdict == VerdictValue.FAIL
-    assert "Kernel panic" in v.reason and v.failed_stage == "ap-launch"
+    assert "forbidden pattern" in v.reason and "deadline" not in v.reason, v.reason
+    assert v.failed_stage == "ap-launch"
     assert v.meta["harness_overhead_s"] is not None and v.meta["harness_overhead_s"] < 1
     _no_guest_left(host, run)
 
@@ -277,7 +229,7 @@ def test_ctrl_c_still_destroys(host, kit, tmp_path) -> None:
     host.console = GOOD
 
     def interrupt(ev: object) -> None:
-        if isinstance(ev, StageEvent) and ev.stage == "ap-launch":
+        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
             raise KeyboardInterrupt
 
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, on_event=interrupt)

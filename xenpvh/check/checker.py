@@ -32,6 +32,7 @@ from xenpvh.profile.model import Pattern, Profile, StageSpec
 EVIDENCE_MAX = 512  # characters of a console line kept as evidence
 _SET_MAX = 4096  # AP ids / device names remembered per stage (hostile consoles)
 _READ_CHUNK = 64 * 1024
+_LOOKBACK = 32  # lines searched backwards for a timestamp (offline mode)
 
 
 class EventKind(StrEnum):
@@ -114,7 +115,10 @@ class StageChecker:
         self._clock = clock
         self._start = clock() if clock is not None else 0.0
         self._first_byte: float | None = None
+        self._tick: float | None = None  # live: seconds from the first byte at this feed
         self._stamp_origin: float | None = None
+        self._last_stamp: float | None = None  # offline: latest timestamp prefix seen
+        self._where: tuple[str, int] | None = None  # (block, line start) being applied
         self._splitter = LineSplitter()
         self._stages = [_StageState(s) for s in profile.stages]
         self._rules = self._build_rules()
@@ -123,6 +127,7 @@ class StageChecker:
         self._partial_done: set[int] = set()  # rules already applied to the current partial
         self._partial_len = 0
         self._partial_stages: set[int] = set()  # stages whose evidence is the partial line
+        self._progress = False  # a stage's own requirements advanced since _advance ran
         self._current = -1  # index of the stage in progress (set by _advance)
         self._verdict: Verdict | None = None
         self._events: list[StageEvent] = []
@@ -150,8 +155,12 @@ class StageChecker:
         """Consume console bytes (any split); return the events they caused."""
         if self.done or not data:
             return []
-        if self._first_byte is None and self._clock is not None:
-            self._first_byte = self._clock()
+        if self._clock is not None:
+            # One clock reading per feed: every line of this chunk arrived "now".
+            now = self._clock()
+            if self._first_byte is None:
+                self._first_byte = now
+            self._tick = round(now - self._first_byte, 6)
         block = self._splitter.feed(data)
         if block:
             self._scan_block(block)
@@ -182,6 +191,8 @@ class StageChecker:
     def finish(self, reason: str = "console ended") -> Verdict:
         """The console ended (or the run gave up): decide with what was seen."""
         if self._verdict is None:
+            if self._clock is not None and self._first_byte is not None:
+                self._tick = round(self._clock() - self._first_byte, 6)
             block = self._splitter.flush()
             if block:
                 self._scan_block(block)
@@ -224,18 +235,25 @@ class StageChecker:
                     hits.setdefault(start, set()).add(rule.index)
                     end = block.find("\n", pos)
                     pos = block.find(lit, end + 1) if end >= 0 else -1
-        if self._line_rules:
-            # Patterns without a literal: find their lines by regex over the block, then
-            # verify per line below (a block regex could span lines).
-            for rule in self._line_rules:
-                for m in rule.pattern.regex.finditer(block):
-                    start = block.rfind("\n", 0, m.start()) + 1
-                    hits.setdefault(start, set()).add(rule.index)
+        for rule in self._line_rules:
+            # Patterns without a literal: search the block, then resume at the next line so a
+            # match spanning lines (e.g. via \s) cannot hide one inside a line; every
+            # candidate is verified on its own line in _apply.
+            search = rule.pattern.regex.search
+            pos = 0
+            while (m := search(block, pos)) is not None:
+                start = block.rfind("\n", 0, m.start()) + 1
+                hits.setdefault(start, set()).add(rule.index)
+                nl = block.find("\n", m.start())
+                if nl < 0:
+                    break
+                pos = nl + 1
         if self._partial_stages:
             self._refresh_partial_evidence(block[: block.find("\n")])
         for start in sorted(hits):
             end = block.find("\n", start)
             line = block[start : end if end >= 0 else len(block)]
+            self._where = (block, start)
             idx = hits[start]
             if start == 0 and self._partial_done:
                 # The block's first line continues the partial line already matched.
@@ -244,10 +262,29 @@ class StageChecker:
                 self._apply(line, sorted(idx))
                 if self.done:
                     return
+        if self._clock is None:
+            self._last_stamp = self._stamp_before(block, len(block))
+
+    def _stamp_before(self, block: str, pos: int) -> float | None:
+        """Offline: the stamp of the nearest stamped line before `pos` (bounded look-back).
+
+        Unstamped lines (an init's own echo) inherit the time of the kernel line before them.
+        """
+        for _ in range(_LOOKBACK):
+            end = block.rfind("\n", 0, pos)
+            if end < 0:
+                break
+            pos = block.rfind("\n", 0, end) + 1
+            stamp = strip_prefix(block[pos:end][:64])[1]
+            if stamp is not None:
+                return stamp
+            if pos == 0:
+                break
+        return self._last_stamp
 
     def _scan_partial(self) -> None:
         """Match the incomplete last line (a `login: ` prompt never gets its newline)."""
-        if self._splitter._discarding and self._partial_len:
+        if self._splitter.overflowed and self._partial_len:
             return
         part = self._splitter.partial
         if not part or len(part) == self._partial_len:
@@ -264,6 +301,7 @@ class StageChecker:
                 continue
             todo.append(rule.index)
         if todo:
+            self._where = None
             applied = self._apply(part, todo)
             self._partial_done |= applied
             self._partial_stages |= {self._rules[r].stage for r in applied}
@@ -293,14 +331,20 @@ class StageChecker:
             self._on_match(rule, m, line, t)
             if self.done:
                 break
-        if not self.done:
+        if not self.done and self._progress:
+            self._progress = False
             self._advance(t)
         return matched
 
     def _now(self, stamp: float | None) -> float | None:
         if self._clock is not None:
-            assert self._first_byte is not None
-            return round(self._clock() - self._first_byte, 6)
+            return self._tick
+        if stamp is None:
+            # Unstamped line: inherit the stamp of the nearest stamped line before it.
+            where = self._where
+            stamp = self._last_stamp if where is None else self._stamp_before(*where)
+        else:
+            self._last_stamp = stamp
         if stamp is None:
             return None
         if self._stamp_origin is None:
@@ -329,6 +373,7 @@ class StageChecker:
             if rule.index not in st.seen_required:
                 st.seen_required.add(rule.index)
                 st.own_t, st.own_line = t, ev_line
+                self._progress = True
         elif rule.role is _Role.AP_IDS:
             ids = [int(x) for x in m.group("ids").split() if x.isdigit()]
             for ap in ids:
@@ -344,6 +389,7 @@ class StageChecker:
                 if ap not in st.aps and len(st.aps) < _SET_MAX:
                     st.aps.add(ap)
                     st.own_t, st.own_line = t, ev_line
+                    self._progress = True
         elif rule.role is _Role.CPU_COUNT:
             n = int(m.group("n"))
             if n != self.vcpus:
@@ -358,6 +404,7 @@ class StageChecker:
             if st.cpu_count is None:
                 st.cpu_count = n
                 st.own_t, st.own_line = t, ev_line
+                self._progress = True
         elif rule.role in (_Role.DISK, _Role.VIF):
             disk = rule.role is _Role.DISK
             seen, want = (st.disks, self.n_disks) if disk else (st.vifs, self.n_vifs)
@@ -365,6 +412,7 @@ class StageChecker:
             if dev not in seen and len(seen) < _SET_MAX:
                 seen.add(dev)
                 st.own_t, st.own_line = t, ev_line
+                self._progress = True
                 if len(seen) > want:
                     kind = "disk" if disk else "vif"
                     self._fail(

@@ -57,6 +57,11 @@ class LineSplitter:
         self._discarding = False  # the current line overflowed: drop until its end
 
     @property
+    def overflowed(self) -> bool:
+        """The current line passed the cap; its remainder is being dropped."""
+        return self._discarding
+
+    @property
     def partial(self) -> str:
         """The current incomplete line, ANSI-stripped (e.g. a `login: ` prompt)."""
         p = self._pending
@@ -109,9 +114,19 @@ class LineSplitter:
             self._pending = self._pending[: self.max_line]
             self._discarding = True
 
+    def _may_have_long_line(self, block: str) -> bool:
+        """Cheap test: a line longer than the cap leaves some aligned window of a quarter
+        of the cap without a newline, so only then is the exact (split) check needed."""
+        w = max(self.max_line // 4, 1)
+        return any(block.find("\n", k, k + w) < 0 for k in range(0, len(block) - w + 1, w))
+
     def _finish_block(self, block: str) -> str:
         cap = self.max_line
-        if len(block) > cap + 1 and max(map(len, block.split("\n"))) > cap:
+        if (
+            len(block) > cap + 1
+            and self._may_have_long_line(block)
+            and (max(map(len, block.split("\n"))) > cap)
+        ):
             block = "\n".join(line[:cap] for line in block.split("\n"))
         if "\x1b" in block:
             block = ANSI_RE.sub("", block)

@@ -87,4 +87,11 @@ def verdict_from_json_dict(d: dict[str, object]) -> Verdict:
     )
 
 
-__all__ = ["StageResult", "StageStatus", "Verdict", "VerdictValue", "asdict", "verdict_from_json_dict"]
+__all__ = [
+    "StageResult",
+    "StageStatus",
+    "Verdict",
+    "VerdictValue",
+    "asdict",
+    "verdict_from_json_dict",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -35,7 +36,6 @@ class PipeStream:
             raise BrokenError(f"stream to {self.proc.args!r} closed: {e}") from e
 
     def recv(self, n: int) -> bytes:
-        import select
 
         fd = self._out.fileno()
         r, _, _ = select.select([fd], [], [], self._timeout)

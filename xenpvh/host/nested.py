@@ -16,6 +16,8 @@ import atexit
 import contextlib
 import ctypes
 import enum
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -30,16 +32,24 @@ from pathlib import Path
 
 from pexpect.spawnbase import SpawnBase
 from rich.console import Console
+from rich.status import Status
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult
-from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe, cache_root
+from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe, _flock, cache_root
+from xenpvh.host.qmp import Qmp
 from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
 
 DEFAULT_XEN_CMDLINE = (
     "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all"
 )
 QEMU = "qemu-system-x86_64"
+# The internal snapshot name of a booted, ready host inside a warm-*.qcow2 file.
+WARM_SNAPSHOT = "xenpvh-ready"
+# Bump when what a warm snapshot contains changes in a way its key would not see.
+WARM_VERSION = 1
+# Saved machine states kept per image (each is a qcow2 holding dom0's disk delta and RAM).
+WARM_KEEP = 3
 # Lines of the serial log quoted when a boot fails.
 SERIAL_TAIL = 40
 
@@ -110,6 +120,9 @@ class QemuConfig:
     snapshot: bool = True
     # "single" or "multi" (MTTCG); None keeps QEMU's default.
     tcg_thread: str | None = None
+    disk_format: str = "raw"
+    # Name of an internal snapshot (in a qcow2 disk) to resume from instead of booting.
+    loadvm: str | None = None
 
     def validate(self) -> None:
         # QEMU's multiboot loader splits -initrd at commas: a comma in a path or in dom0's
@@ -129,6 +142,12 @@ class QemuConfig:
             raise BlockedError(f"accel must be 'kvm' or 'tcg', not {self.accel!r}")
         if not 1 <= self.ssh_port <= 65535:
             raise BlockedError(f"ssh port {self.ssh_port} out of range")
+        if self.disk_format not in ("raw", "qcow2"):
+            raise BlockedError(f"disk format must be raw or qcow2, not {self.disk_format!r}")
+        if self.loadvm is not None and (self.snapshot or self.disk_format != "qcow2"):
+            # The internal snapshot lives in the qcow2 file; QEMU exits on -loadvm with
+            # snapshot=on.
+            raise BlockedError("loadvm needs a qcow2 disk without snapshot=on")
 
     def argv(self) -> list[str]:
         self.validate()
@@ -139,9 +158,10 @@ class QemuConfig:
             # create PVH guests at all.
             tcg = "tcg" if self.tcg_thread is None else f"tcg,thread={self.tcg_thread}"
             accel = ["-accel", tcg, "-cpu", "qemu64,+svm,+npt"]
-        drive = f"file={self.disk},if=virtio,format=raw"
+        drive = f"file={self.disk},if=virtio,format={self.disk_format}"
         if self.snapshot:
             drive += ",snapshot=on"
+        resume = ["-loadvm", self.loadvm] if self.loadvm is not None else []
         return [
             self.qemu,
             "-nodefaults",
@@ -173,6 +193,7 @@ class QemuConfig:
             "-no-reboot",
             "-qmp",
             f"unix:{self.monitor},server=on,wait=off",
+            *resume,
         ]
 
 
@@ -248,6 +269,7 @@ class BootTimes:
     qemu_started: float = 0.0
     ssh_ready: float | None = None  # seconds after QEMU started
     xl_ready: float | None = None
+    warm: bool = False  # resumed from a saved machine state
 
 
 @dataclass
@@ -268,6 +290,11 @@ class NestedHost:
     # but a nested host that kills guests at random is worthless.
     tcg_thread: str | None = "single"
     boot_timeout: float = 300.0
+    # Resume a saved, booted machine (a qcow2 snapshot beside the image, made on first use)
+    # instead of booting cold: ~5 s instead of ~75 s.  Falls back to a cold boot if the
+    # resume fails.
+    warm: bool = False
+    warm_timeout: float = 90.0
     console: Console | None = None
     state_file: Path = field(default_factory=lambda: state_dir() / "state.json")
 
@@ -334,9 +361,40 @@ class NestedHost:
                 )
         image = self._ensure_image()
         self.state = NestedState.BOOTING
+        if self.warm:
+            try:
+                snap = self._warm_snapshot(image)
+                self._boot(image, detach, warm_from=snap)
+                self.state = NestedState.READY
+                return self
+            except BlockedError:
+                self.state = NestedState.FAILED
+                raise
+            except (BrokenError, OSError, subprocess.SubprocessError) as e:
+                # A stale or unusable snapshot must not cost a run: boot cold instead.
+                self._log(f"[yellow]nested host: warm start failed ({e}); booting cold[/]")
+                self.state = NestedState.BOOTING
+        self._boot(image, detach, warm_from=None)
+        self.state = NestedState.READY
+        return self
+
+    def _boot(self, image: DomImage, detach: bool, *, warm_from: Path | None) -> None:
         try:
-            self._start_qemu(image, detach)
-            self._wait_ready()
+            self._tmp = Path(tempfile.mkdtemp(prefix="xenpvh-nested-"))
+            if warm_from is None:
+                self._start_qemu(image, detach, disk=image.disk)
+                self._wait_ready(self.boot_timeout)
+            else:
+                disk = self._tmp / "warm.qcow2"
+                self._log("nested host: copying the saved machine state")
+                _copy_sparse(warm_from, disk)
+                self._start_qemu(image, detach, disk=disk, loadvm=WARM_SNAPSHOT)
+                self.times.warm = True
+                self._wait_ready(self.warm_timeout)
+                # The resumed dom0's clock stands at the moment of the save; setting it also
+                # updates Xen's wallclock, which guests read at boot.
+                assert self._ssh is not None
+                self._ssh.run(["date", "-u", "-s", f"@{int(time.time())}"], timeout=30, check=True)
         except BaseException:
             self.state = NestedState.FAILED
             tail = self._serial_tail()
@@ -345,8 +403,6 @@ class NestedHost:
             if tail:
                 self._log(f"[red]nested host failed; serial log tail:[/]\n{tail}")
             raise
-        self.state = NestedState.READY
-        return self
 
     def down(self) -> None:
         """Power off (ssh), then quit (QMP), then kill; always reaps and cleans up."""
@@ -438,14 +494,85 @@ class NestedHost:
             self._image = rep.image
         return self._image
 
-    def _start_qemu(self, image: DomImage, detach: bool) -> None:
+    def _warm_key(self, image: DomImage) -> str:
+        xen = self.xen_image or image.xen
+        inputs = {
+            "v": WARM_VERSION,
+            "image": image.dir.name,
+            "xen": _sha256_file(xen),
+            "xen_cmdline": self.xen_cmdline,
+            "dom0_cmdline": self.dom0_cmdline or image.dom0_cmdline,
+            "memory": self.memory,
+            "cpus": self.cpus,
+            "accel": self.accel or detect_accel(),
+            "tcg_thread": self.tcg_thread,
+            "qemu": qemu_version(),
+        }
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _warm_snapshot(self, image: DomImage) -> Path:
+        """The saved state of this configuration booted to ready; made on first use by one
+        cold boot and `savevm`."""
+        key = self._warm_key(image)
+        path = image.dir / f"warm-{key}.qcow2"
+        if path.is_file():
+            os.utime(path)  # most recently used survives pruning
+            return path
+        with _flock(image.dir / ".warm.lock"):
+            if path.is_file():
+                return path
+            self._log("nested host: no saved machine state yet: booting cold once to save one")
+            part = image.dir / f".warm-{key}-{os.getpid()}.qcow2"
+            t0 = time.monotonic()
+            try:
+                subprocess.run(
+                    [
+                        "qemu-img",
+                        "create",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        "-F",
+                        "raw",
+                        "-b",
+                        str(image.disk),
+                        str(part),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
+                )
+                self._tmp = Path(tempfile.mkdtemp(prefix="xenpvh-nested-"))
+                self._start_qemu(image, False, disk=part)
+                self._wait_ready(self.boot_timeout)
+                assert self._ssh is not None and self._record is not None
+                self._ssh.run(["sync"], timeout=60, check=True)
+                self._ssh.close()
+                with Qmp(Path(self._record.monitor), timeout=30) as q:
+                    out = q.hmp(f"savevm {WARM_SNAPSHOT}", timeout=900)
+                    if out.strip():
+                        raise BrokenError(f"savevm failed: {out.strip()}")
+                    if WARM_SNAPSHOT not in q.hmp("info snapshots"):
+                        raise BrokenError("savevm left no snapshot")
+                self._stop(graceful=False)
+                os.rename(part, path)
+            finally:
+                self._stop(graceful=False)
+                part.unlink(missing_ok=True)
+            self._log(f"nested host: machine state saved in {time.monotonic() - t0:.0f}s")
+            _prune_warm(image.dir, keep=WARM_KEEP)
+        return path
+
+    def _start_qemu(
+        self, image: DomImage, detach: bool, *, disk: Path, loadvm: str | None = None
+    ) -> None:
         if shutil.which(QEMU) is None:
             raise BlockedError(f"{QEMU} is not installed")
         xen = self.xen_image or image.xen
         if not xen.is_file():
             raise BlockedError(f"Xen image {xen} does not exist")
-        # Short path: a UNIX socket path must fit in 108 bytes.
-        self._tmp = Path(tempfile.mkdtemp(prefix="xenpvh-nested-"))
+        # self._tmp is short: a UNIX socket path must fit in 108 bytes.
+        assert self._tmp is not None
         art = Path(self.artifacts) if self.artifacts is not None else self._tmp
         art.mkdir(parents=True, exist_ok=True)
         serial = art / "host-serial.log"
@@ -458,7 +585,10 @@ class NestedHost:
                 xen=xen,
                 vmlinuz=image.vmlinuz,
                 initrd=image.initrd,
-                disk=image.disk,
+                disk=disk,
+                disk_format="raw" if loadvm is None and disk == image.disk else "qcow2",
+                snapshot=disk == image.disk,
+                loadvm=loadvm,
                 dom0_cmdline=self.dom0_cmdline or image.dom0_cmdline,
                 ssh_port=port,
                 serial_log=serial,
@@ -517,22 +647,29 @@ class NestedHost:
             options=_ssh_options(image.client_key, known_hosts, connect_timeout=10.0),
         )
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, timeout: float) -> None:
         assert self._ssh is not None
-        deadline = self.times.qemu_started + self.boot_timeout
+        deadline = self.times.qemu_started + timeout
         status = self.console.status("booting nested Xen…") if self.console else None
         with status or contextlib.nullcontext():
-            self._poll(deadline, self._try_ssh, "ssh", status)
+            self._poll(deadline, timeout, self._try_ssh, "ssh", status)
             self.times.ssh_ready = time.monotonic() - self.times.qemu_started
             self._log(f"nested host: ssh ready after {self.times.ssh_ready:.1f}s")
-            self._poll(deadline, self._try_xl, "xl list", status)
+            self._poll(deadline, timeout, self._try_xl, "xl list", status)
             self.times.xl_ready = time.monotonic() - self.times.qemu_started
             self._log(f"nested host: `xl list` works after {self.times.xl_ready:.1f}s")
         self._ssh.options = _ssh_options(
             Path(self._require_record().client_key), Path(self._require_record().known_hosts)
         )
 
-    def _poll(self, deadline: float, attempt: Callable[[], bool], what: str, status) -> None:
+    def _poll(
+        self,
+        deadline: float,
+        timeout: float,
+        attempt: Callable[[], bool],
+        what: str,
+        status: Status | None,
+    ) -> None:
         while True:
             if not self._qemu_alive():
                 rc = self._proc.poll() if self._proc is not None else None
@@ -544,7 +681,7 @@ class NestedHost:
                 return
             if time.monotonic() > deadline:
                 raise BrokenError(
-                    f"nested host: no {what} within {self.boot_timeout:g}s; serial log "
+                    f"nested host: no {what} within {timeout:g}s; serial log "
                     f"tail:\n{self._serial_tail()}"
                 )
             if status is not None:
@@ -688,6 +825,37 @@ class NestedHost:
     def _log(self, msg: str) -> None:
         if self.console is not None:
             self.console.log(msg)
+
+
+@functools.cache
+def qemu_version(qemu: str = QEMU) -> str:
+    r = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30)
+    return r.stdout.splitlines()[0] if r.stdout else "unknown"
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_sparse(src: Path, dst: Path) -> None:
+    # cp keeps holes and uses reflinks where the filesystem has them.
+    r = subprocess.run(
+        ["cp", "--sparse=always", "--reflink=auto", "--", str(src), str(dst)],
+        capture_output=True,
+        timeout=600,
+    )
+    if r.returncode != 0:
+        raise BrokenError(f"copying {src} failed: {r.stderr.decode(errors='replace')}")
+
+
+def _prune_warm(d: Path, *, keep: int) -> None:
+    files = sorted(d.glob("warm-*.qcow2"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _ssh_options(key: Path, known_hosts: Path, *, connect_timeout: float = 15.0) -> SSHOptions:

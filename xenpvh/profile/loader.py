@@ -184,8 +184,7 @@ def _parse_domain(ctx: _Ctx, raw: object, profile: str) -> DomainSpec:
         if actions[key] not in _ACTIONS:
             raise ctx.err(f"domain.{key}", f"{actions[key]!r} is not one of {sorted(_ACTIONS)}")
     disks = tuple(
-        _parse_disk(ctx, x, f"domain.disks[{i}]")
-        for i, x in enumerate(get("disks", list, []))
+        _parse_disk(ctx, x, f"domain.disks[{i}]") for i, x in enumerate(get("disks", list, []))
     )
     vifs = tuple(
         _parse_vif(ctx, x, f"domain.vifs[{i}]") for i, x in enumerate(get("vifs", list, []))
@@ -238,11 +237,12 @@ def _parse_vif(ctx: _Ctx, raw: object, key: str) -> VifSpec:
 
 def _parse_stage(ctx: _Ctx, raw: object, i: int) -> StageSpec:
     key = f"stages[{i}]"
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        key = f"stages[{i}] ({raw['name']})"  # name the stage in every message
     d = ctx.table(raw, key, _STAGE_KEYS)
     if "name" not in d:
         raise ctx.err(f"{key}.name", "missing")
     name = ctx.typed(d["name"], f"{key}.name", str)
-    key = f"stages[{i}] ({name})"
     if "deadline" not in d:
         raise ctx.err(f"{key}.deadline", "missing (seconds from the previous stage)")
     deadline = float(ctx.typed(d["deadline"], f"{key}.deadline", (int, float)))

@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import secrets
 import time
 import traceback
@@ -31,6 +30,7 @@ from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host
 from xenpvh.profile.domain import DiskSpec, DomainSpec
+from xenpvh.report.atomic import atomic_write_text
 from xenpvh.run.events import TRANSITIONS, DeviceCheckEvent, RunState, RunStateEvent
 from xenpvh.toolstack.base import Domain, Prepared, Toolstack, get_toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
@@ -56,13 +56,6 @@ def _sha256(p: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -180,6 +173,7 @@ class BootRun:
         pending: BaseException | None = None
         try:
             self._enter(RunState.PREPARE, self.domain_name)
+            self.artifacts.mkdir(parents=True, exist_ok=True)
             self._prepare()
             self._enter(RunState.CREATE, self.domain_name)
             self._create()
@@ -309,7 +303,7 @@ class BootRun:
         )
         # 2. Render for the Xen this host runs (RenderError: blocked, still nothing made).
         self.prepared = self.toolstack.prepare(self.spec)
-        write_atomic(self.artifacts / self.prepared.filename, self.prepared.config.encode())
+        atomic_write_text(self.artifacts / self.prepared.filename, self.prepared.config)
         # 3. Side effects on the host.
         self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=(self.domain_name,))
         self.host.run(["mkdir", "-p", "--", kernels_dir, self.run_dir, "/var/lock"], check=True)
@@ -507,7 +501,7 @@ class BootRun:
             self.collect_errors.append(f"toolstack: {e}")
         try:
             dump = self._xenstore().domain_dump(self.domain.domid)
-            write_atomic(self.artifacts / "xenstore.txt", dump.encode())
+            atomic_write_text(self.artifacts / "xenstore.txt", dump)
         except (XenpvhError, OSError) as e:
             self.collect_errors.append(f"xenstore: {e}")
 
@@ -572,7 +566,7 @@ class BootRun:
         a = self.artifacts
         a.mkdir(parents=True, exist_ok=True)
         # The report writers are atomic (temp file + rename) themselves.
-        write_atomic(a / "timing.json", json.dumps(self.times.meta(), indent=2).encode())
+        atomic_write_text(a / "timing.json", json.dumps(self.times.meta(), indent=2))
         write_verdict_json(verdict, a / "verdict.json")
         spec = self.spec or self.point
         profile = getattr(self.profile, "name", "profile")

@@ -8,7 +8,6 @@ lenient about column widths and extra keys, which change between Xen releases.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from xenpvh.errors import BlockedError, BrokenError, CommandFailed
 from xenpvh.host.base import CommandResult, Host
 from xenpvh.profile.domain import DomainSpec
+from xenpvh.report.atomic import atomic_write_text
 from xenpvh.toolstack.base import Domain, Prepared, check_domain_name
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 
@@ -87,9 +87,10 @@ class Xl:
         return ConsoleCapture(self.host, domain, log_path=log_path, max_log_bytes=max_log_bytes)
 
     def collect(self, artifacts: Path) -> dict[str, Path]:
+        artifacts.mkdir(parents=True, exist_ok=True)
         out = {"xl-dmesg": artifacts / "xl-dmesg.txt", "xl-info": artifacts / "xl-info.txt"}
-        write_atomic(out["xl-dmesg"], self.dmesg().encode())
-        write_atomic(out["xl-info"], self.info_text().encode())
+        atomic_write_text(out["xl-dmesg"], self.dmesg())
+        atomic_write_text(out["xl-info"], self.info_text())
         return out
 
     # -- domains ----------------------------------------------------------------------------
@@ -242,14 +243,6 @@ def parse_list(text: str) -> list[Domain]:
             )
         )
     return out
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def config_name(text: str, *, where: str = "config") -> str:
