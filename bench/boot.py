@@ -1,10 +1,11 @@
 """Benchmark the nested Xen host: image build (cache miss/hit) and cold start.
 
-    .venv/bin/python bench/boot.py [--rebuild] [--boots N] [--json]
+    .venv/bin/python bench/boot.py [--rebuild] [--boots N] [--modes cold,warm] [--json]
 
 --rebuild builds the image into a throw-away cache (a true cold miss, download included)
-instead of using the real cache.  Cold start is measured from QEMU's start to ssh answering
-(pinned host key) and to `xl list` working in dom0; down() is timed too.
+instead of using the real cache.  Each boot is measured from QEMU's start to ssh answering
+(pinned host key) and to `xl list` working in dom0; down() is timed too.  `cold` boots Xen
+and dom0 from scratch; `warm` resumes the saved machine state (made on first use).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rebuild", action="store_true", help="measure a cold image build")
     ap.add_argument("--boots", type=int, default=1, help="cold starts to measure")
+    ap.add_argument("--modes", default="cold,warm", help="comma-separated: cold, warm")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     console = Console(stderr=True)
@@ -45,21 +47,25 @@ def main(argv: list[str] | None = None) -> int:
         if tmp_cache is not None:
             shutil.rmtree(tmp_cache, ignore_errors=True)
 
-    for i in range(args.boots):
-        with tempfile.TemporaryDirectory(prefix="xenpvh-bench-boot-") as art:
-            h = NestedHost(artifacts=Path(art), console=console)
-            t0 = time.monotonic()
-            h.up()
-            try:
-                rows.append((f"boot {i + 1}: QEMU start → ssh", round(h.times.ssh_ready or 0, 1)))
-                rows.append(
-                    (f"boot {i + 1}: QEMU start → xl list", round(h.times.xl_ready or 0, 1))
-                )
-                rows.append((f"boot {i + 1}: up() total", round(time.monotonic() - t0, 1)))
-            finally:
-                t1 = time.monotonic()
-                h.down()
-                rows.append((f"boot {i + 1}: down()", round(time.monotonic() - t1, 1)))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not set(modes) <= {"cold", "warm"}:
+        ap.error(f"--modes takes cold and/or warm, not {args.modes!r}")
+    for mode in modes:
+        for i in range(args.boots):
+            with tempfile.TemporaryDirectory(prefix="xenpvh-bench-boot-") as art:
+                h = NestedHost(artifacts=Path(art), console=console, warm=mode == "warm")
+                t0 = time.monotonic()
+                h.up()
+                fell_back = h.times.warm != (mode == "warm")
+                tag = f"{mode} {i + 1}" + (" (fell back to cold)" if fell_back else "")
+                try:
+                    rows.append((f"{tag}: QEMU start → ssh", round(h.times.ssh_ready or 0, 1)))
+                    rows.append((f"{tag}: QEMU start → xl list", round(h.times.xl_ready or 0, 1)))
+                    rows.append((f"{tag}: up() total", round(time.monotonic() - t0, 1)))
+                finally:
+                    t1 = time.monotonic()
+                    h.down()
+                    rows.append((f"{tag}: down()", round(time.monotonic() - t1, 1)))
 
     if args.json:
         print(json.dumps(dict(rows), indent=2))

@@ -330,6 +330,24 @@ def test_provision_ssh_pinned_host_key_runs_the_play(
 # -- against a real debootstrapped tree ---------------------------------------------------------
 
 
+def _remove_tree(root: Path) -> None:
+    """Remove a debootstrapped tree, unmounting first what an interrupted debootstrap left
+    mounted inside it (proc, sys, a bind-mounted /dev): rmtree must never walk into those."""
+    prefix = str(root.resolve()) + "/"
+    mounts = [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix)
+    ]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+    if any(
+        ln.split()[1].startswith(prefix) for ln in Path("/proc/mounts").read_text().splitlines()
+    ):
+        raise RuntimeError(f"cannot unmount everything below {root}; not removing it")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
@@ -356,7 +374,7 @@ def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
         yield root
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        _remove_tree(root)
 
 
 @pytest.mark.host

@@ -32,6 +32,7 @@ PACKAGES = (
     "python3,systemd-sysv,openssh-server,linux-image-amd64,udev,kmod,iproute2,dbus,"
     "libpam-systemd,ifupdown,isc-dhcp-client,grub-pc-bin,grub2-common"
 )
+ARTIFACT_ID = "4.17.5-live"
 DOM0_ARGS = "root=/dev/vda rw console=hvc0 net.ifnames=0"
 
 
@@ -42,7 +43,8 @@ def _free_port() -> int:
 
 
 def _qemu_running() -> bool:
-    r = subprocess.run(["pgrep", "-x", "qemu-system-x86_64"], capture_output=True)
+    # -f: pgrep matches only 15 characters of a process name without it.
+    r = subprocess.run(["pgrep", "-f", "^(/usr/bin/)?qemu-system-"], capture_output=True)
     return r.returncode == 0
 
 
@@ -54,6 +56,7 @@ class Vm:
         self.disk = d / "disk.img"
         self.client_key = d / "client_key"
         self.known_hosts = d / "known_hosts"
+        self.artifact = d / f"xen-{ARTIFACT_ID}.gz"
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -85,11 +88,12 @@ class Vm:
         )
 
     def boot(self, qemu_args: list[str], log: str) -> None:
-        if (
-            subprocess.run(["pgrep", "-x", "qemu-system-x86_64"], capture_output=True).returncode
-            == 0
-        ):
-            pytest.skip("another QEMU is running on this 2-core machine; run later")
+        # One QEMU at a time on this 2-core machine: wait a while for another one to end.
+        deadline = time.monotonic() + 1800
+        while _qemu_running():
+            if time.monotonic() > deadline:
+                pytest.skip("another QEMU kept running on this 2-core machine; run later")
+            time.sleep(10)
         self.proc = subprocess.Popen(
             [
                 "qemu-system-x86_64",
@@ -159,6 +163,24 @@ class Vm:
         return dest
 
 
+def _remove_tree(root: Path) -> None:
+    """Remove a debootstrapped tree, unmounting first what an interrupted debootstrap left
+    mounted inside it (proc, sys, a bind-mounted /dev): rmtree must never walk into those."""
+    prefix = str(root.resolve()) + "/"
+    mounts = [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix)
+    ]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+    if any(
+        ln.split()[1].startswith(prefix) for ln in Path("/proc/mounts").read_text().splitlines()
+    ):
+        raise RuntimeError(f"cannot unmount everything below {root}; not removing it")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
     if os.geteuid() != 0:
@@ -166,8 +188,6 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
     for tool in ("debootstrap", "qemu-system-x86_64", "mkfs.ext4", "debugfs", "ssh"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")
-    if _qemu_running():
-        pytest.skip("another QEMU is running on this 2-core machine; run later")
     from xenpvh.host.image import debian_mirror
 
     vm = Vm(tmp_path_factory.mktemp("ansible-live"))
@@ -195,6 +215,18 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
             "allow-hotplug eth0\niface eth0 inet dhcp\n"
         )
         (root / "boot/grub").mkdir(exist_ok=True)
+        shutil.copy(root / "usr/share/grub/default/grub", root / "etc/default/grub")
+        # The "build artifact": Debian's hypervisor under an artifact's name (xen-<id>.gz),
+        # as `xenpvh build xen` would leave it on the controller.
+        subprocess.run(
+            ["apt-get", "download", "xen-hypervisor-4.17-amd64"],
+            cwd=vm.dir,
+            check=True,
+            capture_output=True,
+        )
+        deb = next(vm.dir.glob("xen-hypervisor-4.17-amd64_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(vm.dir / "deb")], check=True)
+        shutil.copy(vm.dir / "deb/boot/xen-4.17-amd64.gz", vm.artifact)
         for old in (root / "etc/ssh").glob("ssh_host_*"):
             old.unlink()
         subprocess.run(
@@ -228,11 +260,11 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
             check=True,
             capture_output=True,
         )
-        shutil.rmtree(root)
+        _remove_tree(root)
         yield vm
     finally:
         vm.kill()
-        shutil.rmtree(vm.dir, ignore_errors=True)
+        _remove_tree(vm.dir)
 
 
 def test_provision_plain_debian_then_boot_xen(vm: Vm) -> None:
@@ -256,6 +288,7 @@ def test_provision_plain_debian_then_boot_xen(vm: Vm) -> None:
         "xenpvh_build_host": False,
         "xenpvh_runner_nightly": True,
         "xenpvh_runner_authorized_key": Path(f"{vm.client_key}.pub").read_text().strip(),
+        "xen_artifact": str(vm.artifact),
     }
     t0 = time.monotonic()
     first = provision_ssh(
@@ -279,17 +312,24 @@ def test_provision_plain_debian_then_boot_xen(vm: Vm) -> None:
     assert (second.failed, second.changed) == (0, 0), second.log.read_text()[-4000:]
     print(f"first run {first_s:.0f} s changed={first.changed}; second {second_s:.0f} s")
 
-    # GRUB's generated configuration boots Xen by default with our command line.
+    # GRUB's generated configuration boots the artifact by default with our command line.
+    kver = vm.ssh("uname", "-r").stdout.strip()
     grub = vm.ssh("cat", "/boot/grub/grub.cfg").stdout
-    assert 'set default="Debian GNU/Linux, with Xen hypervisor"' in grub
-    m = re.search(r"^\s*multiboot2?\s+/boot/xen-[^ ]+\s+placeholder\s+(.*)$", grub, re.M)
-    assert m is not None, grub[-3000:]
-    xen_args = m.group(1).replace("${xen_rm_opts}", "").strip()
+    entry = f"Debian GNU/Linux, with Xen {ARTIFACT_ID} and Linux {kver}"
+    default = (
+        "Advanced options for Debian GNU/Linux (with Xen hypervisor)>"
+        f"Xen hypervisor, version {ARTIFACT_ID}>{entry}"
+    )
+    assert f'set default="{default}"' in grub, grub[:3000]
+    body = grub[grub.index(f"menuentry '{entry}'") :]
+    m = re.search(r"^\s*multiboot2?\s+/boot/(xen-\S+)\s+placeholder\s+(.*)$", body, re.M)
+    assert m is not None and m.group(1) == vm.artifact.name, body[:2000]
+    xen_args = m.group(2).replace("${xen_rm_opts}", "").strip()
     assert "dom0_mem=1024M,max:1024M" in xen_args
     vm.poweroff()
 
     # 2. The same disk booted into Xen (QEMU's multiboot loader stands in for GRUB).
-    xen_gz = vm.dump("/boot/xen-4.17-amd64.gz", vm.dir / "xen.gz")
+    xen_gz = vm.dump(f"/boot/{vm.artifact.name}", vm.dir / "xen.gz")
     with gzip.open(xen_gz) as src, (vm.dir / "xen.elf").open("wb") as dst:
         shutil.copyfileobj(src, dst)
     vm.boot(

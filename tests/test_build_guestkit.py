@@ -62,7 +62,32 @@ def test_failed_build_leaves_nothing_behind(
     monkeypatch.setattr(debpkg, "download", no_mirror)
     with pytest.raises(BrokenError, match="mirror unreachable"):
         build_linux_guest_kit(tmp_path)
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    leftovers = [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == [".resolved.json"]  # the version memo, never a kit or a temp dir
+
+
+def test_package_resolution_is_memoised_until_apt_lists_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def candidates(*names: str) -> dict[str, debpkg.DebPackage]:
+        calls.append(names)
+        return {n: debpkg.DebPackage(n, str(len(calls))) for n in names}
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "Packages").write_text("a")
+    monkeypatch.setattr(guestkit, "APT_LISTS", lists)
+    monkeypatch.setattr(debpkg, "candidates", candidates)
+    monkeypatch.setattr(debpkg, "pinned_dependency", lambda meta, prefix: KERNEL)
+    first = guestkit._resolve_packages(tmp_path / "cache")
+    assert guestkit._resolve_packages(tmp_path / "cache") == first
+    assert len(calls) == 1
+    (lists / "Packages").write_text("after apt-get update")
+    second = guestkit._resolve_packages(tmp_path / "cache")
+    assert len(calls) == 2
+    assert second[1].version == "2"
 
 
 @pytest.mark.host

@@ -25,6 +25,9 @@ def test_xen_default_commands() -> None:
     assert recipe.artifacts()["image"] == "xen/xen"
     assert recipe.artifacts()["xen_gz"] == "xen/xen.gz"
     assert recipe.version_command() == ["make", "-s", "-C", "xen", "xenversion"]
+    key = "0123456789abcdef" * 4
+    assert recipe.stored_name("xen_gz", "4.17.5", key) == "xen-4.17.5-0123456789ab.gz"
+    assert recipe.stored_name("image", "4.17.5", key) == "xen-4.17.5-0123456789ab"
 
 
 def test_xen_tools_only_on_request() -> None:

@@ -32,6 +32,9 @@ def test_series_supports_comments_and_strip_levels(tmp_path: Path) -> None:
     patches = read_series(tmp_path / "series")
     assert patches == (Patch(tmp_path / "a.diff", 1), Patch(tmp_path / "b.diff", 0))
     assert patches[0].method == "patch"
+    dep3 = tmp_path / "dep3.diff"
+    dep3.write_text("From: A Person <a@example.org>\nSubject: x\n---\n--- a/x\n+++ b/x\n")
+    assert Patch(dep3).method == "patch"
 
 
 def test_series_with_unknown_option_names_line(tmp_path: Path) -> None:
@@ -73,7 +76,27 @@ def test_cli_forms(tmp_path: Path) -> None:
         "https://h/x.git", "RELEASE-4.17.5"
     )
     assert TreeSpec.from_cli("git:https://h/x.git").source == GitSource("https://h/x.git")
+    assert TreeSpec.from_cli("https://h/x.git#stable-4.17").source == GitSource(
+        "https://h/x.git", "stable-4.17"
+    )
     assert TreeSpec.from_cli(str(tmp_path)).source == LocalSource(tmp_path.resolve())
+
+
+def test_cli_patch_directory_and_toml_spec() -> None:
+    spec = TreeSpec.from_cli(str(SAMPLE / "sample.toml"))
+    assert spec == TreeSpec.from_toml(SAMPLE / "sample.toml")
+    from_dir = TreeSpec.from_cli("debian:xen", [str(SAMPLE)])
+    assert from_dir.patches == spec.patches
+
+
+def test_cli_patch_directory_without_series_takes_patches_in_order(tmp_path: Path) -> None:
+    for name in ("0002-b.patch", "0001-a.patch", "notes.txt"):
+        (tmp_path / name).write_text("--- a/x\n+++ b/x\n")
+    spec = TreeSpec.from_cli("debian:xen", [str(tmp_path)])
+    assert [p.path.name for p in spec.patches] == ["0001-a.patch", "0002-b.patch"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BlockedError, match="has no series"):
+        TreeSpec.from_cli("debian:xen", [str(tmp_path / "empty")])
 
 
 def _git(cwd: Path, *args: str) -> str:

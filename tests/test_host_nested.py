@@ -16,6 +16,7 @@ import pytest
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import Host
 from xenpvh.host.image import (
+    ImageBuilder,
     ImageRecipe,
     _set_shell_var,
     cache_root,
@@ -29,6 +30,7 @@ from xenpvh.host.nested import (
     QemuConfig,
     _prune_warm,
     detect_accel,
+    reap_stale_run_dirs,
 )
 from xenpvh.host.qmp import Qmp
 
@@ -346,7 +348,9 @@ def test_qemu_refusing_the_xen_image_is_broken(tmp_path: Path) -> None:
 @pytest.mark.host
 def test_boot_deadline_is_broken_and_reaps_qemu(tmp_path: Path) -> None:
     before = _qemu_pids()
-    h = NestedHost(boot_timeout=4, artifacts=tmp_path / "art", state_file=tmp_path / "s.json")
+    h = NestedHost(
+        boot_timeout=4, warm=False, artifacts=tmp_path / "art", state_file=tmp_path / "s.json"
+    )
     t0 = time.monotonic()
     with pytest.raises(BrokenError, match=r"no ssh within 4s; serial log tail") as ei:
         h.up()
@@ -440,3 +444,35 @@ def test_nested_cold_boot(tmp_path: Path) -> None:
     assert h.state is NestedState.STOPPED
     assert _qemu_pids() <= before
     assert b"Xen version 4." in (tmp_path / "host-serial.log").read_bytes()
+
+
+@pytest.mark.host
+def test_failed_image_build_leaves_nothing(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root")
+    # A mirror nobody serves: debootstrap fails while downloading.
+    cache = tmp_path / "cache"
+    (cache / ".tmp-killed-build").mkdir(parents=True)  # what a SIGKILLed build leaves
+    b = ImageBuilder(cache=cache, mirror="http://127.0.0.1:9/debian")
+    with pytest.raises(BrokenError, match="downloading Debian packages failed"):
+        b.ensure()
+    leftovers = [p.name for p in cache.iterdir() if p.name not in (".build.lock", "debs")]
+    assert leftovers == []
+    assert list((cache / "debs").iterdir()) == []
+    assert b.cached() is None
+
+
+def test_reap_stale_run_dirs(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "77").mkdir(parents=True)
+    tmp = tmp_path / "tmp"
+    old, used, fresh = (tmp / f"xenpvh-nested-{n}" for n in ("old", "used", "fresh"))
+    for d in (old, used, fresh):
+        d.mkdir(parents=True)
+        (d / "warm.qcow2").write_bytes(b"x")
+    for d in (old, used):
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    (proc / "77" / "cmdline").write_bytes(f"qemu\0-qmp\0unix:{used}/qmp.sock".encode())
+    removed = reap_stale_run_dirs(tmp, proc=proc)
+    assert removed == [old]
+    assert not old.exists() and used.exists() and fresh.exists()

@@ -5,6 +5,7 @@ linux-pvh profile, StageChecker, xl renderer and report writers are used."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,7 +88,7 @@ def _point(kernel: str, ramdisk: str | None) -> DomainSpec:
     return PROFILE.point(kernel=kernel, ramdisk=ramdisk)
 
 
-def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=None):
+def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=None, timeout=30):
     xs = FakeXenStore(states or {"vbd": 4, "vif": 4})
     events: list[object] = []
     run = BootRun(
@@ -99,7 +100,7 @@ def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=No
         guest_kit=kit,
         xenstore_factory=lambda h: xs,
         xenbus_grace=grace,
-        timeout=30,
+        timeout=timeout,
     )
     return run, events
 
@@ -248,3 +249,51 @@ def test_create_failure_is_broken(host, kit, tmp_path) -> None:
     v = run.run()
     assert v.verdict == VerdictValue.BROKEN and "hotplug failed" in v.reason
     _no_guest_left(host, run)
+
+
+def test_run_deadline_fails_the_stage_in_progress(host, kit, tmp_path) -> None:
+    host.console = b"".join(GOOD.splitlines(keepends=True)[:3])  # hangs after ap-launch
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, timeout=3)
+    t0 = time.monotonic()
+    v = run.run()
+    assert time.monotonic() - t0 < 10
+    assert v.verdict == VerdictValue.FAIL and v.failed_stage == "xenbus"
+    assert "run deadline of 3s exceeded" in v.reason
+    _no_guest_left(host, run)
+
+
+def test_sweep_spares_leased_domains_and_clears_expired_runs(host, kit, tmp_path) -> None:
+    from xenpvh.toolstack.xl import Xl
+
+    runs = "/var/lib/xenpvh/runs"
+    for run_id, expires in (("20260101-000000-aaaaaa", 1.0), ("20260101-000000-bbbbbb", 4e9)):
+        host.files[f"{runs}/{run_id}/lease"] = json.dumps(
+            {"domain": f"xenpvh-{run_id}", "expires": expires}
+        ).encode()
+        host.files[f"{runs}/{run_id}/domain.cfg"] = (
+            f'name = "xenpvh-{run_id}"\ntype = "pvh"\n'.encode()
+        )
+        Xl(host).create(f"{runs}/{run_id}/domain.cfg")
+    host.files["/orphan.cfg"] = b'name = "xenpvh-orphan"\ntype = "pvh"\n'
+    Xl(host).create("/orphan.cfg")  # no lease at all: a crashed run's leftover
+    host.console = GOOD
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.PASS, v.reason
+    assert sorted(v.meta["swept_stale_domains"]) == [
+        "xenpvh-20260101-000000-aaaaaa",
+        "xenpvh-orphan",
+    ]
+    assert sorted(host.domains) == ["Domain-0", "xenpvh-20260101-000000-bbbbbb"]
+    assert not any(p.startswith(f"{runs}/20260101-000000-aaaaaa/") for p in host.files)
+    assert f"{runs}/20260101-000000-bbbbbb/lease" in host.files
+
+
+def test_a_lease_cannot_point_the_cleanup_elsewhere(host, kit, tmp_path) -> None:
+    host.files["/var/lib/xenpvh/runs/x/lease"] = b'{"domain": "xenpvh-..", "expires": 1}\n'
+    host.files["/var/lib/xenpvh/keep"] = b"precious"
+    host.console = GOOD
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    assert run.run().verdict == VerdictValue.PASS
+    assert "/var/lib/xenpvh/keep" in host.files
+    assert not [c for c in host.calls if c[0] == "rm" and c[-1].endswith("/runs/..")]

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,21 +178,28 @@ class PlaybookRun:
             stdin=subprocess.DEVNULL,
             env=self.env(),
             cwd=self.ansible_dir,
+            # Its own process group: a timeout or an interrupt ends ansible's ssh children too.
+            start_new_session=True,
         )
         timed_out = threading.Event()
 
         def kill() -> None:
-            timed_out.set()
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
-        timer = threading.Timer(self.timeout, kill)
+        def expire() -> None:
+            timed_out.set()
+            kill()
+
+        timer = threading.Timer(self.timeout, expire)
         timer.start()
         try:
             assert proc.stdout is not None
             with self.log.open("w") as log, self._status() as status:
                 log.write(f"# {shlex.join(argv)}\n")
-                for raw in proc.stdout:
-                    line = raw[:_MAX_LINE].decode(errors="replace").rstrip()
+                stdout = proc.stdout
+                for raw in iter(lambda: stdout.readline(_MAX_LINE), b""):
+                    line = raw.decode(errors="replace").rstrip()
                     log.write(line + "\n")
                     tail = [*tail[-(_TAIL_LINES - 1) :], line]
                     if line.startswith("PLAY RECAP"):
@@ -203,7 +211,7 @@ class PlaybookRun:
         finally:
             timer.cancel()
             if proc.poll() is None:
-                proc.kill()
+                kill()
                 proc.wait()
         if timed_out.is_set():
             raise BrokenError(

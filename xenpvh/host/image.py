@@ -293,6 +293,10 @@ class ImageBuilder:
             img = self.cached()  # another process may have built it while we waited
             if img is not None:
                 return ImageBuildReport(img, True, time.monotonic() - t0, _allocated(img.disk))
+            # Holding the lock, no build is running: a .tmp-* dir is what a killed build
+            # (SIGKILL, power loss) left behind.
+            for stale in self.cache.glob(".tmp-*"):
+                _rmtree_quiet(stale)
             img = self._build()
         return ImageBuildReport(img, False, time.monotonic() - t0, _allocated(img.disk))
 

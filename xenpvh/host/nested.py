@@ -5,6 +5,11 @@ modules; the dom0 runs from the cached image (`image.py`) with `snapshot=on`, so
 starts pristine.  Once ssh answers (with the image's pinned host key) and `xl list` works,
 the host is `ready` and every Host call is delegated to an SSHHost on the forwarded port.
 
+Warm start (default): the first up() of a configuration boots cold once and saves the ready
+machine (`savevm` into a qcow2 overlay of the image, kept beside it in the cache); later
+up() calls resume a throw-away copy of it with `-loadvm` (~5-10 s instead of ~75 s+ cold).
+If resuming fails, up() boots cold.  `warm=False` always boots cold.
+
 States: absent → booting → ready → stopping → stopped, and failed from booting/ready.
 A QEMU process never outlives the process that started it (PR_SET_PDEATHSIG, atexit and the
 context manager), unless `up(detach=True)`: then a state file lets a later process find it.
@@ -293,7 +298,7 @@ class NestedHost:
     # Resume a saved, booted machine (a qcow2 snapshot beside the image, made on first use)
     # instead of booting cold: ~5 s instead of ~75 s.  Falls back to a cold boot if the
     # resume fails.
-    warm: bool = False
+    warm: bool = True
     warm_timeout: float = 90.0
     console: Console | None = None
     state_file: Path = field(default_factory=lambda: state_dir() / "state.json")
@@ -360,27 +365,33 @@ class NestedHost:
                     f"{old.ssh_port}); `down()` it first"
                 )
         image = self._ensure_image()
+        reap_stale_run_dirs()
         self.state = NestedState.BOOTING
         if self.warm:
             try:
+                # Making the snapshot is a cold boot: if that fails, so would the fallback.
                 snap = self._warm_snapshot(image)
-                self._boot(image, detach, warm_from=snap)
-                self.state = NestedState.READY
-                return self
-            except BlockedError:
+            except BaseException:
                 self.state = NestedState.FAILED
                 raise
-            except (BrokenError, OSError, subprocess.SubprocessError) as e:
-                # A stale or unusable snapshot must not cost a run: boot cold instead.
-                self._log(f"[yellow]nested host: warm start failed ({e}); booting cold[/]")
-                self.state = NestedState.BOOTING
+            if snap is not None:
+                try:
+                    self._boot(image, detach, warm_from=snap)
+                    self.state = NestedState.READY
+                    return self
+                except BlockedError:
+                    raise
+                except Exception as e:
+                    # An unusable snapshot must not cost a run: boot cold instead.
+                    self._log(f"[yellow]nested host: warm start failed ({e}); booting cold[/]")
+                    self.state = NestedState.BOOTING
         self._boot(image, detach, warm_from=None)
         self.state = NestedState.READY
         return self
 
     def _boot(self, image: DomImage, detach: bool, *, warm_from: Path | None) -> None:
         try:
-            self._tmp = Path(tempfile.mkdtemp(prefix="xenpvh-nested-"))
+            self._tmp = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
             if warm_from is None:
                 self._start_qemu(image, detach, disk=image.disk)
                 self._wait_ready(self.boot_timeout)
@@ -479,12 +490,10 @@ class NestedHost:
         return self.ssh.open_stream(argv)
 
     def close(self) -> None:
-        """Drop the ssh connection; a non-detached QEMU is stopped too."""
-        if self._detached:
-            if self._ssh is not None:
-                self._ssh.close()
-        else:
-            self.down()
+        """Drop the ssh connection (the next call reconnects).  Stopping the machine is
+        `down()`'s job: a toolstack closing its Host must not pull the plug on the host."""
+        if self._ssh is not None:
+            self._ssh.close()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -510,9 +519,9 @@ class NestedHost:
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _warm_snapshot(self, image: DomImage) -> Path:
+    def _warm_snapshot(self, image: DomImage) -> Path | None:
         """The saved state of this configuration booted to ready; made on first use by one
-        cold boot and `savevm`."""
+        cold boot and `savevm`.  None when saving failed (the caller boots cold)."""
         key = self._warm_key(image)
         path = image.dir / f"warm-{key}.qcow2"
         if path.is_file():
@@ -542,18 +551,22 @@ class NestedHost:
                     capture_output=True,
                     timeout=60,
                 )
-                self._tmp = Path(tempfile.mkdtemp(prefix="xenpvh-nested-"))
+                self._tmp = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
                 self._start_qemu(image, False, disk=part)
                 self._wait_ready(self.boot_timeout)
                 assert self._ssh is not None and self._record is not None
                 self._ssh.run(["sync"], timeout=60, check=True)
                 self._ssh.close()
-                with Qmp(Path(self._record.monitor), timeout=30) as q:
-                    out = q.hmp(f"savevm {WARM_SNAPSHOT}", timeout=900)
-                    if out.strip():
-                        raise BrokenError(f"savevm failed: {out.strip()}")
-                    if WARM_SNAPSHOT not in q.hmp("info snapshots"):
-                        raise BrokenError("savevm left no snapshot")
+                try:
+                    with Qmp(Path(self._record.monitor), timeout=30) as q:
+                        out = q.hmp(f"savevm {WARM_SNAPSHOT}", timeout=900)
+                        if out.strip():
+                            raise BrokenError(f"savevm failed: {out.strip()}")
+                        if WARM_SNAPSHOT not in q.hmp("info snapshots"):
+                            raise BrokenError("savevm left no snapshot")
+                except BrokenError as e:
+                    self._log(f"[yellow]nested host: cannot save the machine state: {e}[/]")
+                    return None
                 self._stop(graceful=False)
                 os.rename(part, path)
             finally:
@@ -735,10 +748,12 @@ class NestedHost:
         r = self._record
         try:
             if r is not None and self._qemu_alive():
-                if graceful and self._ssh_for_stop() is not None:
-                    with contextlib.suppress(BrokenError):
-                        self._ssh_for_stop().run(["poweroff"], timeout=10)  # type: ignore[union-attr]
-                    self._wait_exit(60)
+                ssh = self._ssh_for_stop() if graceful else None
+                if ssh is not None:
+                    # Whatever ssh says, the monitor and SIGKILL below still stop QEMU.
+                    with contextlib.suppress(BrokenError, BlockedError):
+                        ssh.run(["poweroff"], timeout=10)
+                    self._wait_exit(30)
                 if self._qemu_alive():
                     self._qmp_quit(Path(r.monitor))
                     self._wait_exit(10)
@@ -825,6 +840,35 @@ class NestedHost:
     def _log(self, msg: str) -> None:
         if self.console is not None:
             self.console.log(msg)
+
+
+RUN_DIR_PREFIX = "xenpvh-nested-"
+
+
+def reap_stale_run_dirs(
+    tmp: Path | None = None, *, min_age: float = 600.0, proc: Path = Path("/proc")
+) -> list[Path]:
+    """Remove run dirs (with their throw-away disk copies) left by processes killed before
+    they could clean up: older than min_age and named by no running process's command line."""
+    base = Path(tmp or tempfile.gettempdir())
+    now = time.time()
+    candidates = [
+        d
+        for d in base.glob(f"{RUN_DIR_PREFIX}*")
+        if d.is_dir() and now - d.stat().st_mtime > min_age
+    ]
+    if not candidates:
+        return []
+    in_use = b""
+    for p in proc.glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            in_use += p.read_bytes() + b"\n"
+    removed = []
+    for d in candidates:
+        if str(d).encode() not in in_use:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 @functools.cache

@@ -368,6 +368,16 @@ class SSHHost:
             ch.shutdown_write()
             out, err = bytearray(), bytearray()
             ch.settimeout(0.2)
+
+            def overdue() -> None:
+                if time.monotonic() > deadline:
+                    _kill(ch)
+                    raise BrokenError(
+                        f"ssh {self.name}: {shlex.join(argv)!r} timed out after {timeout:g}s"
+                    )
+
+            # Read until EOF, not until the exit status: sshd may send exit-status while
+            # output is still in flight, and stopping then loses the tail of stdout.
             while True:
                 progressed = False
                 while ch.recv_ready():
@@ -376,19 +386,16 @@ class SSHHost:
                 while ch.recv_stderr_ready():
                     _bounded_extend(err, ch.recv_stderr(65536))
                     progressed = True
-                if ch.exit_status_ready() and not ch.recv_ready() and not ch.recv_stderr_ready():
+                drained = not ch.recv_ready() and not ch.recv_stderr_ready()
+                if (ch.eof_received or ch.closed) and drained:
                     break
-                if ch.closed and not progressed:
-                    break
-                if time.monotonic() > deadline:
-                    _kill(ch)
-                    raise BrokenError(
-                        f"ssh {self.name}: {shlex.join(argv)!r} timed out after {timeout:g}s"
-                    )
+                overdue()
                 if not progressed:
-                    # Wake on data or on the exit-status message.
-                    ch.status_event.wait(0.05)
-            status = ch.recv_exit_status()
+                    time.sleep(0.01)
+            while not ch.exit_status_ready() and not ch.closed:
+                overdue()
+                ch.status_event.wait(0.05)
+            status = ch.recv_exit_status() if ch.exit_status_ready() else -1
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise BrokenError(f"ssh {self.name}: {shlex.join(argv)!r} failed: {e}") from e
         finally:

@@ -16,28 +16,39 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import secrets
+import socket
 import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from xenpvh.check.checker import EventKind, StageChecker, StageEvent
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host
 from xenpvh.profile.domain import DiskSpec, DomainSpec
+from xenpvh.profile.model import Profile
 from xenpvh.report.atomic import atomic_write_text
 from xenpvh.run.events import TRANSITIONS, DeviceCheckEvent, RunState, RunStateEvent
 from xenpvh.toolstack.base import Domain, Prepared, Toolstack, get_toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.xenstore import DeviceState, XenStore
 
+if TYPE_CHECKING:
+    from xenpvh.build.guestkit import GuestKit
+
 REMOTE_ROOT = "/var/lib/xenpvh"
 GUESTKIT_PREFIX = "@guestkit:"
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+# Seconds a run's lease outlives its own deadline (collect + destroy time).
+LEASE_SLACK = 600.0
 XENBUS_STAGE = "xenbus"
 DOMAIN_PREFIX = "xenpvh-"
 # Only these can be made on the host without extra tools; others must be given as targets.
@@ -64,10 +75,13 @@ class Timings:
 
     start: float
     create: float | None = None  # just before `xl create`
+    created: float | None = None  # `xl create -p` returned
+    attached: float | None = None  # console client holds the console
     unpaused: float | None = None
     first_byte: float | None = None
     decided: float | None = None  # the verdict was known
     deciding_arrival: float | None = None  # arrival of the console chunk that decided it
+    collected: float | None = None
     destroyed: float | None = None
 
     def meta(self) -> dict[str, float | None]:
@@ -76,9 +90,13 @@ class Timings:
 
         return {
             "create_to_verdict_s": d(self.create, self.decided),
+            "xl_create_s": d(self.create, self.created),
+            "console_attach_s": d(self.created, self.attached),
             "unpause_to_verdict_s": d(self.unpaused, self.decided),
             "harness_overhead_s": d(self.deciding_arrival, self.decided),
             "verdict_to_destroyed_s": d(self.decided, self.destroyed),
+            "collect_s": d(self.decided, self.collected),
+            "destroy_s": d(self.collected or self.decided, self.destroyed),
             "run_s": d(self.start, self.destroyed),
         }
 
@@ -101,12 +119,12 @@ class BootRun:
     def __init__(
         self,
         host: Host,
-        profile: Any,
+        profile: Profile,
         point: DomainSpec,
         *,
         toolstack: str | Toolstack = "xl",
         artifacts: Path,
-        guest_kit: Any = None,
+        guest_kit: GuestKit | Callable[[], GuestKit] | None = None,
         on_event: EventCallback | None = None,
         run_id: str | None = None,
         timeout: float = 900.0,
@@ -115,7 +133,7 @@ class BootRun:
         max_console_bytes: int = MAX_LOG_BYTES,
         remote_root: str = REMOTE_ROOT,
         console: Console | None = None,
-        checker_factory: Callable[..., Any] | None = None,
+        checker_factory: Callable[..., StageChecker] | None = None,
         xenstore_factory: Callable[[Host], XenStore] | None = None,
     ) -> None:
         self.host = host
@@ -125,6 +143,8 @@ class BootRun:
         self.artifacts = Path(artifacts)
         self.guest_kit = guest_kit
         self.on_event = on_event
+        if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}", run_id):
+            raise BlockedError(f"run id {run_id!r}: use 1-48 of [A-Za-z0-9_-]")
         self.run_id = run_id or new_run_id()
         self.domain_name = f"{DOMAIN_PREFIX}{self.run_id}"
         self.timeout = timeout
@@ -144,7 +164,7 @@ class BootRun:
         self.prepared: Prepared | None = None
         self.domain: Domain | None = None
         self.capture: ConsoleCapture | None = None
-        self.checker: Any = None
+        self.checker: StageChecker | None = None
         self.device_check: _DeviceCheck | None = None
         self.collect_errors: list[str] = []
         self.swept: list[str] = []
@@ -212,6 +232,7 @@ class BootRun:
             if self.domain is not None:
                 self._enter(RunState.COLLECT)
                 self._collect()
+                self.times.collected = time.monotonic()
         finally:
             # Not via _enter's callback first: a failing callback must not skip the destroy.
             self.state = RunState.DESTROY
@@ -246,7 +267,7 @@ class BootRun:
             return Path(paths[key])
         return Path(value).expanduser()
 
-    def _guest_kit(self) -> Any:
+    def _guest_kit(self) -> GuestKit:
         if callable(self.guest_kit):
             self.guest_kit = self.guest_kit()
         if self.guest_kit is None:
@@ -305,9 +326,10 @@ class BootRun:
         self.prepared = self.toolstack.prepare(self.spec)
         atomic_write_text(self.artifacts / self.prepared.filename, self.prepared.config)
         # 3. Side effects on the host.
-        self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=(self.domain_name,))
         self.host.run(["mkdir", "-p", "--", kernels_dir, self.run_dir, "/var/lock"], check=True)
         self._run_dir_made = True
+        self._write_lease()
+        self._sweep()
         for local, remote in uploads:
             self.host.put(local, remote, mode=0o644)
         for orig, d in zip(point.disks, disks, strict=True):
@@ -317,6 +339,56 @@ class BootRun:
                 continue
             self._make_scratch(d, orig)
         self.host.put_bytes(self.prepared.config.encode(), self.cfg_remote, mode=0o644)
+
+    def _write_lease(self) -> None:
+        """Claim our domain: a sweep by a concurrent run on this host leaves it alone until
+        the lease expires (a crashed run's lease expires, so its leftovers get swept)."""
+        lease = {
+            "domain": self.domain_name,
+            "run_id": self.run_id,
+            "owner": f"{socket.gethostname()}:{os.getpid()}",
+            "expires": time.time() + self.timeout + LEASE_SLACK,
+        }
+        self.host.put_bytes((json.dumps(lease) + "\n").encode(), f"{self.run_dir}/lease")
+
+    def _sweep(self) -> None:
+        """Destroy `xenpvh-` domains of runs whose lease expired (or that have none), and
+        remove those runs' directories."""
+        runs = f"{self.remote_root}/runs"
+        r = self.host.run(
+            [
+                "find",
+                runs,
+                "-mindepth",
+                "2",
+                "-maxdepth",
+                "2",
+                "-name",
+                "lease",
+                "-exec",
+                "cat",
+                "--",
+                "{}",
+                "+",
+            ],
+            timeout=60,
+        )
+        live, expired = [self.domain_name], []
+        for line in r.out.splitlines():
+            try:
+                lease = json.loads(line)
+                name, expires = str(lease["domain"]), float(lease["expires"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn lease: treat its domain as unowned
+            (live if expires > time.time() else expired).append(name)
+        self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=tuple(live))
+        stale_dirs = [
+            f"{runs}/{n[len(DOMAIN_PREFIX) :]}"
+            for n in expired
+            if n.startswith(DOMAIN_PREFIX) and "/" not in n and n != self.domain_name
+        ]
+        if stale_dirs:
+            self.host.run(["rm", "-rf", "--", *stale_dirs], check=True)
 
     @property
     def cfg_remote(self) -> str:
@@ -335,6 +407,7 @@ class BootRun:
         self.times.create = time.monotonic()
         self._create_attempted = True
         self.domain = self.toolstack.create(self.cfg_remote, True, name=self.domain_name)
+        self.times.created = time.monotonic()
         self.toolstack.verify_pvh(self.domain.name)
         self.capture = self.toolstack.console(
             self.domain,
@@ -342,16 +415,14 @@ class BootRun:
             max_log_bytes=self.max_console_bytes,
         )
         self.capture.start()
+        self.times.attached = time.monotonic()
         self.toolstack.unpause(self.domain.name)
         self.times.unpaused = time.monotonic()
 
     # -- watch ------------------------------------------------------------------------------
 
-    def _make_checker(self, spec: DomainSpec) -> Any:
-        if self._checker_factory is not None:
-            factory = self._checker_factory
-        else:
-            from xenpvh.check.checker import StageChecker as factory
+    def _make_checker(self, spec: DomainSpec) -> StageChecker:
+        factory = self._checker_factory or StageChecker
         return factory(self.profile, vcpus=spec.vcpus, disks=len(spec.disks), vifs=len(spec.vifs))
 
     def _watch(self) -> Verdict:
@@ -588,12 +659,8 @@ class BootRun:
         return tail.decode("utf-8", "replace").replace("\r", "").splitlines()
 
 
-def _is_pass(ev: Any, stage: str) -> bool:
-    return getattr(ev, "stage", None) == stage and str(getattr(ev, "kind", "")) in {
-        "pass",
-        "passed",
-        "stage-passed",
-    }
+def _is_pass(ev: object, stage: str) -> bool:
+    return isinstance(ev, StageEvent) and ev.stage == stage and ev.kind == EventKind.PASSED
 
 
 def _stage_names(profile: Any) -> list[str]:

@@ -387,6 +387,15 @@ class Libvirt:
                 hints.append(f"{self.socket_path} does not exist on {self.host.name}")
             st = self.host.run(["systemctl", "is-active", "libvirtd"], timeout=self.timeout)
             hints.append(f"libvirtd is {st.out.strip() or 'unknown'}")
+            # libvirtd exits when its libxl driver cannot initialise (e.g. it finds no CPU
+            # model for the host's features); the journal says why in one line.
+            log = self.host.run(
+                ["journalctl", "-u", "libvirtd", "-n", "50", "--no-pager", "-o", "cat"],
+                timeout=self.timeout,
+            ).out
+            errors = [ln for ln in log.splitlines() if "error" in ln.lower() or "fail" in ln]
+            if errors:
+                hints.append("libvirtd journal: " + " | ".join(errors[-3:]))
         except XenpvhError as e:
             hints.append(f"host check failed: {e}")
         return f" ({'; '.join(hints)})" if hints else ""
