@@ -290,7 +290,7 @@ def test_sweep_spares_leased_domains_and_clears_expired_runs(host, kit, tmp_path
 
 
 def test_a_lease_cannot_point_the_cleanup_elsewhere(host, kit, tmp_path) -> None:
-    host.files["/var/lib/xenpvh/runs/x/lease"] = b'{"domain": "xenpvh-..", "expires": 1}\n'
+    host.files["/var/lib/xenpvh/runs/../lease"] = b'{"domain": "xenpvh-..", "expires": 1}\n'
     host.files["/var/lib/xenpvh/keep"] = b"precious"
     host.console = GOOD
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)

@@ -185,14 +185,14 @@ class FakeXenHost:
             start = int(args[1].lstrip("+")) - 1
             data = self.files.get(args[-1])
             return ok(data[start:]) if data is not None else err("No such file")
-        if cmd == "find":  # find ROOT -mindepth 2 -maxdepth 2 -name lease -exec cat -- {} +
+        if cmd == "find":  # find ROOT -mindepth 2 -maxdepth 2 -name lease -exec head -v ... +
             root = args[0].rstrip("/") + "/"
             hits = [
                 p
                 for p in sorted(self.files)
                 if p.startswith(root) and p[len(root) :].count("/") == 1 and p.endswith("/lease")
             ]
-            return ok(b"".join(self.files[p] for p in hits))
+            return ok(b"\n".join(b"==> %s <==\n%s" % (p.encode(), self.files[p]) for p in hits))
         if cmd == "rm":
             for p in list(self.files):
                 if any(p == a or p.startswith(a.rstrip("/") + "/") for a in args[2:]):

@@ -25,7 +25,7 @@ from typing import Any
 import libvirt
 import pytest
 from test_run_boot import FakeXenStore
-from test_toolstack_fakes import FakeXenHost
+from test_toolstack_fakes import XL_INFO, FakeXenHost
 
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, RenderError
@@ -149,7 +149,8 @@ class FakeLibxl:
     def __init__(self, host: FakeXenHost, node: Path) -> None:
         self.host = host
         self.conn = libvirt.open(f"test://{node}")
-        self.version = 4_017_005
+        # libvirt's libxl driver drops Xen's release: 4.17.5 is reported as 4.17.0.
+        self.version = 4_017_000
         self.lib_version = 9_000_000
         self.caps = CAPS
         self.libxl_type: str | None = None  # what libxl "builds" (None: follow the XML)
@@ -267,7 +268,14 @@ def test_prepare_renders_pvh_xml_and_reads_xen_version(lv: Libvirt) -> None:
     p = lv.prepare(_spec())
     assert p.filename == "domain.xml" and p.xen_version == "4.17.5"
     assert os_machine(p.config) == ("xenpvh", "xenpvh")
-    assert "libvirt 9.0.0, driver Xen, Xen 4.17.5" in p.host_info
+    assert "libvirt 9.0.0, driver Xen, Xen 4.17.0" in p.host_info
+    assert "xen_extra              : .5" in p.host_info  # the exact version: `xl info`
+
+
+def test_prepare_refuses_libvirt_and_xl_disagreeing(lv: Libvirt, fake: FakeLibxl) -> None:
+    fake.version = 4_016_000
+    with pytest.raises(BrokenError, match=r"reports Xen 4\.16\.0 but `xl info` says 4\.17\.5"):
+        lv.prepare(_spec())
 
 
 def test_prepare_blocks_without_pvh_capability(lv: Libvirt, fake: FakeLibxl) -> None:
@@ -276,11 +284,17 @@ def test_prepare_blocks_without_pvh_capability(lv: Libvirt, fake: FakeLibxl) -> 
         lv.prepare(_spec())
 
 
-def test_prepare_blocks_old_xen_and_old_libvirt(lv: Libvirt, fake: FakeLibxl) -> None:
+def test_prepare_blocks_old_xen_and_old_libvirt(
+    host: FakeXenHost, lv: Libvirt, fake: FakeLibxl
+) -> None:
+    host.fail["xl info"] = CommandResult(
+        ("xl", "info"), 0, XL_INFO.replace(": 17", ": 9").replace(".5", ".0").encode(), b""
+    )
     fake.version = 4_009_000
     with pytest.raises(BlockedError, match=r"Xen 4\.9\.0: PVHv2 needs Xen >= 4\.10"):
         lv.prepare(_spec())
-    fake.version, fake.lib_version = 4_017_005, 4_005_000
+    del host.fail["xl info"]
+    fake.version, fake.lib_version = 4_017_000, 4_005_000
     with pytest.raises(BlockedError, match=r"libvirt >= 4\.10"):
         lv.prepare(_spec())
 
@@ -448,7 +462,7 @@ _STDERR_PROBE = """
 import sys, libvirt
 from xenpvh.toolstack.libvirt import Libvirt
 from test_run_boot import FakeXenStore
-from test_toolstack_fakes import FakeXenHost
+from test_toolstack_fakes import XL_INFO, FakeXenHost
 conn = libvirt.open("test:///default")
 if sys.argv[1] == "driver":
     lv = Libvirt(FakeXenHost(), connect=lambda: conn)

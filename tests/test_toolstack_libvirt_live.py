@@ -21,7 +21,12 @@ import pytest
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
 from xenpvh.run import BootRun
-from xenpvh.toolstack.libvirt import Libvirt, os_machine
+from xenpvh.toolstack.libvirt import (
+    TCG_CPU_MODEL_FILE,
+    TCG_CPU_MODEL_XML,
+    Libvirt,
+    os_machine,
+)
 from xenpvh.toolstack.xl import Xl
 
 pytestmark = pytest.mark.xen
@@ -42,12 +47,33 @@ def _wait_for_free_machine() -> None:
         time.sleep(5)
 
 
+CPU_MAP = "/usr/share/libvirt/cpu_map"
+
+
+def _ensure_tcg_cpu_model(host: Host) -> bool:
+    """Stand-in until the nested image ships TCG_CPU_MODEL_XML (see xenpvh.toolstack.libvirt):
+    without it libvirtd's libxl driver does not load on a TCG dom0.  The nested host's disk
+    is snapshot=on, so this lasts only as long as the machine.  True when it had to act."""
+    index = f"{CPU_MAP}/index.xml"
+    if host.run(["grep", "-q", TCG_CPU_MODEL_FILE, index]).ok:
+        return False
+    host.put_bytes(TCG_CPU_MODEL_XML.encode(), f"{CPU_MAP}/{TCG_CPU_MODEL_FILE}")
+    include = f"    <include filename='{TCG_CPU_MODEL_FILE}'/>"
+    # After the feature definitions the model refers to.
+    after = "^    <include filename='x86_features.xml'/>$"
+    host.run(["sed", "-i", f"s|{after}|&\\n{include}|", index], check=True)
+    assert host.run(["grep", "-q", TCG_CPU_MODEL_FILE, index]).ok
+    host.run(["systemctl", "restart", "libvirtd"], timeout=180, check=True)
+    return True
+
+
 @pytest.fixture(scope="module")
 def nested_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     from xenpvh.host.nested import NestedHost
 
     _wait_for_free_machine()
     with NestedHost(artifacts=tmp_path_factory.mktemp("nested")) as h:
+        _record("libvirt-cpu-model", {"installed_by_test": _ensure_tcg_cpu_model(h)})
         yield h
 
 
@@ -119,3 +145,21 @@ def test_linux_pvh_boots_with_libvirt(host: Host, tmp_path: Path) -> None:
     for name in ("console.log", "xl-dmesg.txt", "libvirt-capabilities.xml", "xenstore.txt"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert b"login:" in (tmp_path / "console.log").read_bytes()
+
+
+def test_sweep_destroys_and_undefines_stale_libvirt_domains(host: Host) -> None:
+    """A domain a crashed run left defined in libvirt is gone after the next sweep."""
+    from xenpvh.profile.domain import DomainSpec
+    from xenpvh.render.libvirt import render_libvirt_xml
+
+    stale = "xenpvh-stale-libvirt"
+    xml = render_libvirt_xml(DomainSpec(name=stale, kernel="/nonexistent", memory_mb=64))
+    with Libvirt(host) as lv:
+        lv.connection().defineXML(xml)
+        assert stale in lv.list_names()
+        t0 = time.monotonic()
+        assert stale in lv.sweep("xenpvh-")
+        swept = time.monotonic() - t0
+        assert stale not in lv.list_names()
+        assert lv.destroy(stale) is False
+    _record("libvirt-sweep", {"sweep_s": round(swept, 3)})

@@ -214,3 +214,33 @@ def test_bad_path_is_blocked(xenstored: FakeXenstored) -> None:
             xs.read("relative/path")
         with pytest.raises(BlockedError):
             xs.read("/local/domain/7/$(reboot)")
+
+
+def test_dump_of_a_wide_tree_spans_several_batches(sockdir: Path) -> None:
+    store = {f"/local/domain/3/data/k{i:03d}": f"v{i}".encode() for i in range(150)}
+    srv = FakeXenstored(sockdir / "socket", store)
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path)) as xs:
+            out = xs.dump("/local/domain/3").splitlines()
+    finally:
+        srv.close()
+    assert out[:3] == [
+        '/local/domain/3 = ""',
+        '/local/domain/3/data = ""',
+        '/local/domain/3/data/k000 = "v0"',
+    ]
+    assert out[-1] == '/local/domain/3/data/k149 = "v149"' and len(out) == 152
+    # 150 leaves: READs and DIRECTORYs of one level went out in batches of at most 64.
+    assert sum(1 for op, _ in srv.requests if op == XS_READ) == 152
+
+
+def test_hung_xenstored_bounds_a_dump(sockdir: Path) -> None:
+    srv = FakeXenstored(sockdir / "socket", guest_store(), mute=True)
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path), timeout=1.0) as xs:
+            t0 = time.monotonic()
+            with pytest.raises(BrokenError, match="no reply within 1s"):
+                xs.dump("/local/domain/7")
+            assert time.monotonic() - t0 < 3
+    finally:
+        srv.close()

@@ -126,9 +126,15 @@ def cmd_host_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_build_xen(args: argparse.Namespace) -> int:
-    from xenpvh.frontend import build_xen_command
+    from xenpvh.build.command import build_xen_command
 
     return build_xen_command(args)
+
+
+def cmd_build_guestkit(args: argparse.Namespace) -> int:
+    from xenpvh.build.command import guestkit_command
+
+    return guestkit_command(args)
 
 
 # --------------------------------------------------------------------------- parser
@@ -228,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--patches", default=None)
     b.add_argument("--config", default=None)
     b.add_argument("--rebuild", action="store_true")
+    b.add_argument("--jobs", type=int, default=2)
+    b.add_argument("--with-tools", action="store_true", help="also build the tools (long)")
     b.set_defaults(func=cmd_build_xen)
+    g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
+    g.add_argument("--cache-dir", default=None)
+    g.set_defaults(func=cmd_build_guestkit)
     return parser
 
 

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 REMOTE_ROOT = "/var/lib/xenpvh"
 GUESTKIT_PREFIX = "@guestkit:"
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+LEASE_FIND = ("-mindepth", "2", "-maxdepth", "2", "-name", "lease")
+LEASE_FIND += ("-exec", "head", "-v", "-c", "4096", "--", "{}", "+")
 # Seconds a run's lease outlives its own deadline (collect + destroy time).
 LEASE_SLACK = 600.0
 XENBUS_STAGE = "xenbus"
@@ -234,11 +236,12 @@ class BootRun:
                 self._collect()
                 self.times.collected = time.monotonic()
         finally:
-            # Not via _enter's callback first: a failing callback must not skip the destroy.
             self.state = RunState.DESTROY
+            # A failing callback must not skip the destroy.
+            with contextlib.suppress(Exception):
+                self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name))
             problem = self._destroy()
             self.times.destroyed = time.monotonic()
-        self._emit(RunStateEvent(RunState.DESTROY, self._t(), problem))
         if problem:
             verdict = dataclasses.replace(
                 verdict,
@@ -353,40 +356,28 @@ class BootRun:
 
     def _sweep(self) -> None:
         """Destroy `xenpvh-` domains of runs whose lease expired (or that have none), and
-        remove those runs' directories."""
+        remove the expired runs' directories."""
         runs = f"{self.remote_root}/runs"
+        # head -v labels every file, so a torn lease cannot run into the next one.
         r = self.host.run(
-            [
-                "find",
-                runs,
-                "-mindepth",
-                "2",
-                "-maxdepth",
-                "2",
-                "-name",
-                "lease",
-                "-exec",
-                "cat",
-                "--",
-                "{}",
-                "+",
-            ],
+            ["find", runs, *LEASE_FIND],
             timeout=60,
         )
-        live, expired = [self.domain_name], []
-        for line in r.out.splitlines():
+        live, stale_dirs = [self.domain_name], []
+        for run_id, text in parse_leases(r.out, runs):
+            # A lease is data on the host: its run id must look like one of ours before it
+            # names anything we keep or delete.
+            if not RUN_ID.fullmatch(run_id):
+                continue
             try:
-                lease = json.loads(line)
-                name, expires = str(lease["domain"]), float(lease["expires"])
+                expires = float(json.loads(text)["expires"])
             except (ValueError, KeyError, TypeError):
-                continue  # a torn lease: treat its domain as unowned
-            (live if expires > time.time() else expired).append(name)
+                expires = 0.0  # a torn lease: its run is not protected
+            if expires > time.time():
+                live.append(f"{DOMAIN_PREFIX}{run_id}")
+            elif run_id != self.run_id:
+                stale_dirs.append(f"{runs}/{run_id}")
         self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=tuple(live))
-        stale_dirs = [
-            f"{runs}/{n[len(DOMAIN_PREFIX) :]}"
-            for n in expired
-            if n.startswith(DOMAIN_PREFIX) and "/" not in n and n != self.domain_name
-        ]
         if stale_dirs:
             self.host.run(["rm", "-rf", "--", *stale_dirs], check=True)
 
@@ -657,6 +648,23 @@ class BootRun:
             f.seek(max(0, log.stat().st_size - max_bytes))
             tail = f.read()
         return tail.decode("utf-8", "replace").replace("\r", "").splitlines()
+
+
+def parse_leases(out: str, runs: str) -> list[tuple[str, str]]:
+    """(run id, lease text) from `head -v` output of <runs>/<id>/lease files."""
+    found: list[tuple[str, str]] = []
+    header = re.compile(rf"^==> {re.escape(runs)}/([^/]+)/lease <==$")
+    current: str | None = None
+    body: list[str] = []
+    for line in [*out.splitlines(), "==> <end> <=="]:
+        if line.startswith("==> ") and line.endswith(" <=="):
+            if current is not None:
+                found.append((current, "\n".join(body).strip()))
+            m = header.match(line)
+            current, body = (m.group(1) if m else None), []
+        elif current is not None:
+            body.append(line)
+    return found
 
 
 def _is_pass(ev: object, stage: str) -> bool:

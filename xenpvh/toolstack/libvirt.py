@@ -44,7 +44,8 @@ from xenpvh.profile.domain import DomainSpec
 from xenpvh.toolstack.base import Domain, Prepared, check_domain_name
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.xenstore import relay_argv
-from xenpvh.toolstack.xl import Xl
+from xenpvh.toolstack.xl import Xl, parse_info
+from xenpvh.toolstack.xl import version_string as xl_version_string
 
 T = TypeVar("T")
 
@@ -55,6 +56,47 @@ MIN_XEN = (4, 10)
 PVH_MACHINE = "xenpvh"
 # Host-side log excerpts are bounded: a runaway log must not fill the artifacts.
 LOG_TAIL_BYTES = 1024 * 1024
+
+# libvirt 9.0 (Debian 12) refuses to load its libxl driver when no CPU model of its
+# cpu_map decodes the host's features ("Cannot find suitable CPU model for given data").
+# Under QEMU/TCG with SVM that is always the case: TCG has no VME and Xen hides SYSENTER
+# on AMD, and every x86 model in libvirt 9.0's map needs one of them.  A dom0 of that kind
+# needs this extra model in /usr/share/libvirt/cpu_map/, included from its index.xml after
+# x86_features.xml -- data for the image builder.
+TCG_CPU_MODEL_FILE = "x86_xenpvh-tcg.xml"
+TCG_CPU_MODEL_XML = """\
+<cpus>
+  <!-- xenpvh: QEMU/TCG qemu64+svm under Xen; see xenpvh/toolstack/libvirt.py -->
+  <model name='xenpvh-tcg'>
+    <decode host='on' guest='off'/>
+    <feature name='fpu'/>
+    <feature name='de'/>
+    <feature name='pse'/>
+    <feature name='tsc'/>
+    <feature name='msr'/>
+    <feature name='pae'/>
+    <feature name='mce'/>
+    <feature name='cx8'/>
+    <feature name='apic'/>
+    <feature name='mtrr'/>
+    <feature name='pge'/>
+    <feature name='mca'/>
+    <feature name='cmov'/>
+    <feature name='pat'/>
+    <feature name='pse36'/>
+    <feature name='clflush'/>
+    <feature name='mmx'/>
+    <feature name='fxsr'/>
+    <feature name='sse'/>
+    <feature name='sse2'/>
+    <feature name='pni'/>
+    <feature name='cx16'/>
+    <feature name='syscall'/>
+    <feature name='nx'/>
+    <feature name='lm'/>
+  </model>
+</cpus>
+"""
 
 # Errors that mean libvirt refused *our* description of the domain (verdict blocked).
 _INPUT_ERRORS = frozenset(
@@ -488,16 +530,22 @@ class Libvirt:
             raise BlockedError(
                 f"{where} is {version_string(lib)}: PVH needs libvirt >= 4.10 (machine xenpvh)"
             )
-        major, minor = (int(x) for x in hv.split(".")[:2])
+        # libvirt's libxl driver reports Xen's release as 0 ("4.17.0" on 4.17.5): the exact
+        # version comes from `xl info`, libvirt's must agree on major.minor.
+        info_text = self.xl.info_text()
+        xen = xl_version_string(parse_info(info_text))
+        if hv.split(".")[:2] != xen.split(".")[:2]:
+            raise BrokenError(f"{where} reports Xen {hv} but `xl info` says {xen}")
+        major, minor = (int(x) for x in xen.split(".")[:2])
         if (major, minor) < MIN_XEN:
-            raise BlockedError(f"{where} drives Xen {hv}: PVHv2 needs Xen >= 4.10")
+            raise BlockedError(f"{where} drives Xen {xen}: PVHv2 needs Xen >= 4.10")
         if PVH_MACHINE not in caps_os_types(caps):
             raise BlockedError(
                 f"{where} ({driver} driver) offers no '{PVH_MACHINE}' guest type in its "
                 f"capabilities (has: {', '.join(sorted(caps_os_types(caps))) or 'none'})"
             )
-        info = f"libvirt {version_string(lib)}, driver {driver}, Xen {hv}\n{caps}"
-        return Prepared(config=xml, filename="domain.xml", xen_version=hv, host_info=info)
+        info = f"libvirt {version_string(lib)}, driver {driver}, Xen {hv}\n{info_text}"
+        return Prepared(config=xml, filename="domain.xml", xen_version=xen, host_info=info)
 
     def create(
         self, cfg_remote_path: str, paused: bool = True, *, name: str | None = None
@@ -664,6 +712,8 @@ class Libvirt:
 
 __all__ = [
     "LIBVIRT_SOCKET",
+    "TCG_CPU_MODEL_FILE",
+    "TCG_CPU_MODEL_XML",
     "Libvirt",
     "LibvirtCallError",
     "LibvirtInputError",

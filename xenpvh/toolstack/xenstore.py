@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pyxs._internal import NUL, Op, Packet, next_rq_id
 from pyxs.client import Client
 from pyxs.connection import PacketConnection
 from pyxs.exceptions import InvalidPath, PyXSError
+from pyxs.helpers import check_path, error
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, Host
@@ -67,6 +69,8 @@ XENBUS_STATES = {
     8: "Reconfigured",
 }
 CONNECTED = 4
+# Requests per pipelined batch: small enough that replies never fill the relay's pipes.
+BATCH = 64
 
 
 def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
@@ -251,28 +255,92 @@ class XenStore:
         names = self._call(self._client.list, self._path(path))
         return [n.decode("ascii", "replace") for n in names or []]
 
+    def _many(self, op: int, paths: list[str]) -> list[bytes | None]:
+        """One op on many paths, pipelined: send a batch, then read its replies.
+
+        Walking a subtree one round trip at a time through ssh and a relay on a slow dom0
+        costs seconds; xenstored answers a connection's requests in order, so a batch
+        shares one round trip (and one deadline).
+        """
+        if not self._open:
+            raise BrokenError("XenStore is not open (use it as a context manager)")
+        out: list[bytes | None] = []
+        try:
+            for start in range(0, len(paths), BATCH):
+                chunk = paths[start : start + BATCH]
+                packets = []
+                for p in chunk:
+                    raw = self._path(p)
+                    check_path(raw)
+                    packets.append(Packet(op, raw + NUL, next_rq_id()))
+                self.connection.arm()
+                for pk in packets:
+                    self.connection.send(pk)
+                replies = {}
+                for _ in packets:
+                    r = self.connection.recv()
+                    replies[r.rq_id] = r
+                for pk, p in zip(packets, chunk, strict=True):
+                    r = replies.get(pk.rq_id)
+                    if r is None:
+                        raise BrokenError(f"xenstore: no reply for {p!r} in a batch")
+                    if r.op == Op.ERROR:
+                        e = error(r.payload.rstrip(NUL))
+                        if e.args[0] != errno.ENOENT:
+                            raise BrokenError(f"xenstore: {p!r}: {e}")
+                        out.append(None)
+                    else:
+                        out.append(r.payload.rstrip(NUL))
+        except BrokenError:
+            self.close()  # replies may still be in flight: the stream is out of step
+            raise
+        except InvalidPath as e:
+            raise BlockedError(f"xenstore path {e.args!r} is not a valid XenStore path") from e
+        except PyXSError as e:
+            self.close()
+            raise BrokenError(f"xenstore: batch failed: {e}") from e
+        return out
+
     def dump(self, path: str | bytes, *, max_nodes: int = 4000, max_depth: int = 16) -> str:
-        """`path = "value"` lines for the subtree (like `xenstore-ls -f`), bounded."""
+        """`path = "value"` lines for the subtree (like `xenstore-ls -f`), bounded.
+
+        Walked level by level with pipelined requests, printed depth-first.
+        """
         root = self._path(path).decode().rstrip("/") or "/"
+        values: dict[str, bytes] = {}
+        children: dict[str, list[str]] = {}
+        level, depth, truncated = [root], 0, False
+        while level:
+            room = max_nodes - len(values)
+            if len(level) > room:
+                level, truncated = level[:room], True
+            vals = self._many(Op.READ, level)
+            kids = self._many(Op.DIRECTORY, level) if depth < max_depth else [None] * len(level)
+            nxt: list[str] = []
+            for node, value, names in zip(level, vals, kids, strict=True):
+                if value is None:
+                    continue  # vanished while we walked
+                values[node] = value
+                base = node if node != "/" else ""
+                kid_names = (
+                    [n.decode("ascii", "replace") for n in names.split(NUL)] if names else []
+                )
+                children[node] = [f"{base}/{n}" for n in kid_names]
+                nxt.extend(children[node])
+            if truncated:
+                break
+            level, depth = nxt, depth + 1
+        if root not in values:
+            return f"{root}  [does not exist]\n"
         lines: list[str] = []
-        stack: list[tuple[str, int]] = [(root, 0)]
+        stack = [root]
         while stack:
-            node, depth = stack.pop()
-            if len(lines) >= max_nodes:
-                lines.append(f"[xenpvh: dump stopped after {max_nodes} nodes]")
-                break
-            value = self.read(node)
-            if value is None and node != root:
-                continue  # vanished while we walked
-            if value is None:
-                lines.append(f"{node}  [does not exist]")
-                break
-            lines.append(f"{node} = {_quote(value)}")
-            if depth >= max_depth:
-                continue
-            children = self.ls(node)
-            base = node if node != "/" else ""
-            stack.extend((f"{base}/{c}", depth + 1) for c in reversed(children))
+            node = stack.pop()
+            if node in values:
+                lines.append(f"{node} = {_quote(values[node])}")
+                stack.extend(reversed(children.get(node, [])))
+        if truncated:
+            lines.append(f"[xenpvh: dump stopped after {max_nodes} nodes]")
         return "\n".join(lines) + "\n"
 
     def state(self, path: str) -> int | None:
