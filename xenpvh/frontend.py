@@ -16,10 +16,13 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from xenpvh.check.verdict import StageStatus, Verdict, VerdictValue
+from xenpvh.check.checker import EventKind, StageEvent
+from xenpvh.check.hostconsole import HostExpectation, check_hypervisor, read_expect_file
+from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError
 from xenpvh.host.base import Host
 
@@ -206,7 +209,35 @@ def _local_file(value: str | None, what: str) -> None:
         raise BlockedError(f"{what} {value} does not exist (or is not a file)")
 
 
-def boot_point(args: argparse.Namespace, *, xen_image: str | None = None) -> tuple[Verdict, Path]:
+def check_host(host: Host, expect: HostExpectation, artifacts: Path) -> StageResult:
+    """The `hypervisor` stage on a live host: `xl dmesg` + `xl info` against the expectation."""
+    from xenpvh.toolstack.xl import Xl
+
+    xl = Xl(host)
+    dmesg = xl.dmesg()
+    info = xl.info()
+    (artifacts / "host-xl-dmesg.txt").write_text(dmesg)
+    (artifacts / "host-xl-info.txt").write_text("".join(f"{k}: {v}\n" for k, v in info.items()))
+    return check_hypervisor(dmesg, info.get("xen_version"), expect)
+
+
+def _with_host_stage(verdict: Verdict, hyper: StageResult, artifacts: Path, case: str) -> Verdict:
+    """Put the hypervisor stage first and rewrite the run's results atomically."""
+    from xenpvh.report.json_report import write_verdict_json
+    from xenpvh.report.junit import write_junit
+
+    verdict.stages.insert(0, hyper)
+    write_verdict_json(verdict, artifacts / "verdict.json")
+    write_junit(verdict, artifacts / "junit.xml", "xenpvh", case)
+    return verdict
+
+
+def boot_point(
+    args: argparse.Namespace,
+    *,
+    xen_image: str | None = None,
+    host_expect: HostExpectation | None = None,
+) -> tuple[Verdict, Path]:
     """Boot one profile point described by CLI-shaped args; returns the verdict and artifacts."""
     from xenpvh.profile import load_profile
     from xenpvh.run.boot import BootRun
@@ -239,7 +270,20 @@ def boot_point(args: argparse.Namespace, *, xen_image: str | None = None) -> tup
         artifacts=artifacts,
     ) as host:
         stages = [s.name for s in profile.stages]
-        with LiveChecklist(stages, console) as checklist:
+        hyper = check_host(host, host_expect, artifacts) if host_expect else None
+        if hyper is not None and hyper.status is StageStatus.FAILED:
+            # The host does not run the Xen we built: booting a guest on it proves nothing.
+            verdict = Verdict(
+                VerdictValue.FAIL,
+                f"hypervisor: {hyper.detail}",
+                failed_stage=hyper.name,
+                stages=[StageResult(n) for n in stages],
+            )
+            return _with_host_stage(verdict, hyper, artifacts, profile.name), artifacts
+        shown = ([hyper.name] if hyper else []) + stages
+        with LiveChecklist(shown, console) as checklist:
+            if hyper is not None:
+                checklist(StageEvent(EventKind.PASSED, hyper.name, None, hyper.evidence))
             run = BootRun(
                 host,
                 profile,
@@ -249,6 +293,8 @@ def boot_point(args: argparse.Namespace, *, xen_image: str | None = None) -> tup
                 on_event=checklist,
             )
             verdict = run.run()
+        if hyper is not None:
+            verdict = _with_host_stage(verdict, hyper, artifacts, profile.name)
     verdict.meta.setdefault("artifacts", str(artifacts))
     return verdict, artifacts
 
@@ -291,3 +337,50 @@ def nested_command(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     os.execvp(argv[0], argv)
     return 0  # not reached
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`xenpvh run`: build the patched trees (cached), then boot and check on what was built."""
+    from rich.progress import Progress
+
+    from xenpvh.build.builder import build_linux, build_xen
+    from xenpvh.build.command import make_progress
+    from xenpvh.build.tree import TreeSpec
+    from xenpvh.cli import print_verdict
+
+    console = Console(stderr=True, highlight=False)
+    xen_image: str | None = None
+    expect: HostExpectation | None = None
+    if args.kernel_tree and args.kernel:
+        raise BlockedError("give either --kernel or --kernel-tree, not both")
+    if args.xen_tree:
+        if args.host != "nested":
+            raise BlockedError(
+                "a built Xen boots on the nested host here; install it on a lab box with "
+                "`xenpvh host provision --xen-artifact ...` and boot with --host"
+            )
+        patches = [args.xen_patches] if args.xen_patches else []
+        spec = TreeSpec.from_cli(args.xen_tree, patches, args.xen_config)
+        progress: Progress
+        with make_progress(console) as progress:
+            built = build_xen(spec, rebuild=args.rebuild, progress=progress)
+        console.print(escape(built.cache.describe()))
+        xen_image = str(built.image)
+        lines: tuple[str, ...] = ()
+        if args.xen_patches:
+            series_dir = Path(args.xen_patches)
+            series_dir = series_dir if series_dir.is_dir() else series_dir.parent
+            expect_file = series_dir / "expect-console"
+            if expect_file.is_file():
+                lines = read_expect_file(expect_file.read_text())
+        expect = HostExpectation(xen_version=built.version, lines=lines)
+    if args.kernel_tree:
+        kspec = TreeSpec.from_cli(args.kernel_tree, [], None)
+        with make_progress(console) as progress:
+            kbuilt = build_linux(kspec, rebuild=args.rebuild, progress=progress)
+        console.print(escape(kbuilt.cache.describe()))
+        # The bzImage boots as a PVH guest (as Debian's vmlinuz does on the nested host).
+        args.kernel = str(kbuilt.artifacts["image"])
+    verdict, _ = boot_point(args, xen_image=xen_image, host_expect=expect)
+    print_verdict(verdict, args.format, suite=f"xenpvh.{args.profile}", case="run")
+    return verdict.exit_code
