@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.markup import escape
 
 from xenpvh.check.verdict import Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+from xenpvh.profile.domain import DomainSpec
 
 EXIT_PASS, EXIT_FAIL, EXIT_BLOCKED, EXIT_BROKEN = 0, 1, 2, 3
 
@@ -90,6 +92,7 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.profile)
     point = profile.point(vcpus=args.vcpus, memory_mb=args.memory, kernel=args.kernel)
+    point = preview_point(point)
     if args.libvirt:
         from xenpvh.render.libvirt import render_libvirt_xml
 
@@ -99,6 +102,23 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
         sys.stdout.write(render_xl_config(point, args.xen))
     return EXIT_PASS
+
+
+def preview_point(point: DomainSpec) -> DomainSpec:
+    """Fill what a run decides at run time (guest kit paths, scratch disks) with the paths a
+    run would use, so `config render` shows the config a boot really creates."""
+    run_dir = "/var/lib/xenpvh/runs/RUN-ID"
+
+    def kit(value: str | None) -> str | None:
+        if value and value.startswith("@guestkit:"):
+            return "/var/lib/xenpvh/kernels/guestkit-" + value.removeprefix("@guestkit:")
+        return value
+
+    disks = tuple(
+        d if d.target else replace(d, target=f"{run_dir}/{d.vdev}.img", format="raw")
+        for d in point.disks
+    )
+    return replace(point, kernel=kit(point.kernel) or "", ramdisk=kit(point.ramdisk), disks=disks)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
