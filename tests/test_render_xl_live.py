@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from xenpvh.host.nested import NestedHost
+from xenpvh.host.base import Host
 from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
 from xenpvh.render.xl import render_xl_config
 
@@ -31,13 +30,8 @@ SPEC = DomainSpec(
 )
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedHost]:
-    with NestedHost(artifacts=tmp_path_factory.mktemp("nested")) as h:
-        yield h
-
-
-def test_xl_parses_rendered_config(host: NestedHost, tmp_path: Path) -> None:
+def test_xl_parses_rendered_config(xen_host: Host, tmp_path: Path) -> None:
+    host = xen_host  # the session's host (nested by default): booted once per test session
     ver = host.run(["xl", "info", "xen_version"], check=True).out.strip()
     text = render_xl_config(SPEC, ver)
     host.put_bytes(text.encode(), "/tmp/xenpvh-render-probe.cfg")

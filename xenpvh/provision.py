@@ -195,7 +195,7 @@ class PlaybookRun:
         timer.start()
         try:
             assert proc.stdout is not None
-            with self.log.open("w") as log, self._status() as status:
+            with self.log.open("w", buffering=1) as log, self._status() as status:
                 log.write(f"# {shlex.join(argv)}\n")
                 stdout = proc.stdout
                 for raw in iter(lambda: stdout.readline(_MAX_LINE), b""):
