@@ -21,6 +21,8 @@ from xenpvh.host.image import (
     _set_shell_var,
     cache_root,
     debian_mirror,
+    role_packages,
+    roles_digest,
 )
 from xenpvh.host.nested import (
     DEFAULT_XEN_CMDLINE,
@@ -284,9 +286,30 @@ def test_recipe_key_tracks_inputs() -> None:
     assert ImageRecipe(extra_files={"etc/motd": b"hi"}).key() != a.key()
     # The package tarball only depends on suite and packages.
     assert ImageRecipe(hostname="other").packages_key() == a.packages_key()
-    files = a.files()
-    assert b"Kind=bridge" in files["etc/systemd/network/10-xenbr0.netdev"][0]
-    assert b"xen-netback" in files["etc/modules-load.d/xen-backends.conf"][0]
+    # The roles configure Xen, the bridge and the backends: a change in them rebuilds.
+    assert ImageRecipe(roles="0" * 64).key() != a.key()
+    assert ImageRecipe(role_vars={"xen_host_libvirt": False}).key() != a.key()
+    assert a.roles == roles_digest()
+    # The package list is the xen_host role's, not a copy of it.
+    assert set(role_packages()) <= set(a.packages)
+    assert {"xen-system-amd64", "libvirt-daemon-driver-xen", "python3"} <= set(a.packages)
+
+
+def test_roles_digest_sees_every_role_file(tmp_path: Path) -> None:
+    d = tmp_path / "ansible"
+    (d / "roles/x/tasks").mkdir(parents=True)
+    (d / "roles/x/tasks/main.yml").write_text("- name: a\n")
+    first = roles_digest(d)
+    (d / "roles/x/tasks/main.yml").write_text("- name: b\n")
+    assert roles_digest(d) != first
+
+
+def test_role_packages_refuses_what_is_not_a_package_name(tmp_path: Path) -> None:
+    defaults = tmp_path / "roles/xen_host/defaults/main.yml"
+    defaults.parent.mkdir(parents=True)
+    defaults.write_text("xen_host_packages: [xen-system-amd64, 'a b; rm -rf /']\n")
+    with pytest.raises(BlockedError, match="not Debian package names"):
+        role_packages(tmp_path)
 
 
 def test_cache_root_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
 @pytest.mark.host
 @pytest.mark.skipif(
     shutil.which("xmllint") is None or not SCHEMA.exists(),
-    reason="needs xmllint (libxml2-utils) and libvirt's domain.rng (libvirt-daemon)",
+    reason="needs xmllint (libxml2-utils) and libvirt's domain.rng (libvirt0)",
 )
 @pytest.mark.parametrize(
     "spec",

@@ -1,6 +1,7 @@
-"""Live boot runs on real Xen: the nested host (Debian Xen 4.17 + Debian dom0 under QEMU).
+"""Live boot runs on real Xen: the session's host from the xenpvh pytest plugin (`xen_host`):
+the nested host (Debian Xen 4.17 + Debian dom0 under QEMU) unless `--host` names a lab box.
 
-One nested host per test session (session fixture, to move into the pytest plugin later).
+The host is booted once per test session.
 Every test ends with `xl list` showing only Domain-0.  Measured times are appended to
 `$XENPVH_LIVE_TIMES` (JSON lines) when that variable is set.
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,29 +22,6 @@ from xenpvh.run import BootRun
 from xenpvh.toolstack.xl import Xl
 
 pytestmark = pytest.mark.xen
-
-QEMU_WAIT = float(os.environ.get("XENPVH_QEMU_WAIT", "1800"))
-
-
-def _wait_for_free_machine() -> None:
-    """Only one nested host at a time on this 2-core machine: wait for others to finish."""
-    deadline = time.monotonic() + QEMU_WAIT
-    while True:
-        busy = subprocess.run(["pgrep", "-a", "qemu-system"], capture_output=True, text=True)
-        if busy.returncode != 0:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"another QEMU is still running after {QEMU_WAIT:g}s:\n{busy.stdout}")
-        time.sleep(5)
-
-
-@pytest.fixture(scope="session")
-def nested_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    from xenpvh.host.nested import NestedHost
-
-    _wait_for_free_machine()
-    with NestedHost(artifacts=tmp_path_factory.mktemp("nested")) as h:
-        yield h
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +63,11 @@ class RecordingHost:
 
 
 @pytest.fixture
-def host(nested_host: Host) -> Iterator[RecordingHost]:
-    yield RecordingHost(nested_host)
+def host(xen_host: Host) -> Iterator[RecordingHost]:
+    yield RecordingHost(xen_host)
     # Whatever the test did, the host must be clean afterwards.
-    assert [d.name for d in Xl(nested_host).list()] == ["Domain-0"]
-    left = nested_host.run(["ls", "-A", "/var/lib/xenpvh/runs"]).out.split()
+    assert [d.name for d in Xl(xen_host).list()] == ["Domain-0"]
+    left = xen_host.run(["ls", "-A", "/var/lib/xenpvh/runs"]).out.split()
     assert left == [], f"run dirs left on the host: {left}"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,20 +30,7 @@ from xenpvh.toolstack.xl import Xl
 
 pytestmark = pytest.mark.xen
 
-QEMU_WAIT = float(os.environ.get("XENPVH_QEMU_WAIT", "1800"))
 VIRSH = ["virsh", "-c", "xen:///system"]
-
-
-def _wait_for_free_machine() -> None:
-    """Only one nested host at a time on this 2-core machine: wait for others to finish."""
-    deadline = time.monotonic() + QEMU_WAIT
-    while True:
-        busy = subprocess.run(["pgrep", "-a", "qemu-system"], capture_output=True, text=True)
-        if busy.returncode != 0:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"another QEMU is still running after {QEMU_WAIT:g}s:\n{busy.stdout}")
-        time.sleep(5)
 
 
 CPU_MAP = "/usr/share/libvirt/cpu_map"
@@ -68,13 +54,10 @@ def _ensure_tcg_cpu_model(host: Host) -> bool:
 
 
 @pytest.fixture(scope="module")
-def nested_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    from xenpvh.host.nested import NestedHost
-
-    _wait_for_free_machine()
-    with NestedHost(artifacts=tmp_path_factory.mktemp("nested")) as h:
-        _record("libvirt-cpu-model", {"installed_by_test": _ensure_tcg_cpu_model(h)})
-        yield h
+def nested_host(xen_host: Host) -> Host:
+    """The session's host (the plugin's `xen_host`), with libvirtd able to load libxl."""
+    _record("libvirt-cpu-model", {"installed_by_test": _ensure_tcg_cpu_model(xen_host)})
+    return xen_host
 
 
 @pytest.fixture
@@ -112,6 +95,7 @@ def test_libvirtd_offers_pvh_through_the_relay(host: Host) -> None:
 
 def test_linux_pvh_boots_with_libvirt(host: Host, tmp_path: Path) -> None:
     from xenpvh.build.guestkit import build_linux_guest_kit
+
     from xenpvh.profile import load_profile
 
     profile = load_profile("linux-pvh")

@@ -60,14 +60,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("xenpvh_no_xen"):
-        return
-    keep, drop = [], []
-    for item in items:
-        (drop if item.get_closest_marker("xen") else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    if config.getoption("xenpvh_no_xen"):
+        keep, drop = [], []
+        for item in items:
+            (drop if item.get_closest_marker("xen") else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    # The session's host lives from its first user to the end of the session.  Tests that
+    # start a QEMU of their own wait for a free machine (two TCG guests on two cores starve
+    # each other), so they must not come after the session host is up: its users go last.
+    own = [i for i in items if "xen_host" not in getattr(i, "fixturenames", ())]
+    shared = [i for i in items if "xen_host" in getattr(i, "fixturenames", ())]
+    items[:] = own + shared
 
 
 @pytest.hookimpl(hookwrapper=True)

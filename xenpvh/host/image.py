@@ -29,42 +29,83 @@ from rich.console import Console
 from xenpvh.errors import BlockedError, BrokenError
 
 # Bump when the build steps change in a way the key would not otherwise see.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 DEFAULT_SUITE = "bookworm"
 
-DEFAULT_PACKAGES: tuple[str, ...] = (
+# What the image needs before the roles run: a bootable systemd Debian reachable over ssh,
+# with python3 for ansible.  Xen, libvirt and the bridge tools come from the xen_host role's
+# package list (`role_packages()`), so the nested host gets exactly what a lab box gets;
+# debootstrap installs them up front only so that the role's apt step finds them present.
+BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
     "openssh-server",
     "python3",
-    "xen-system-amd64",
     "linux-image-amd64",
     "iproute2",
     "busybox",
     "e2fsprogs",
     "kmod",
     "udev",
-    "libvirt-daemon-system",
-    "libvirt-daemon-driver-xen",
-    # brctl, and what `xl`'s hotplug scripts and a debugging human expect in a dom0.
-    "bridge-utils",
     "dbus",
     # polkitd (libvirt-daemon-system) needs default-logind, which debootstrap cannot pick.
     "libpam-systemd",
+    # what `xl`'s hotplug scripts and a debugging human expect in a dom0.
     "procps",
     "less",
+    # the runner role's own packages (python3-venv, sudo): present before it runs.
+    "python3-venv",
+    "python3-packaging",
+    "sudo",
 )
 
-# Backend drivers a dom0 needs before `xl create` of a guest with disks/vifs/consoles.
-BACKEND_MODULES: tuple[str, ...] = (
-    "xen-blkback",
-    "xen-netback",
-    "xen-gntdev",
-    "xen-gntalloc",
-    "xen-evtchn",
-    "xenfs",
-    "xen-privcmd",
-)
+
+def role_packages(ansible_dir: Path | None = None) -> tuple[str, ...]:
+    """The Debian packages the xen_host role installs with its defaults (one source of truth
+    for the package list of a lab box and of the nested image)."""
+    import yaml
+
+    from xenpvh.provision import ANSIBLE_DIR
+
+    defaults = (ansible_dir or ANSIBLE_DIR) / "roles/xen_host/defaults/main.yml"
+    try:
+        d = yaml.safe_load(defaults.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise BlockedError(f"cannot read the xen_host role's defaults {defaults}: {e}") from e
+    names = list(d.get("xen_host_packages") or [])
+    if d.get("xen_host_libvirt", True):
+        names += list(d.get("xen_host_libvirt_packages") or [])
+    names += list(d.get("xen_host_extra_packages") or [])
+    bad = [
+        n for n in names if not isinstance(n, str) or not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", n)
+    ]
+    if bad:
+        raise BlockedError(f"{defaults}: not Debian package names: {bad}")
+    return tuple(names)
+
+
+def roles_digest(ansible_dir: Path | None = None) -> str:
+    """sha256 over every file of the ansible tree: a change in a role rebuilds the image."""
+    from xenpvh.provision import ANSIBLE_DIR
+
+    root = ansible_dir or ANSIBLE_DIR
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        if rel.startswith(".") or "/." in rel or rel.endswith(".retry"):
+            continue
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+# Variables for site.yml when it provisions the image: no build tools in a dom0 that only
+# boots guests; the runner role's toolkit install is for lab boxes (the nested host is
+# driven from outside, over ssh).
+IMAGE_ROLE_VARS: Mapping[str, object] = {
+    "xenpvh_build_host": False,
+    "xenpvh_runner_nightly": False,
+}
 
 HOSTNAME = "xenpvh-dom0"
 DISK_SIZE = "3G"
@@ -141,11 +182,13 @@ class ImageRecipe:
     """Everything that determines the image's content; its `key()` names the cache entry."""
 
     suite: str = DEFAULT_SUITE
-    packages: tuple[str, ...] = DEFAULT_PACKAGES
+    packages: tuple[str, ...] = field(default_factory=lambda: BASE_PACKAGES + role_packages())
     hostname: str = HOSTNAME
     disk_size: str = DISK_SIZE
-    modules: tuple[str, ...] = BACKEND_MODULES
     extra_files: Mapping[str, bytes] = field(default_factory=dict)
+    # The ansible roles that configure the image (site.yml over the chroot connection).
+    roles: str = field(default_factory=roles_digest)
+    role_vars: Mapping[str, object] = field(default_factory=lambda: dict(IMAGE_ROLE_VARS))
 
     def files(self) -> dict[str, tuple[bytes, int]]:
         """Files written into the root tree: path → (content, mode)."""
@@ -156,31 +199,11 @@ class ImageRecipe:
                 0o644,
             ),
             "etc/fstab": (b"/dev/vda / ext4 rw,errors=remount-ro 0 1\n", 0o644),
-            # The bridge guests' vifs join; the virtio NIC is its uplink and QEMU's user-net
-            # DHCP server addresses the bridge.
-            "etc/systemd/network/10-xenbr0.netdev": (
-                b"[NetDev]\nName=xenbr0\nKind=bridge\n",
-                0o644,
-            ),
-            "etc/systemd/network/20-uplink.network": (
-                b"[Match]\nName=eth0 en*\n\n[Network]\nBridge=xenbr0\n",
-                0o644,
-            ),
-            "etc/systemd/network/30-xenbr0.network": (
-                b"[Match]\nName=xenbr0\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\n",
-                0o644,
-            ),
-            "etc/modules-load.d/xen-backends.conf": (
-                ("\n".join(self.modules) + "\n").encode(),
-                0o644,
-            ),
             "etc/ssh/sshd_config.d/xenpvh.conf": (
                 b"PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
                 b"HostKey /etc/ssh/ssh_host_ed25519_key\nUseDNS no\n",
                 0o644,
             ),
-            # xenconsoled does not create its --log-dir.
-            "etc/tmpfiles.d/xenpvh-xen.conf": (b"d /var/log/xen/console 0755 root root -\n", 0o644),
             # A tty-less dom0 should not wait on a getty for the hypervisor console.
             "etc/systemd/system/serial-getty@hvc0.service": (b"", 0o644),
         }
@@ -191,7 +214,8 @@ class ImageRecipe:
         h = hashlib.sha256()
         h.update(f"recipe={RECIPE_VERSION}\nsuite={self.suite}\nsize={self.disk_size}\n".encode())
         h.update(("packages=" + ",".join(sorted(self.packages)) + "\n").encode())
-        h.update(("modules=" + ",".join(self.modules) + "\n").encode())
+        h.update(f"roles={self.roles}\n".encode())
+        h.update(("role_vars=" + json.dumps(dict(self.role_vars), sort_keys=True) + "\n").encode())
         for path, (content, mode) in sorted(self.files().items()):
             h.update(f"file={path}:{mode:o}:{len(content)}\n".encode())
             h.update(content)
@@ -381,27 +405,22 @@ class ImageBuilder:
             p.write_bytes(content)
             p.chmod(mode)
 
-        # Upstream's xencommons reads XENCONSOLED_TRACE; Debian's /etc/init.d/xen only passes
-        # XENCONSOLED_ARGS, so set both: every guest console is logged to
-        # /var/log/xen/console/guest-<name>.log in parallel with `xl console`.
-        default_xen = root / "etc/default/xen"
-        _set_shell_var(default_xen, "XENCONSOLED_TRACE", "guest")
-        _set_shell_var(
-            default_xen, "XENCONSOLED_ARGS", '"--log=guest --log-dir=/var/log/xen/console"'
+        # Xen, the toolstack daemons, guest console logging, the backend modules, /var/lock,
+        # the bridge and libvirt: the same roles that provision a lab box (site.yml), applied
+        # over ansible's chroot connection.  They enable services, never start them.
+        from xenpvh.provision import apply_roles_to_chroot
+
+        self._status("applying the ansible roles (site.yml) to the image")
+        result = apply_roles_to_chroot(
+            root,
+            extra_vars=self.recipe.role_vars,
+            progress=self.console,
+            log=root.parent / "ansible.log",
         )
-
-        # Debian links /var/lock to /run/lock (tmpfiles creates it); xl console locks there.
-        lock = root / "var/lock"
-        if not (lock.is_symlink() or lock.is_dir()):
-            lock.mkdir(parents=True)
-
-        # Enabling units is what `systemctl enable` does offline; it is the one step that
-        # needs the tree's own tools, hence chroot.
-        units = ["systemd-networkd.service", "ssh.service", "libvirtd.service"]
-        for unit in ("xen.service", "xencommons.service", "xenconsoled.service"):
-            if (root / "lib/systemd/system" / unit).exists():
-                units.append(unit)
-        self._chroot(root, ["systemctl", "enable", *units])
+        self._status(f"roles applied: ok={result.ok} changed={result.changed}")
+        self._install_tcg_cpu_model(root)
+        # The image's own services (the roles enable Xen's, networkd's and libvirt's).
+        self._chroot(root, ["systemctl", "enable", "ssh.service"])
 
         # Fresh host keys: only ed25519, generated for this image and pinned beside it.
         for old in (root / "etc/ssh").glob("ssh_host_*"):
@@ -498,6 +517,26 @@ class ImageBuilder:
         # The manifest is written last: its presence marks a complete entry.
         (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return DomImage.load(out)
+
+    def _install_tcg_cpu_model(self, root: Path) -> None:
+        """libvirtd's libxl driver refuses to load on a dom0 whose CPU matches no model in
+        its map (QEMU/TCG's qemu64+svm), so the nested image, unlike a lab box, carries one
+        more model.  See xenpvh/toolstack/libvirt.py."""
+        from xenpvh.toolstack.libvirt import TCG_CPU_MODEL_FILE, TCG_CPU_MODEL_XML
+
+        cpu_map = root / "usr/share/libvirt/cpu_map"
+        index = cpu_map / "index.xml"
+        if not index.is_file():
+            raise BrokenError(f"{index} is missing: is libvirt-daemon in the image?")
+        (cpu_map / TCG_CPU_MODEL_FILE).write_text(TCG_CPU_MODEL_XML)
+        text = index.read_text()
+        include = f"    <include filename='{TCG_CPU_MODEL_FILE}'/>"
+        if include in text:
+            return
+        after = "    <include filename='x86_features.xml'/>"
+        if after not in text:
+            raise BrokenError(f"{index} has no {after.strip()!r} line to add the TCG model after")
+        index.write_text(text.replace(after, f"{after}\n{include}", 1))
 
     # -- helpers --------------------------------------------------------------------------
 

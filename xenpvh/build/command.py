@@ -1,0 +1,141 @@
+"""`xenpvh build ...` subcommands and the progress display the build room shares with
+`xenpvh run`.
+
+Each command prints its own outcome (exit 0 built, 2 blocked, 3 broken): a blocked build
+names what is wrong with our input (the patch and hunk that do not apply, the compile error's
+last lines and the log), so the user never has to dig for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from xenpvh.errors import BlockedError, BrokenError
+
+EXIT_OK, EXIT_BLOCKED, EXIT_BROKEN = 0, 2, 3
+
+
+class _DetailColumn(ProgressColumn):
+    """The last line a step printed, as plain text: build output is full of brackets that
+    rich would otherwise read as markup."""
+
+    def render(self, task: Task) -> Text:
+        detail = task.fields.get("detail", "")
+        return Text(str(detail), style="dim", no_wrap=True, overflow="ellipsis")
+
+
+class _StatusColumn(SpinnerColumn):
+    """A spinner while a step runs, then ✔ — or ✘ for the step that failed."""
+
+    def render(self, task: Task) -> RenderableType:
+        if task.fields.get("failed"):
+            return Text("✘", style="bold red")
+        if task.finished:
+            return Text("✔", style="green")
+        return super().render(task)
+
+
+def make_progress(console: Console | None = None) -> Progress:
+    """Progress for download, patch, configure and build: a spinner, the step, its elapsed
+    time and the step's latest output line."""
+    return Progress(
+        _StatusColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=12),
+        TimeElapsedColumn(),
+        _DetailColumn(),
+        console=console or Console(stderr=True, highlight=False),
+        transient=False,
+    )
+
+
+def print_error(console: Console, kind: str, exc: BaseException) -> None:
+    """`blocked: <why>` (or broken:), then the exception's notes (the build log's path)."""
+    style = "bold yellow" if kind == "blocked" else "bold magenta"
+    console.print(f"[{style}]{kind}:[/{style}] {escape(str(exc))}", soft_wrap=True)
+    for note in getattr(exc, "__notes__", ()):
+        console.print(escape(str(note)), soft_wrap=True)
+
+
+def build_xen_command(args: argparse.Namespace, console: Console | None = None) -> int:
+    """`xenpvh build xen --tree SPEC [--patches DIR|FILE] [--config FRAG] [--rebuild]`."""
+    from xenpvh.build.builder import build_xen
+    from xenpvh.build.tree import TreeSpec
+
+    console = console or Console(stderr=True, highlight=False)
+    try:
+        patches = [args.patches] if args.patches else []
+        spec = TreeSpec.from_cli(args.tree, patches, args.config)
+        console.print(f"building Xen from {escape(spec.describe())}", soft_wrap=True)
+        with make_progress(console) as progress:
+            built = build_xen(
+                spec,
+                jobs=int(getattr(args, "jobs", 2) or 2),
+                with_tools=bool(getattr(args, "with_tools", False)),
+                rebuild=bool(args.rebuild),
+                progress=progress,
+            )
+    except BlockedError as exc:
+        print_error(console, "blocked", exc)
+        return EXIT_BLOCKED
+    except BrokenError as exc:
+        print_error(console, "broken", exc)
+        return EXIT_BROKEN
+    console.print(escape(built.cache.describe()), soft_wrap=True)
+    # One line per artifact, never folded: the paths are for copying.
+    console.print(f"version  {escape(built.version)}", soft_wrap=True)
+    names = sorted(built.artifacts, key=lambda n: (n != "image", n))
+    for name in names:
+        console.print(f"{name:<8} {escape(str(built.artifacts[name]))}", soft_wrap=True)
+    console.print(f"{'log':<8} {escape(str(built.log))}", soft_wrap=True)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- guest kit
+# Written by the guest-kit helper: `xenpvh build guestkit [--cache-dir DIR]`.
+
+
+def guestkit_command(args: argparse.Namespace, console: Console | None = None) -> int:
+    """`xenpvh build guestkit [--cache-dir DIR]`: build (or find) the Linux guest kit and
+    print where its kernel and initramfs are."""
+    from pathlib import Path
+
+    from xenpvh.build.guestkit import build_linux_guest_kit
+
+    console = console or Console(stderr=True, highlight=False)
+    cache_dir = getattr(args, "cache_dir", None)
+    try:
+        with make_progress(console) as progress:
+            kit = build_linux_guest_kit(
+                Path(cache_dir) if cache_dir else None, console=console, progress=progress
+            )
+    except BlockedError as exc:
+        print_error(console, "blocked", exc)
+        return EXIT_BLOCKED
+    except BrokenError as exc:
+        print_error(console, "broken", exc)
+        return EXIT_BROKEN
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("key", kit.key)
+    table.add_row("kernel", f"{kit.kernel} ({kit.kernel_package})")
+    table.add_row("initrd", f"{kit.ramdisk} ({kit.busybox_package})")
+    table.add_row("release", kit.kernel_release)
+    table.add_row("modules", " ".join(kit.modules))
+    console.print(table)
+    return EXIT_OK
