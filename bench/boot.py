@@ -1,11 +1,18 @@
-"""Benchmark the nested Xen host: image build (cache miss/hit) and cold start.
+"""Benchmark the nested Xen host: image build (cache miss/hit), cold/warm start, and guests.
 
-    .venv/bin/python bench/boot.py [--rebuild] [--boots N] [--modes cold,warm] [--json]
+    .venv/bin/python bench/boot.py [--rebuild] [--boots N] [--modes cold,warm] [--guests N]
+                                   [--json]
 
 --rebuild builds the image into a throw-away cache (a true cold miss, download included)
 instead of using the real cache.  Each boot is measured from QEMU's start to ssh answering
 (pinned host key) and to `xl list` working in dom0; down() is timed too.  `cold` boots Xen
 and dom0 from scratch; `warm` resumes the saved machine state (made on first use).
+
+--guests N boots linux-pvh N times (xl, 2 vCPUs) and N times with `rdinit=/nonexistent` on one
+warm nested host, and reports per run: guest create to verdict, the harness overhead (verdict
+time minus the arrival of the console line that decided it), and for the failing guest the
+fail-fast latency (the same, measured on the panic line) and how long before the stage
+deadline the verdict came.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="measure a cold image build")
     ap.add_argument("--boots", type=int, default=1, help="cold starts to measure")
     ap.add_argument("--modes", default="cold,warm", help="comma-separated: cold, warm")
+    ap.add_argument("--guests", type=int, default=1, help="guest runs of each kind (0: none)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     console = Console(stderr=True)
@@ -67,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                     h.down()
                     rows.append((f"{tag}: down()", round(time.monotonic() - t1, 1)))
 
+    if args.guests > 0:
+        rows += guest_rows(args.guests, console)
+
     if args.json:
         print(json.dumps(dict(rows), indent=2))
     else:
@@ -77,6 +88,58 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(k, str(v))
         Console().print(table)
     return 0
+
+
+def guest_rows(n: int, console: Console) -> list[tuple[str, float | int | str]]:
+    from xenpvh.build.guestkit import build_linux_guest_kit
+    from xenpvh.profile import load_profile
+    from xenpvh.run import BootRun
+
+    rows: list[tuple[str, float | int | str]] = []
+    profile = load_profile("linux-pvh")
+    kit = build_linux_guest_kit()
+    base = profile.point(vcpus=2)
+    kinds = {
+        "pass": base,
+        "fail-fast": profile.point(vcpus=2, cmdline=f"{base.cmdline} rdinit=/nonexistent"),
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="xenpvh-bench-guests-") as art,
+        NestedHost(artifacts=Path(art) / "host", console=console) as host,
+    ):
+        for kind, point in kinds.items():
+            for i in range(n):
+                run_dir = Path(art) / f"{kind}-{i}"
+                t0 = time.monotonic()
+                v = BootRun(
+                    host, profile, point, toolstack="xl", artifacts=run_dir, guest_kit=kit
+                ).run()
+                wall = time.monotonic() - t0
+                tag = f"guest {kind} {i + 1} ({v.verdict})"
+                m = v.meta
+                rows.append((f"{tag}: create → verdict", m.get("create_to_verdict_s") or 0))
+                rows.append((f"{tag}: unpause → verdict", m.get("unpause_to_verdict_s") or 0))
+                rows.append((f"{tag}: harness overhead", m.get("harness_overhead_s") or 0))
+                rows.append((f"{tag}: whole run (incl. destroy)", round(wall, 1)))
+                if kind == "fail-fast":
+                    rows.append((f"{tag}: deadline saved", _deadline_saved(v, profile)))
+    return rows
+
+
+def _deadline_saved(v: object, profile: object) -> float | str:
+    """Seconds between the fail-fast verdict and the moment a timeout-only harness would
+    have given up (the failed stage's deadline, counted from the previous stage)."""
+    stages = list(v.stages)  # type: ignore[attr-defined]
+    names = [s.name for s in stages]
+    if v.failed_stage not in names:  # type: ignore[attr-defined]
+        return "n/a"
+    i = names.index(v.failed_stage)  # type: ignore[attr-defined]
+    failed = stages[i]
+    start = next((s.t for s in reversed(stages[:i]) if s.t is not None), 0.0)
+    deadline = next(s.deadline for s in profile.stages if s.name == failed.name)  # type: ignore[attr-defined]
+    if failed.t is None:
+        return "n/a"
+    return round(start + deadline - failed.t, 1)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,16 @@ def cmd_build_guestkit(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
 def _add_point_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, help="profile name (guestcfg/NAME.toml) or a path")
     p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the profile's)")
@@ -167,6 +177,15 @@ def _add_point_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=None, help="guest kernel on this machine")
     p.add_argument("--ramdisk", default=None, help="guest ramdisk on this machine")
     p.add_argument("--cmdline-append", default="", help="extra guest kernel arguments")
+    p.add_argument(
+        "--attempts",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="runs spoilt by a known fault of the host itself (e.g. the nested host's TCG "
+        "emulation) are retried, N attempts in all; every attempt's artifacts are kept "
+        "(default 3)",
+    )
 
 
 def _add_host_args(p: argparse.ArgumentParser) -> None:

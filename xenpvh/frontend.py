@@ -241,6 +241,7 @@ def boot_point(
     """Boot one profile point described by CLI-shaped args; returns the verdict and artifacts."""
     from xenpvh.profile import load_profile
     from xenpvh.run.boot import BootRun
+    from xenpvh.run.retry import run_with_retries
 
     profile = load_profile(args.profile)
     base = profile.point()
@@ -284,15 +285,27 @@ def boot_point(
         with LiveChecklist(shown, console) as checklist:
             if hyper is not None:
                 checklist(StageEvent(EventKind.PASSED, hyper.name, None, hyper.evidence))
-            run = BootRun(
-                host,
-                profile,
-                point,
-                toolstack=args.toolstack,
-                artifacts=artifacts,
-                on_event=checklist,
-            )
-            verdict = run.run()
+
+            def boot(art: Path) -> Verdict:
+                run = BootRun(
+                    host,
+                    profile,
+                    point,
+                    toolstack=args.toolstack,
+                    artifacts=art,
+                    on_event=checklist,
+                )
+                return run.run()
+
+            def retrying(n: int, v: Verdict) -> None:
+                console.print(
+                    f"[yellow]attempt {n} broken[/] by the host: {escape(v.reason)}\n"
+                    f"retrying (attempt {n + 1} of {attempts}; this one's artifacts are in "
+                    f"{escape(str(artifacts / f'attempt-{n}'))})"
+                )
+
+            attempts = getattr(args, "attempts", 1) or 1
+            verdict = run_with_retries(boot, artifacts, attempts=attempts, on_retry=retrying)
         if hyper is not None:
             verdict = _with_host_stage(verdict, hyper, artifacts, profile.name)
     verdict.meta.setdefault("artifacts", str(artifacts))

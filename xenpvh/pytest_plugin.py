@@ -42,6 +42,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep every run's artifacts under this directory (default: pytest's tmp dir)",
     )
     group.addoption(
+        "--xenpvh-attempts",
+        dest="xenpvh_attempts",
+        type=int,
+        default=3,
+        help="attempts per boot when the host itself spoils a run (a known emulation fault "
+        "of the nested host); every attempt is recorded (default 3)",
+    )
+    group.addoption(
         "--no-xen", dest="xenpvh_no_xen", action="store_true", help="deselect `xen` tests"
     )
     group.addoption(
@@ -134,6 +142,7 @@ def boot_guest(
     """Boot one profile point on the session's host and return its verdict + artifacts."""
     from xenpvh.profile import load_profile
     from xenpvh.run.boot import BootRun
+    from xenpvh.run.retry import run_with_retries
 
     base = request.config.getoption("xenpvh_artifacts")
     counter = iter(range(1000))
@@ -161,8 +170,13 @@ def boot_guest(
         else:
             artifacts = tmp_path / f"run-{n}"
         artifacts.mkdir(parents=True, exist_ok=True)
-        verdict = BootRun(xen_host, prof, point, toolstack=toolstack, artifacts=artifacts).run()
+        verdict = run_with_retries(
+            lambda art: BootRun(xen_host, prof, point, toolstack=toolstack, artifacts=art).run(),
+            artifacts,
+            attempts=request.config.getoption("xenpvh_attempts"),
+        )
         record_property("xenpvh.verdict", str(verdict.verdict))
+        record_property("xenpvh.attempts", len(verdict.meta.get("attempts") or [None]))
         record_property("xenpvh.artifacts", str(artifacts))
         for s in verdict.stages:
             t = "" if s.t is None else f" t={s.t:.2f}s"

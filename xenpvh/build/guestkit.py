@@ -259,8 +259,9 @@ def _find_or_build(cache: Path, progress: Progress | None) -> GuestKit:
         kit = GuestKit.load(cache / key)  # another process built it while we waited
         if kit is not None:
             return kit
-        # Holding the lock no build runs: a .tmp-* dir is what a killed one left.
-        for stale in cache.glob(".tmp-*"):
+        # Holding the lock no build runs: a .tmp-* dir is what a killed one left, and an
+        # entry that does not load was damaged after its build (it would block the rename).
+        for stale in [*cache.glob(".tmp-*"), cache / key]:
             shutil.rmtree(stale, ignore_errors=True)
         return _build(cache, key, kernel, busybox, progress)
 
@@ -272,7 +273,8 @@ def _resolve_packages(cache: Path) -> tuple[debpkg.DebPackage, debpkg.DebPackage
     cache.mkdir(parents=True, exist_ok=True)
     memo_path = cache / _RESOLVED
     memo = _read_json(memo_path)
-    fresh = time.time() - float(memo.get("at", 0)) < RESOLVED_MAX_AGE
+    at = memo.get("at")
+    fresh = isinstance(at, int | float) and time.time() - at < RESOLVED_MAX_AGE
     if memo.get("lists") == _fingerprint(lists) and fresh:
         with contextlib.suppress(KeyError, TypeError, BlockedError):
             return (

@@ -87,3 +87,24 @@ class Host(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EmulationFault:
+    """A console signature that, on this host, is the host's fault rather than the guest's.
+
+    A nested host under QEMU/TCG emulates SVM in software, and that emulation has bugs a
+    real CPU does not: a guest that crashes with such a signature there says nothing about
+    the guest, so its run is `broken` (infrastructure, retryable), not `fail`.  Real hosts
+    declare none, so the same line on a lab box stays a guest failure.
+    """
+
+    name: str
+    pattern: str  # a regular expression matched against console lines
+    why: str
+
+
+def emulation_faults(host: object) -> tuple[EmulationFault, ...]:
+    """The faults a host declares (none unless it has an `emulation_faults` attribute)."""
+    faults = getattr(host, "emulation_faults", ())
+    return tuple(faults) if isinstance(faults, tuple | list) else ()

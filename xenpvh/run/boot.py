@@ -32,7 +32,7 @@ from rich.console import Console
 from xenpvh.check.checker import EventKind, StageChecker, StageEvent
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
-from xenpvh.host.base import Host
+from xenpvh.host.base import Host, emulation_faults
 from xenpvh.profile.domain import DiskSpec, DomainSpec
 from xenpvh.profile.model import Profile
 from xenpvh.report.atomic import atomic_write_text
@@ -55,6 +55,8 @@ XENBUS_STAGE = "xenbus"
 DOMAIN_PREFIX = "xenpvh-"
 # Only these can be made on the host without extra tools; others must be given as targets.
 SCRATCH_FS = {"ext4": ["mkfs.ext4", "-q", "-F"]}
+# Console lines longer than this are split when looking for a host's emulation faults.
+MAX_FAULT_LINE = 64 * 1024
 
 EventCallback = Callable[[object], None]
 
@@ -248,6 +250,8 @@ class BootRun:
                 verdict=VerdictValue.BROKEN,
                 reason=f"{problem} (guest verdict was {verdict.verdict}: {verdict.reason})",
             )
+        elif verdict.verdict == VerdictValue.FAIL:
+            verdict = self._blame_the_host(verdict)
         self._enter(RunState.REPORT)
         verdict.meta.update(self._meta())
         self._report(verdict)
@@ -550,6 +554,34 @@ class BootRun:
         if not stages:
             stages = [StageResult(name=n) for n in _stage_names(self.profile)]
         return Verdict(verdict=value, reason=reason, stages=stages)
+
+    def _blame_the_host(self, verdict: Verdict) -> Verdict:
+        """A guest failure whose console shows one of the host's own emulation faults is the
+        host's: `broken` and retryable, with the guest's verdict kept in the reason."""
+        faults = emulation_faults(self.host)
+        log = self.artifacts / "console.log"
+        if not faults or not log.is_file():
+            return verdict
+        compiled = [(f, re.compile(f.pattern)) for f in faults]
+        with log.open("rb") as f:
+            # console.log is capped by the capture; lines are bounded here too.
+            for raw in iter(lambda: f.readline(MAX_FAULT_LINE), b""):
+                line = raw.decode("utf-8", errors="replace")
+                for fault, pat in compiled:
+                    if pat.search(line):
+                        new = dataclasses.replace(
+                            verdict,
+                            verdict=VerdictValue.BROKEN,
+                            reason=(
+                                f"{fault.name} on host {self.host.name}: {fault.why}; console: "
+                                f"{line.strip()[:200]!r} (guest verdict was fail at "
+                                f"{verdict.failed_stage}: {verdict.reason})"
+                            ),
+                        )
+                        new.meta["emulation_fault"] = fault.name
+                        new.meta["retryable"] = True
+                        return new
+        return verdict
 
     # -- collect / destroy / report ---------------------------------------------------------
 

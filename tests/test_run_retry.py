@@ -1,0 +1,149 @@
+"""A guest crash that the host's own emulation causes: `broken` and retried, never a hidden
+`fail`; on a host that declares no such fault the same console stays a guest `fail`.
+
+BootRun runs against the same boundary fake as test_run_boot (FakeXenHost answers like xl 4.17
+and `xl console` is a real pty child); the console is a real crash from the nested host.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_run_boot import GOOD, _run
+from test_toolstack_fakes import FakeXenHost
+
+from xenpvh.check.verdict import Verdict, VerdictValue
+from xenpvh.errors import BlockedError
+from xenpvh.host.base import EmulationFault, emulation_faults
+from xenpvh.host.nested import TCG_FAULTS, NestedHost
+from xenpvh.profile import load_profile
+from xenpvh.run.retry import retryable, run_with_retries
+
+# Abridged from a linux-pvh boot on the nested host (Xen 4.17.5, QEMU 7.2 TCG).
+CRASH = (
+    b"Booting paravirtualized kernel on Xen PVH\n"
+    b"smp: Brought up 1 node, 2 CPUs\n"
+    b"[   27.202339] Run /init as init process\n"
+    b"[   27.609286] BUG: ENTRY_TRAMPOLINE stack guard page was hit at (____ptrval____) "
+    b"(stack is (____ptrval____)..(____ptrval____))\n"
+    b"[   27.613106] stack guard page: 0000 [#1] PREEMPT SMP NOPTI\n"
+    b"[   28.655130] Kernel panic - not syncing: Fatal exception in interrupt\n"
+)
+PROFILE = load_profile("linux-pvh")
+
+
+class TcgHost(FakeXenHost):
+    emulation_faults = TCG_FAULTS
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> tuple[str, str]:
+    k, r = tmp_path / "vmlinuz", tmp_path / "initrd"
+    k.write_bytes(b"kernel")
+    r.write_bytes(b"initrd")
+    return str(k), str(r)
+
+
+def _boot(host: FakeXenHost, kit: tuple[str, str], tmp_path: Path) -> Verdict:
+    run, _ = _run(host, PROFILE.point(kernel=kit[0], ramdisk=kit[1]), tmp_path)
+    return run.run()
+
+
+def test_emulation_fault_on_a_tcg_host_is_broken_and_retryable(kit, tmp_path) -> None:
+    host = TcgHost()
+    host.console = CRASH
+    try:
+        v = _boot(host, kit, tmp_path)
+    finally:
+        host.close()
+    assert v.verdict == VerdictValue.BROKEN
+    assert retryable(v)
+    assert v.meta["emulation_fault"] == "tcg-svm-lost-gs-base"
+    # The guest's own verdict is kept in the reason, with the line that gave it away.
+    assert "guest verdict was fail" in v.reason and "ENTRY_TRAMPOLINE" in v.reason
+    saved = json.loads((tmp_path / "art" / "verdict.json").read_text())
+    assert saved["verdict"] == "broken"
+    assert list(host.domains) == ["Domain-0"]
+
+
+def test_same_crash_on_a_host_without_faults_is_a_guest_fail(kit, tmp_path) -> None:
+    host = FakeXenHost()
+    host.console = CRASH
+    try:
+        v = _boot(host, kit, tmp_path)
+    finally:
+        host.close()
+    assert v.verdict == VerdictValue.FAIL
+    assert not retryable(v)
+    assert "emulation_fault" not in v.meta
+
+
+def test_a_panic_without_the_signature_stays_a_fail_on_tcg(kit, tmp_path) -> None:
+    host = TcgHost()
+    host.console = GOOD.replace(b"xenpvh-guest login: ", b"Kernel panic - not syncing: x\n")
+    try:
+        v = _boot(host, kit, tmp_path)
+    finally:
+        host.close()
+    assert v.verdict == VerdictValue.FAIL
+
+
+def _verdict(value: VerdictValue, *, retry: bool = False) -> Verdict:
+    v = Verdict(value, f"{value}", stages=[])
+    if retry:
+        v.meta["retryable"] = True
+        v.meta["emulation_fault"] = "tcg-svm-lost-gs-base"
+    return v
+
+
+def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(tmp_path) -> None:
+    seq = [_verdict(VerdictValue.BROKEN, retry=True), _verdict(VerdictValue.PASS)]
+    seen: list[int] = []
+
+    def boot(art: Path) -> Verdict:
+        (art / "console.log").parent.mkdir(parents=True, exist_ok=True)
+        (art / "console.log").write_text(f"attempt {len(seen) + 1}\n")
+        seen.append(1)
+        return seq.pop(0)
+
+    v = run_with_retries(boot, tmp_path, attempts=3)
+    assert v.verdict == VerdictValue.PASS
+    assert [a["verdict"] for a in v.meta["attempts"]] == ["broken", "pass"]
+    assert (tmp_path / "attempt-1" / "console.log").read_text() == "attempt 1\n"
+    assert (tmp_path / "console.log").read_text() == "attempt 2\n"
+
+
+@pytest.mark.parametrize("value", [VerdictValue.FAIL, VerdictValue.BLOCKED, VerdictValue.BROKEN])
+def test_other_verdicts_are_never_retried(tmp_path, value: VerdictValue) -> None:
+    calls: list[Path] = []
+
+    def boot(art: Path) -> Verdict:
+        calls.append(art)
+        return _verdict(value)
+
+    v = run_with_retries(boot, tmp_path, attempts=3)
+    assert v.verdict == value and len(calls) == 1 and "attempts" not in v.meta
+
+
+def test_attempts_are_bounded(tmp_path) -> None:
+    calls: list[Path] = []
+
+    def boot(art: Path) -> Verdict:
+        art.mkdir(parents=True, exist_ok=True)
+        calls.append(art)
+        return _verdict(VerdictValue.BROKEN, retry=True)
+
+    v = run_with_retries(boot, tmp_path, attempts=2)
+    assert v.verdict == VerdictValue.BROKEN and len(calls) == 2
+    assert len(v.meta["attempts"]) == 2
+    with pytest.raises(BlockedError, match="at least 1"):
+        run_with_retries(boot, tmp_path, attempts=0)
+
+
+def test_hosts_declare_faults() -> None:
+    assert emulation_faults(object()) == ()
+    assert emulation_faults(NestedHost(accel="tcg")) == TCG_FAULTS
+    assert emulation_faults(NestedHost(accel="kvm")) == ()
+    assert all(isinstance(f, EmulationFault) for f in TCG_FAULTS)
