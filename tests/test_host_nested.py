@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -499,3 +500,44 @@ def test_reap_stale_run_dirs(tmp_path: Path) -> None:
     removed = reap_stale_run_dirs(tmp, proc=proc)
     assert removed == [old]
     assert not old.exists() and used.exists() and fresh.exists()
+
+
+def _debugfs_cat(disk: Path, path: str) -> str:
+    r = subprocess.run(
+        ["debugfs", "-R", f"cat {path}", str(disk)], capture_output=True, text=True, check=True
+    )
+    return r.stdout
+
+
+@pytest.mark.host
+@pytest.mark.skipif(os.geteuid() != 0, reason="building the nested image needs root")
+def test_nested_image_is_configured_by_the_ansible_roles() -> None:
+    """What the roles write on a lab box is in the nested image (read from the ext4 image
+    without mounting it): one provisioning definition for both worlds."""
+    img = ImageBuilder().ensure().image
+    assert (img.dir / "ansible.log").is_file()
+    recap = (img.dir / "ansible.log").read_text()
+    assert re.search(r"ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", recap), recap[-2000:]
+    uplink = _debugfs_cat(img.disk, "/etc/systemd/network/20-xenpvh-uplink.network")
+    assert "Bridge=xenbr0" in uplink and "Name=eth0 en*" in uplink
+    default_xen = _debugfs_cat(img.disk, "/etc/default/xen")
+    assert "--log=guest" in default_xen
+    assert "xen-netback" in _debugfs_cat(img.disk, "/etc/modules-load.d/xen.conf")
+    grub = _debugfs_cat(img.disk, "/etc/default/grub.d/xenpvh.cfg")
+    assert "dom0_mem=1024M,max:1024M" in grub
+    # The TCG-only libvirt CPU model is the image's own addition.
+    assert "x86_xenpvh-tcg.xml" in _debugfs_cat(img.disk, "/usr/share/libvirt/cpu_map/index.xml")
+    # Services are enabled in the image, not started while it was built.
+    wants = subprocess.run(
+        ["debugfs", "-R", "ls -l /etc/systemd/system/multi-user.target.wants", str(img.disk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "systemd-networkd.service" in wants and "ssh.service" in wants
+    assert (
+        "policy-rc.d"
+        not in subprocess.run(
+            ["debugfs", "-R", "ls /usr/sbin", str(img.disk)], capture_output=True, text=True
+        ).stdout
+    )
