@@ -3,6 +3,7 @@ image recipe; host tests of failure paths with real QEMU; a live test booting re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -541,3 +542,39 @@ def test_nested_image_is_configured_by_the_ansible_roles() -> None:
             ["debugfs", "-R", "ls /usr/sbin", str(img.disk)], capture_output=True, text=True
         ).stdout
     )
+
+
+def test_boot_reuses_only_an_up_host_running_the_asked_xen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`xenpvh boot` uses the host `xenpvh host nested up` left running (a real process
+    standing in for QEMU: alive() checks the pid's command line), unless it runs another Xen
+    or XENPVH_NESTED_FRESH=1 asks for a fresh one."""
+    from xenpvh.frontend import _running_nested_host
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.delenv("XENPVH_NESTED_FRESH", raising=False)
+    assert _running_nested_host(None, None) is None  # no state file: boot our own
+    rec = _record(tmp_path)
+    (tmp_path / "client_key").write_text("")
+    (tmp_path / "known_hosts").write_text("")
+    monitor = tmp_path / "qmp.sock"
+    qmp = f"unix:{monitor},server=on,wait=off"
+    # /bin/sh under QEMU's name: its command line then reads like a QEMU of ours.
+    shell = tmp_path / "qemu-system-x86_64"
+    shell.symlink_to("/bin/sh")
+    fake = subprocess.Popen([str(shell), "-c", "sleep 60; true", "-qmp", qmp])
+    try:
+        rec = dataclasses.replace(
+            rec, pid=fake.pid, monitor=str(monitor), qemu="qemu-system-x86_64"
+        )
+        rec.save(tmp_path / "xenpvh" / "nested" / "state.json")
+        if not rec.alive():
+            pytest.skip("cannot fake a live QEMU command line here")
+        assert _running_nested_host(None, None) is not None
+        assert _running_nested_host(tmp_path / "xen-built", None) is None
+        monkeypatch.setenv("XENPVH_NESTED_FRESH", "1")
+        assert _running_nested_host(None, None) is None
+    finally:
+        fake.kill()
+        fake.wait()

@@ -23,7 +23,7 @@ from rich.text import Text
 from xenpvh.check.checker import EventKind, StageEvent
 from xenpvh.check.hostconsole import HostExpectation, check_hypervisor, read_expect_file
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
-from xenpvh.errors import BlockedError
+from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import Host
 
 _STATUS_STYLE = {
@@ -169,6 +169,14 @@ def open_host(
         image = Path(xen_image) if xen_image else None
         if image is not None and not image.is_file():
             raise BlockedError(f"--xen-image {image} does not exist")
+        running = _running_nested_host(image, console)
+        if running is not None:
+            # A developer's `xenpvh host nested up`: use it, and leave it up.
+            try:
+                yield running
+            finally:
+                running.close()
+            return
         nested = NestedHost(console=console, artifacts=artifacts, xen_image=image)
         with nested:
             yield nested
@@ -197,6 +205,28 @@ def open_host(
         yield host
     finally:
         host.close()
+
+
+def _running_nested_host(image: Path | None, console: Console | None) -> Any:
+    """The nested host `xenpvh host nested up` left running, when it runs the Xen asked
+    for; None otherwise (then the caller boots one of its own).  XENPVH_NESTED_FRESH=1 always
+    boots a fresh one."""
+    from xenpvh.host.nested import NestedHost
+
+    if os.environ.get("XENPVH_NESTED_FRESH") == "1":
+        return None
+    try:
+        h = NestedHost.attach(console=console)
+    except (BrokenError, BlockedError):  # none running, or its key files are gone
+        return None
+    if h.booted_xen != str(image or ""):
+        return None
+    if console is not None:
+        console.log(
+            f"nested host: using the one `xenpvh host nested up` started "
+            f"(pid {h.status().pid}); it stays up"
+        )
+    return h
 
 
 def default_artifacts(profile: str) -> Path:

@@ -239,6 +239,9 @@ class NestedRecord:
     known_hosts: str
     started: float
     qemu: str = QEMU
+    # The Xen image it booted ("" for the image's own, Debian's): a later `xenpvh boot`
+    # reuses an `up` host only when it runs the Xen that boot asks for.
+    xen: str = ""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -477,6 +480,11 @@ class NestedHost:
         h.state = NestedState.READY
         return h
 
+    @property
+    def booted_xen(self) -> str:
+        """The Xen image this host booted ("" for the dom0 image's own)."""
+        return self._record.xen if self._record is not None else str(self.xen_image or "")
+
     def __enter__(self) -> NestedHost:
         return self.up()
 
@@ -656,6 +664,7 @@ class NestedHost:
                 client_key=str(image.client_key),
                 known_hosts=str(known_hosts),
                 started=time.time(),
+                xen=str(self.xen_image or ""),
             )
             self._detached = detach
             # A port taken between free_port() and QEMU's bind makes QEMU exit at once.
