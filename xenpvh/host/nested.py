@@ -50,7 +50,7 @@ DEFAULT_XEN_CMDLINE = (
 )
 QEMU = "qemu-system-x86_64"
 # Guest crashes caused by QEMU/TCG's software SVM, not by the guest or Xen.  Measured here
-# (QEMU 7.2, single-threaded TCG, Debian 6.1 PVH guest): 2 of 5 linux-pvh boots died at
+# (QEMU 7.2, single-threaded TCG, Debian 6.1 PVH guest): 3 of 11 linux-pvh boots died at
 # the first interrupt taken from user mode after `Run /init` with the kernel GS base gone
 # (a swapgs in the entry code leaves GS at 0, every %gs access faults, the entry stack
 # overflows), under Debian's Xen 4.17.5 and a source build alike; each guest passed on the
