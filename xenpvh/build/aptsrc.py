@@ -168,6 +168,34 @@ def default_root() -> Path:
     return Path(base) / "xenpvh" / "apt"
 
 
+def private_apt_options(root: Path, *extra: str) -> list[str]:
+    """`-o` options that keep apt's sources, preferences, state, lists and cache inside
+    `root` (shared by the source-package and the binary-package private apt)."""
+    settings = [
+        f"Dir::Etc::SourceList={root}/sources.list",
+        f"Dir::Etc::SourceParts={root}/sources.list.d",
+        f"Dir::Etc::Preferences={root}/preferences",
+        f"Dir::Etc::PreferencesParts={root}/preferences.d",
+        f"Dir::State={root}/state",
+        f"Dir::State::Lists={root}/lists",
+        f"Dir::Cache={root}/cache",
+        "Dir::Cache::pkgcache=pkgcache.bin",
+        "Dir::Cache::srcpkgcache=srcpkgcache.bin",
+        "Acquire::Languages=none",
+        "APT::Get::List-Cleanup=true",
+        *extra,
+    ]
+    if os.geteuid() == 0:
+        # apt downloads as _apt when root, and _apt cannot enter a private directory
+        # under root's 0700 home or pytest's tmp; it would warn and download as root
+        # anyway, so say so and keep the logs clean.
+        settings.append("APT::Sandbox::User=root")
+    argv: list[str] = []
+    for setting in settings:
+        argv += ["-o", setting]
+    return argv
+
+
 class PrivateApt:
     """apt with its own sources (deb-src of `mirrors`), lists, cache and state under `root`."""
 
@@ -204,30 +232,7 @@ class PrivateApt:
 
     def options(self) -> list[str]:
         """`-o` options that keep apt entirely inside `root` for sources, lists and cache."""
-        r = self.root
-        settings = [
-            f"Dir::Etc::SourceList={r}/sources.list",
-            f"Dir::Etc::SourceParts={r}/sources.list.d",
-            f"Dir::Etc::Preferences={r}/preferences",
-            f"Dir::Etc::PreferencesParts={r}/preferences.d",
-            f"Dir::State={r}/state",
-            f"Dir::State::Lists={r}/lists",
-            f"Dir::Cache={r}/cache",
-            f"Dir::Cache::Archives={r}/cache/archives",
-            "Dir::Cache::pkgcache=pkgcache.bin",
-            "Dir::Cache::srcpkgcache=srcpkgcache.bin",
-            "Acquire::Languages=none",
-            "APT::Get::List-Cleanup=true",
-        ]
-        if os.geteuid() == 0:
-            # apt downloads as _apt when root, and _apt cannot enter a private directory
-            # under root's 0700 home or pytest's tmp; it would warn and download as root
-            # anyway, so say so and keep the logs clean.
-            settings.append("APT::Sandbox::User=root")
-        argv: list[str] = []
-        for setting in settings:
-            argv += ["-o", setting]
-        return argv
+        return private_apt_options(self.root, f"Dir::Cache::Archives={self.root}/cache/archives")
 
     def update_argv(self) -> list[str]:
         return ["apt-get", *self.options(), "-q", "update"]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from rich.progress import Progress, TaskID
 
-from xenpvh.build.aptsrc import DEBIAN_KEYRING, Mirror, system_mirrors
+from xenpvh.build.aptsrc import DEBIAN_KEYRING, Mirror, private_apt_options, system_mirrors
 from xenpvh.errors import BlockedError, BrokenError
 
 ETC_APT = Path("/etc/apt")
@@ -126,32 +126,13 @@ class PrivateApt:
         return self.root / "debs"
 
     def options(self) -> list[str]:
-        r = self.root
-        settings = [
-            f"Dir::Etc::SourceList={r}/sources.list",
-            f"Dir::Etc::SourceParts={r}/sources.list.d",
-            f"Dir::Etc::Preferences={r}/preferences",
-            f"Dir::Etc::PreferencesParts={r}/preferences.d",
-            f"Dir::State={r}/state",
-            f"Dir::State::Lists={r}/lists",
+        return private_apt_options(
+            self.root,
             # An empty dpkg status: what this machine has installed must not matter.
-            f"Dir::State::status={r}/status",
-            f"Dir::Cache={r}/cache",
-            "Dir::Cache::pkgcache=pkgcache.bin",
-            "Dir::Cache::srcpkgcache=srcpkgcache.bin",
+            f"Dir::State::status={self.root}/status",
             f"APT::Architecture={ARCH}",
             f"APT::Architectures={ARCH}",
-            "Acquire::Languages=none",
-            "APT::Get::List-Cleanup=true",
-        ]
-        if os.geteuid() == 0:
-            # As root apt downloads as _apt, which cannot enter a tree under root's 0700
-            # home: it would warn and download as root anyway.
-            settings.append("APT::Sandbox::User=root")
-        argv: list[str] = []
-        for setting in settings:
-            argv += ["-o", setting]
-        return argv
+        )
 
     def write(self) -> bool:
         """Create the private tree and its source list; True when the list changed."""
