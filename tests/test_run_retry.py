@@ -108,11 +108,17 @@ def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(tmp_path) -> 
         seen.append(1)
         return seq.pop(0)
 
+    # The host's files (written before the run, e.g. the nested host's serial log) stay.
+    (tmp_path / "host-serial.log").write_text("Xen\n")
+    (tmp_path / "host-xl-info.txt").write_text("xen_version: 4.17.5\n")
     v = run_with_retries(boot, tmp_path, attempts=3)
     assert v.verdict == VerdictValue.PASS
     assert [a["verdict"] for a in v.meta["attempts"]] == ["broken", "pass"]
     assert (tmp_path / "attempt-1" / "console.log").read_text() == "attempt 1\n"
     assert (tmp_path / "console.log").read_text() == "attempt 2\n"
+    assert sorted(p.name for p in (tmp_path / "attempt-1").iterdir()) == ["console.log"]
+    assert (tmp_path / "host-serial.log").read_text() == "Xen\n"
+    assert (tmp_path / "host-xl-info.txt").is_file()
 
 
 @pytest.mark.parametrize("value", [VerdictValue.FAIL, VerdictValue.BLOCKED, VerdictValue.BROKEN])

@@ -36,6 +36,9 @@ def run_with_retries(
     if attempts < 1:
         raise BlockedError(f"attempts must be at least 1, not {attempts}")
     artifacts = Path(artifacts)
+    # What is there before the first attempt is the host's (nested host serial and QEMU
+    # logs, the hypervisor check): it stays where it is across attempts.
+    before = {p.name for p in artifacts.iterdir()} if artifacts.is_dir() else set()
     history: list[dict[str, object]] = []
     for n in range(1, attempts + 1):
         verdict = boot(artifacts)
@@ -50,7 +53,7 @@ def run_with_retries(
         if not retryable(verdict) or n == attempts:
             break
         kept = artifacts / f"attempt-{n}"
-        _keep(artifacts, kept)
+        _keep(artifacts, kept, before)
         history[-1]["artifacts"] = str(kept)
         if on_retry is not None:
             on_retry(n, verdict)
@@ -62,14 +65,12 @@ def run_with_retries(
     return verdict
 
 
-def _keep(artifacts: Path, dest: Path) -> None:
-    """Move one attempt's files out of the way of the next (earlier attempt dirs stay)."""
+def _keep(artifacts: Path, dest: Path, hosts: set[str]) -> None:
+    """Move one attempt's files out of the way of the next, leaving the host's files
+    (`hosts`, there before the first attempt) and earlier attempt directories alone."""
     dest.mkdir(parents=True, exist_ok=True)
     for p in list(artifacts.iterdir()):
-        if p.name.startswith("attempt-") and p.is_dir():
-            continue
-        if p.name == "host-serial.log":
-            # The nested host's serial log is the host's, written for its whole life.
+        if p == dest or p.name in hosts or (p.name.startswith("attempt-") and p.is_dir()):
             continue
         shutil.move(str(p), dest / p.name)
 
