@@ -20,7 +20,6 @@ from xenpvh.host.base import Host
 from xenpvh.host.image import (
     ImageBuilder,
     ImageRecipe,
-    _set_shell_var,
     cache_root,
     debian_mirror,
     role_packages,
@@ -341,13 +340,6 @@ def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     (tmp_path / "sources.list").write_text("")
     with pytest.raises(BlockedError, match="XENPVH_DEBIAN_MIRROR"):
         debian_mirror(tmp_path)
-
-
-def test_set_shell_var(tmp_path: Path) -> None:
-    f = tmp_path / "xen"
-    f.write_text("#XENCONSOLED_TRACE=none\nXENSTORED_ARGS=\n")
-    _set_shell_var(f, "XENCONSOLED_TRACE", "guest")
-    assert f.read_text() == "XENSTORED_ARGS=\nXENCONSOLED_TRACE=guest\n"
 
 
 # -- real QEMU, failure paths --------------------------------------------------------------

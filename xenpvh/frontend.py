@@ -315,6 +315,7 @@ def boot_point(
         with LiveChecklist(shown, console) as checklist:
             if hyper is not None:
                 checklist(StageEvent(EventKind.PASSED, hyper.name, None, hyper.evidence))
+            attempts = getattr(args, "attempts", 1) or 1
 
             def boot(art: Path) -> Verdict:
                 run = BootRun(
@@ -334,7 +335,6 @@ def boot_point(
                     f"{escape(str(artifacts / f'attempt-{n}'))})"
                 )
 
-            attempts = getattr(args, "attempts", 1) or 1
             verdict = run_with_retries(boot, artifacts, attempts=attempts, on_retry=retrying)
         if hyper is not None:
             verdict = _with_host_stage(verdict, hyper, artifacts, profile.name)

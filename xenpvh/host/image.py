@@ -595,16 +595,6 @@ def ensure_image(
     return ImageBuilder(recipe, cache=cache, console=console).ensure().image
 
 
-def _set_shell_var(path: Path, name: str, value: str) -> None:
-    """Set NAME=value in a shell-style defaults file, replacing a (commented) old setting."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    pat = re.compile(rf"^\s*#?\s*{re.escape(name)}=")
-    out = [ln for ln in lines if not pat.match(ln)]
-    out.append(f"{name}={value}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out) + "\n")
-
-
 def _allocated(p: Path) -> int:
     return p.stat().st_blocks * 512
 
