@@ -32,6 +32,7 @@ from pathlib import Path
 from rich.progress import Progress, TaskID
 
 from xenpvh.build.aptsrc import DEBIAN_KEYRING, Mirror, private_apt_options, system_mirrors
+from xenpvh.build.kmod import unzstd
 from xenpvh.errors import BlockedError, BrokenError
 
 ETC_APT = Path("/etc/apt")
@@ -303,7 +304,7 @@ def extract(deb: Path, dest: Path, keep: Callable[[str], bool]) -> list[str]:
     into `dest`; return those paths.  Pure Python: an ar archive holding a tar."""
     data, name = _data_member(deb)
     if name.endswith(".zst"):
-        data = _unzstd(data, deb)
+        data = unzstd(data, deb.name, invalid=BrokenError)
     kept: list[str] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
@@ -332,16 +333,6 @@ def _data_member(deb: Path) -> tuple[bytes, str]:
                 return f.read(size), name
             f.seek(size + size % 2, os.SEEK_CUR)  # members are 2-byte aligned
     raise BrokenError(f"{deb.name} has no data.tar member")
-
-
-def _unzstd(data: bytes, deb: Path) -> bytes:
-    tool = shutil.which("zstd")
-    if tool is None:
-        raise BrokenError(f"{deb.name} is zstd-compressed and the zstd tool is not installed")
-    proc = subprocess.run([tool, "-d", "-c", "-q"], input=data, capture_output=True)
-    if proc.returncode != 0:
-        raise BrokenError(f"{deb.name}: {proc.stderr.decode().strip()}")
-    return proc.stdout
 
 
 # --------------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 
 # Compressed forms of a module file, longest first so that ".ko.xz" wins over ".ko".
 MODULE_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
@@ -50,18 +50,20 @@ def read_module(path: Path) -> bytes:
     if name.endswith(".gz"):
         return gzip.decompress(data)
     if name.endswith(".zst"):
-        return _unzstd(data, path)
+        return unzstd(data, str(path))
     return data
 
 
-def _unzstd(data: bytes, path: Path) -> bytes:
+def unzstd(data: bytes, what: str, *, invalid: type[XenpvhError] = BlockedError) -> bytes:
+    """zstd-decompress `data` (named `what` in errors).  Corrupt data raises `invalid`:
+    BlockedError for a tree we were given, BrokenError for a package we downloaded."""
     # Python 3.11 has no zstd; the zstd tool is in every distribution that compresses so.
     tool = shutil.which("zstd")
     if tool is None:
-        raise BrokenError(f"{path} is zstd-compressed and the zstd tool is not installed")
+        raise BrokenError(f"{what} is zstd-compressed and the zstd tool is not installed")
     proc = subprocess.run([tool, "-d", "-c", "-q"], input=data, capture_output=True)
     if proc.returncode != 0:
-        raise BlockedError(f"{path}: not valid zstd data: {proc.stderr.decode().strip()}")
+        raise invalid(f"{what}: not valid zstd data: {proc.stderr.decode().strip()}")
     return proc.stdout
 
 
