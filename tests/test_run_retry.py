@@ -46,18 +46,20 @@ def kit(tmp_path: Path) -> tuple[str, str]:
     return str(k), str(r)
 
 
-def _boot(host: FakeXenHost, kit: tuple[str, str], tmp_path: Path) -> Verdict:
-    run, _ = _run(host, PROFILE.point(kernel=kit[0], ramdisk=kit[1]), tmp_path)
-    return run.run()
+def _boot(host: FakeXenHost, console: bytes, kit: tuple[str, str], tmp_path: Path) -> Verdict:
+    """Boot one linux-pvh point on `host` whose guest prints `console`; the host is closed
+    afterwards and must hold no guest."""
+    host.console = console
+    try:
+        run, _ = _run(host, PROFILE.point(kernel=kit[0], ramdisk=kit[1]), tmp_path)
+        return run.run()
+    finally:
+        host.close()
+        assert list(host.domains) == ["Domain-0"]
 
 
 def test_emulation_fault_on_a_tcg_host_is_broken_and_retryable(kit, tmp_path) -> None:
-    host = TcgHost()
-    host.console = CRASH
-    try:
-        v = _boot(host, kit, tmp_path)
-    finally:
-        host.close()
+    v = _boot(TcgHost(), CRASH, kit, tmp_path)
     assert v.verdict == VerdictValue.BROKEN
     assert retryable(v)
     assert v.meta["emulation_fault"] == "tcg-svm-lost-gs-base"
@@ -65,28 +67,18 @@ def test_emulation_fault_on_a_tcg_host_is_broken_and_retryable(kit, tmp_path) ->
     assert "guest verdict was fail" in v.reason and "ENTRY_TRAMPOLINE" in v.reason
     saved = json.loads((tmp_path / "art" / "verdict.json").read_text())
     assert saved["verdict"] == "broken"
-    assert list(host.domains) == ["Domain-0"]
 
 
 def test_same_crash_on_a_host_without_faults_is_a_guest_fail(kit, tmp_path) -> None:
-    host = FakeXenHost()
-    host.console = CRASH
-    try:
-        v = _boot(host, kit, tmp_path)
-    finally:
-        host.close()
+    v = _boot(FakeXenHost(), CRASH, kit, tmp_path)
     assert v.verdict == VerdictValue.FAIL
     assert not retryable(v)
     assert "emulation_fault" not in v.meta
 
 
 def test_a_panic_without_the_signature_stays_a_fail_on_tcg(kit, tmp_path) -> None:
-    host = TcgHost()
-    host.console = GOOD.replace(b"xenpvh-guest login: ", b"Kernel panic - not syncing: x\n")
-    try:
-        v = _boot(host, kit, tmp_path)
-    finally:
-        host.close()
+    panic = GOOD.replace(b"xenpvh-guest login: ", b"Kernel panic - not syncing: x\n")
+    v = _boot(TcgHost(), panic, kit, tmp_path)
     assert v.verdict == VerdictValue.FAIL
 
 
