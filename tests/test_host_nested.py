@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -27,6 +28,7 @@ from xenpvh.host.image import (
 )
 from xenpvh.host.nested import (
     DEFAULT_XEN_CMDLINE,
+    TCG_FAULTS,
     NestedHost,
     NestedRecord,
     NestedState,
@@ -546,7 +548,7 @@ def test_boot_reuses_only_an_up_host_running_the_asked_xen(
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.delenv("XENPVH_NESTED_FRESH", raising=False)
-    assert _running_nested_host(None, None) is None  # no state file: boot our own
+    assert _running_nested_host(None, "system", None) is None  # no state file: boot our own
     rec = _record(tmp_path)
     (tmp_path / "client_key").write_text("")
     (tmp_path / "known_hosts").write_text("")
@@ -556,17 +558,22 @@ def test_boot_reuses_only_an_up_host_running_the_asked_xen(
     shell = tmp_path / "qemu-system-x86_64"
     shell.symlink_to("/bin/sh")
     fake = subprocess.Popen([str(shell), "-c", "sleep 60; true", "-qmp", qmp])
+    system_qemu = shutil.which("qemu-system-x86_64")
+    if system_qemu is None:
+        pytest.skip("Debian's qemu-system-x86_64 is not installed")
     try:
-        rec = dataclasses.replace(
-            rec, pid=fake.pid, monitor=str(monitor), qemu="qemu-system-x86_64"
-        )
+        rec = dataclasses.replace(rec, pid=fake.pid, monitor=str(monitor), qemu=system_qemu)
         rec.save(tmp_path / "xenpvh" / "nested" / "state.json")
         if not rec.alive():
             pytest.skip("cannot fake a live QEMU command line here")
-        assert _running_nested_host(None, None) is not None
-        assert _running_nested_host(tmp_path / "xen-built", None) is None
+        reused = _running_nested_host(None, "system", None)
+        assert reused is not None and reused.booted_qemu == system_qemu
+        assert reused.emulation_faults == TCG_FAULTS or reused.accel == "kvm"
+        assert _running_nested_host(tmp_path / "xen-built", "system", None) is None
+        # Another QEMU asked for (here any other executable): boot a fresh host.
+        assert _running_nested_host(None, "/bin/true", None) is None
         monkeypatch.setenv("XENPVH_NESTED_FRESH", "1")
-        assert _running_nested_host(None, None) is None
+        assert _running_nested_host(None, "system", None) is None
     finally:
         fake.kill()
         fake.wait()

@@ -17,6 +17,7 @@ from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.run import BootRun, RunState, RunStateEvent
+from xenpvh.run.events import VerdictEvent
 from xenpvh.toolstack.xenstore import DeviceState
 
 STAGES = ["early-init", "ap-launch", "xenbus", "root-mount", "login"]
@@ -148,10 +149,15 @@ def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
         RunState.WATCH,
         RunState.DECIDE,
         RunState.COLLECT,
-        RunState.DESTROY,
         RunState.REPORT,
+        RunState.DESTROY,
         RunState.DONE,
     ]
+    # The verdict is announced (reports written) before the destroy starts.
+    kinds = [type(e).__name__ for e in events if isinstance(e, RunStateEvent | VerdictEvent)]
+    assert kinds.index("VerdictEvent") == len(kinds) - 3
+    (announced,) = [e for e in events if isinstance(e, VerdictEvent)]
+    assert announced.verdict == "pass" and announced.failed_stage is None
     passed = [e.stage for e in events if isinstance(e, StageEvent) and e.kind == "passed"]
     assert passed == STAGES
     _no_guest_left(host, run)
@@ -297,3 +303,35 @@ def test_a_lease_cannot_point_the_cleanup_elsewhere(host, kit, tmp_path) -> None
     assert run.run().verdict == VerdictValue.PASS
     assert "/var/lib/xenpvh/keep" in host.files
     assert not [c for c in host.calls if c[0] == "rm" and c[-1].endswith("/runs/..")]
+
+
+def test_failed_destroy_after_the_verdict_rewrites_the_reports_as_broken(
+    host, kit, tmp_path
+) -> None:
+    """The verdict is written and announced before the destroy; a destroy that then fails
+    (xl refuses, the domain stays) makes the run `broken` and every report says so."""
+    from xenpvh.host.base import CommandResult
+
+    host.console = GOOD
+    run, events = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    seen_at_announce: dict[str, str] = {}
+
+    def on_event(e: object) -> None:
+        events.append(e)
+        if isinstance(e, VerdictEvent):
+            seen_at_announce["json"] = (tmp_path / "art" / "verdict.json").read_text()
+            # From here on, `xl destroy` fails and the domain stays.
+            host.fail["xl destroy"] = CommandResult(
+                ("xl", "destroy"), 1, b"", b"libxl: error: busy\n"
+            )
+
+    run.on_event = on_event
+    v = run.run()
+    assert json.loads(seen_at_announce["json"])["verdict"] == "pass"
+    assert v.verdict == VerdictValue.BROKEN and v.failed_stage is None
+    assert "destroying" in v.reason and "guest verdict was pass" in v.reason
+    art = tmp_path / "art"
+    assert json.loads((art / "verdict.json").read_text())["verdict"] == "broken"
+    assert "<error" in (art / "junit.xml").read_text()
+    assert "broken" in (art / "report.html").read_text()
+    host.fail.clear()

@@ -151,6 +151,12 @@ def cmd_build_xen(args: argparse.Namespace) -> int:
     return build_xen_command(args)
 
 
+def cmd_build_qemu(args: argparse.Namespace) -> int:
+    from xenpvh.build.command import build_qemu_command
+
+    return build_qemu_command(args)
+
+
 def cmd_build_guestkit(args: argparse.Namespace) -> int:
     from xenpvh.build.command import guestkit_command
 
@@ -188,6 +194,17 @@ def _add_point_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_qemu_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--qemu",
+        default="patched",
+        metavar="patched|system|PATH",
+        help="nested host: the QEMU to run it on: 'patched' (default; xenpvh's build of "
+        "Debian's QEMU with the nested-SVM interrupt fix, built and cached on first use), "
+        "'system' (Debian's qemu-system-x86_64) or the path of a binary",
+    )
+
+
 def _add_host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host",
@@ -199,6 +216,7 @@ def _add_host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity", default=None, help="ssh private key for ssh:// hosts")
     p.add_argument("--known-hosts", default=None, help="known_hosts file for ssh:// hosts")
     p.add_argument("--xen-image", default=None, help="nested host: boot this Xen image instead")
+    _add_qemu_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     n = hsub.add_parser("nested", help="the nested Xen host under QEMU")
     n.add_argument("action", choices=["up", "down", "status", "ssh"])
     n.add_argument("--xen-image", default=None)
+    _add_qemu_arg(n)
     n.add_argument("ssh_args", nargs=argparse.REMAINDER, help="with ssh: a command to run")
     n.set_defaults(func=cmd_host_nested)
     pr = hsub.add_parser("provision", help="provision a Debian 12 box into a Xen lab host")
@@ -276,6 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=2)
     b.add_argument("--with-tools", action="store_true", help="also build the tools (long)")
     b.set_defaults(func=cmd_build_xen)
+    q = bsub.add_parser("qemu", help="build the nested host's patched qemu-system-x86_64")
+    q.add_argument(
+        "--tree",
+        default=None,
+        help="a tree spec (default: guestcfg/patches/qemu/nested.toml, Debian's qemu + fix)",
+    )
+    q.add_argument("--patches", default=None)
+    q.add_argument("--rebuild", action="store_true")
+    q.add_argument("--jobs", type=int, default=2)
+    q.set_defaults(func=cmd_build_qemu)
     g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
     g.add_argument("--cache-dir", default=None)
     g.set_defaults(func=cmd_build_guestkit)

@@ -139,6 +139,14 @@ class LiveChecklist:
                         Text(f"{kind:>7} {stage:<11} {_fmt_t(t)}  ")
                         + Text(terminal_safe(line, 120))
                     )
+        elif hasattr(event, "verdict") and hasattr(event, "failed_stage"):
+            # The verdict is known and written: say it now, the destroy takes a few seconds.
+            where = f" at {event.failed_stage}" if event.failed_stage else ""
+            self.run_state = f"{event.verdict}{where} (destroying the guest)"
+            if not self.console.is_terminal:
+                self.console.print(
+                    Text(f"verdict: {event.verdict}{where}: {terminal_safe(event.reason)}")
+                )
         elif hasattr(event, "state"):
             self.run_state = str(event.state)
             detail = getattr(event, "detail", "")
@@ -161,15 +169,18 @@ def open_host(
     xen_image: str | None = None,
     console: Console | None = None,
     artifacts: Path | None = None,
+    qemu: str = "patched",
 ) -> Iterator[Host]:
     """Yield a connected Host for `spec` and always release it (a nested host is shut down)."""
     if spec == "nested":
+        from xenpvh.build.qemu import check_choice
         from xenpvh.host.nested import NestedHost
 
         image = Path(xen_image) if xen_image else None
         if image is not None and not image.is_file():
             raise BlockedError(f"--xen-image {image} does not exist")
-        running = _running_nested_host(image, console)
+        qemu = check_choice(qemu)
+        running = _running_nested_host(image, qemu, console)
         if running is not None:
             # A developer's `xenpvh host nested up`: use it, and leave it up.
             try:
@@ -177,7 +188,7 @@ def open_host(
             finally:
                 running.close()
             return
-        nested = NestedHost(console=console, artifacts=artifacts, xen_image=image)
+        nested = NestedHost(console=console, artifacts=artifacts, xen_image=image, qemu=qemu)
         with nested:
             yield nested
         return
@@ -207,10 +218,10 @@ def open_host(
         host.close()
 
 
-def _running_nested_host(image: Path | None, console: Console | None) -> Any:
-    """The nested host `xenpvh host nested up` left running, when it runs the Xen asked
-    for; None otherwise (then the caller boots one of its own).  XENPVH_NESTED_FRESH=1 always
-    boots a fresh one."""
+def _running_nested_host(image: Path | None, qemu: str, console: Console | None) -> Any:
+    """The nested host `xenpvh host nested up` left running, when it runs the Xen and the
+    QEMU asked for; None otherwise (then the caller boots one of its own).
+    XENPVH_NESTED_FRESH=1 always boots a fresh one."""
     from xenpvh.host.nested import NestedHost
 
     if os.environ.get("XENPVH_NESTED_FRESH") == "1":
@@ -221,6 +232,12 @@ def _running_nested_host(image: Path | None, console: Console | None) -> Any:
         return None
     if h.booted_xen != str(image or ""):
         return None
+    from xenpvh.build.qemu import resolve_qemu
+
+    wanted = resolve_qemu(qemu)
+    if h.booted_qemu != str(wanted.path):
+        return None
+    h.qemu, h.qemu_binary = qemu, wanted
     if console is not None:
         console.log(
             f"nested host: using the one `xenpvh host nested up` started "
@@ -299,6 +316,7 @@ def boot_point(
         xen_image=xen_image or args.xen_image,
         console=console,
         artifacts=artifacts,
+        qemu=getattr(args, "qemu", "patched"),
     ) as host:
         stages = [s.name for s in profile.stages]
         hyper = check_host(host, host_expect, artifacts) if host_expect else None
@@ -355,7 +373,7 @@ def nested_command(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, highlight=False)
     image = Path(args.xen_image) if args.xen_image else None
-    nested = NestedHost(console=console, xen_image=image)
+    nested = NestedHost(console=console, xen_image=image, qemu=getattr(args, "qemu", "patched"))
     if args.action == "up":
         nested.up(detach=True)
         st = nested.status()

@@ -50,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "of the nested host); every attempt is recorded (default 3)",
     )
     group.addoption(
+        "--xenpvh-qemu",
+        dest="xenpvh_qemu",
+        default="patched",
+        help="the nested host's QEMU: patched (default, built on first use), system, or a path",
+    )
+    group.addoption(
         "--no-xen", dest="xenpvh_no_xen", action="store_true", help="deselect `xen` tests"
     )
     group.addoption(
@@ -118,6 +124,7 @@ def xen_host(
         known_hosts=opt("xenpvh_known_hosts"),
         console=Console(stderr=True, highlight=False),
         artifacts=artifacts,
+        qemu=opt("xenpvh_qemu"),
     ) as host:
         yield host
 

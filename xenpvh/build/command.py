@@ -105,6 +105,32 @@ def build_xen_command(args: argparse.Namespace, console: Console | None = None) 
     return EXIT_OK
 
 
+def build_qemu_command(args: argparse.Namespace, console: Console | None = None) -> int:
+    """`xenpvh build qemu [--tree SPEC] [--patches P] [--rebuild]`: the nested host's QEMU."""
+    from xenpvh.build.qemu import build_qemu, default_spec_path
+    from xenpvh.build.tree import TreeSpec
+
+    console = console or Console(stderr=True, highlight=False)
+    try:
+        patches = [args.patches] if args.patches else []
+        spec = TreeSpec.from_cli(str(args.tree or default_spec_path()), patches)
+        console.print(f"building QEMU from {escape(spec.describe())}", soft_wrap=True)
+        with make_progress(console) as progress:
+            qemu = build_qemu(
+                spec, jobs=int(args.jobs or 2), rebuild=bool(args.rebuild), progress=progress
+            )
+    except BlockedError as exc:
+        print_error(console, "blocked", exc)
+        return EXIT_BLOCKED
+    except BrokenError as exc:
+        print_error(console, "broken", exc)
+        return EXIT_BROKEN
+    console.print(f"version  {escape(qemu.version)}", soft_wrap=True)
+    console.print(f"image    {escape(str(qemu.path))}", soft_wrap=True)
+    console.print(f"key      {qemu.build_key}", soft_wrap=True)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- guest kit
 # Written by the guest-kit helper: `xenpvh build guestkit [--cache-dir DIR]`.
 

@@ -128,6 +128,30 @@ else
     echo "xenpvh-init: no /dev/xvda"
 fi
 
+# xenpvh.busy=SECONDS: keep every CPU busy in user space that long before the prompt.  A
+# load for benchmarks of the host (interrupts taken from user mode), not a stage.
+busy=
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        xenpvh.busy=*) busy=${word#xenpvh.busy=} ;;
+    esac
+done
+case "$busy" in
+    ''|*[!0-9]*) ;;
+    *)
+        echo "xenpvh-init: busy in user space for $busy s on $(nproc) CPUs"
+        end=$(( $(date +%s) + busy ))
+        for cpu in $(seq 1 "$(nproc)"); do
+            (while [ "$(date +%s)" -lt "$end" ]; do
+                i=0
+                while [ "$i" -lt 20000 ]; do i=$((i + 1)); done
+            done) &
+        done
+        wait
+        echo "xenpvh-init: busy done"
+        ;;
+esac
+
 # The console the kernel writes to is the last one listed (hvc0 on Xen, ttyS0 on a PC).
 tty=
 for name in $(cat /sys/class/tty/console/active 2>/dev/null); do

@@ -100,8 +100,11 @@ class EmulationFault:
     """
 
     name: str
-    pattern: str  # a regular expression matched against console lines
+    pattern: str  # a regular expression matched against console lines: the trigger
     why: str
+    # A judge of `xenpvh.check.faults` that must confirm the fault from the whole console
+    # once the trigger matched; None: the trigger alone decides.
+    confirm: str | None = None
 
 
 def emulation_faults(host: object) -> tuple[EmulationFault, ...]:

@@ -14,6 +14,7 @@ import hashlib
 import math
 import re
 import shlex
+import threading
 import time
 import tomllib
 from collections.abc import Sequence
@@ -261,6 +262,9 @@ class SSHHost:
         self.options = options or SSHOptions()
         self.name = name or f"{self.address.user}@{self.address.host}:{self.address.port}"
         self._client: paramiko.SSHClient | None = None
+        # Channels of one transport may be opened from several threads (a run collects
+        # evidence side by side); (re)connecting must happen once.
+        self._connect_lock = threading.Lock()
         if self.options.identity is not None and not self.options.identity.is_file():
             raise BlockedError(f"ssh identity {self.options.identity} does not exist")
         if self.options.known_hosts is not None and not self.options.known_hosts.is_file():
@@ -279,6 +283,10 @@ class SSHHost:
     # -- connection -----------------------------------------------------------------------
 
     def connect(self) -> paramiko.SSHClient:
+        with self._connect_lock:
+            return self._connect()
+
+    def _connect(self) -> paramiko.SSHClient:
         if self._client is not None:
             t = self._client.get_transport()
             if t is not None and t.is_active():

@@ -12,6 +12,7 @@ guest misbehaviour is never an exception but a `fail` from the checker or the de
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -30,13 +31,20 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from xenpvh.check.checker import EventKind, StageChecker, StageEvent
+from xenpvh.check.faults import judge as judge_fault
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host, emulation_faults
 from xenpvh.profile.domain import DiskSpec, DomainSpec
 from xenpvh.profile.model import Profile
 from xenpvh.report.atomic import atomic_write_text
-from xenpvh.run.events import TRANSITIONS, DeviceCheckEvent, RunState, RunStateEvent
+from xenpvh.run.events import (
+    TRANSITIONS,
+    DeviceCheckEvent,
+    RunState,
+    RunStateEvent,
+    VerdictEvent,
+)
 from xenpvh.toolstack.base import Domain, Prepared, Toolstack, get_toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.xenstore import DeviceState, XenStore
@@ -231,30 +239,46 @@ class BootRun:
         return verdict
 
     def _finish(self, verdict: Verdict) -> Verdict:
-        problem = ""
         try:
             if self.domain is not None:
                 self._enter(RunState.COLLECT)
                 self._collect()
                 self.times.collected = time.monotonic()
+            if verdict.verdict == VerdictValue.FAIL:
+                verdict = self._blame_the_host(verdict)
+            self._enter(RunState.REPORT)
+            verdict.meta.update(self._meta())
+            self._report(verdict)
+            with contextlib.suppress(Exception):  # a failing callback must not skip the destroy
+                self._emit(
+                    VerdictEvent(
+                        str(verdict.verdict), verdict.reason, verdict.failed_stage, self._t()
+                    )
+                )
         finally:
             self.state = RunState.DESTROY
-            # A failing callback must not skip the destroy.
             with contextlib.suppress(Exception):
                 self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name))
             problem = self._destroy()
             self.times.destroyed = time.monotonic()
         if problem:
+            # What the guest did stays in the reason; the run is the host's failure.
             verdict = dataclasses.replace(
                 verdict,
                 verdict=VerdictValue.BROKEN,
                 reason=f"{problem} (guest verdict was {verdict.verdict}: {verdict.reason})",
+                failed_stage=None,
             )
-        elif verdict.verdict == VerdictValue.FAIL:
-            verdict = self._blame_the_host(verdict)
-        self._enter(RunState.REPORT)
-        verdict.meta.update(self._meta())
-        self._report(verdict)
+            verdict.meta["destroy_error"] = problem
+            verdict.meta.update(self._meta())
+            # Rewritten atomically: a reader sees the old reports or the new, never a mix.
+            self._report(verdict)
+        else:
+            # The reports stand as written at the verdict; only timing.json learns how long
+            # the destroy took.
+            atomic_write_text(
+                self.artifacts / "timing.json", json.dumps(self.times.meta(), indent=2)
+            )
         self._enter(RunState.DONE, str(verdict.verdict))
         return verdict
 
@@ -557,47 +581,73 @@ class BootRun:
 
     def _blame_the_host(self, verdict: Verdict) -> Verdict:
         """A guest failure whose console shows one of the host's own emulation faults is the
-        host's: `broken` and retryable, with the guest's verdict kept in the reason."""
+        host's: `broken` and retryable, with the guest's verdict kept in the reason.  A fault
+        with a judge counts only when the judge confirms it from the whole console."""
         faults = emulation_faults(self.host)
         log = self.artifacts / "console.log"
         if not faults or not log.is_file():
             return verdict
         compiled = [(f, re.compile(f.pattern)) for f in faults]
-        with log.open("rb") as f:
-            # console.log is capped by the capture; lines are bounded here too.
-            for raw in iter(lambda: f.readline(MAX_FAULT_LINE), b""):
-                line = raw.decode("utf-8", errors="replace")
-                for fault, pat in compiled:
-                    if pat.search(line):
-                        new = dataclasses.replace(
-                            verdict,
-                            verdict=VerdictValue.BROKEN,
-                            reason=(
-                                f"{fault.name} on host {self.host.name}: {fault.why}; console: "
-                                f"{line.strip()[:200]!r} (guest verdict was fail at "
-                                f"{verdict.failed_stage}: {verdict.reason})"
-                            ),
-                        )
-                        new.meta["emulation_fault"] = fault.name
-                        new.meta["retryable"] = True
-                        return new
+        lines = self._console_lines(log)
+        for i, line in enumerate(lines):
+            for fault, pat in compiled:
+                if not pat.search(line):
+                    continue
+                evidence = line.strip()[:200]
+                if fault.confirm is not None:
+                    finding = judge_fault(fault.confirm, lines[i:])
+                    if finding is None:
+                        continue  # looks alike, but the evidence is not there: the guest's
+                    evidence = f"{evidence}; {finding.evidence}"
+                new = dataclasses.replace(
+                    verdict,
+                    verdict=VerdictValue.BROKEN,
+                    reason=(
+                        f"{fault.name} on host {self.host.name}: {fault.why}; console: "
+                        f"{evidence!r} (guest verdict was fail at "
+                        f"{verdict.failed_stage}: {verdict.reason})"
+                    ),
+                    failed_stage=None,
+                )
+                new.meta["emulation_fault"] = fault.name
+                new.meta["guest_failed_stage"] = verdict.failed_stage
+                new.meta["retryable"] = True
+                return new
         return verdict
+
+    @staticmethod
+    def _console_lines(log: Path) -> list[str]:
+        # console.log is capped by the capture; lines are bounded here too.
+        with log.open("rb") as f:
+            return [
+                raw.decode("utf-8", errors="replace")
+                for raw in iter(lambda: f.readline(MAX_FAULT_LINE), b"")
+            ]
 
     # -- collect / destroy / report ---------------------------------------------------------
 
     def _collect(self) -> None:
         assert self.domain is not None
+        domid = self.domain.domid
         # Best effort: evidence that cannot be fetched is noted in the verdict's meta, it
-        # does not change what the guest did.
-        try:
+        # does not change what the guest did.  The hypervisor log (an ssh exec) and the
+        # XenStore dump (the relay's own channel) are fetched side by side: on a TCG dom0
+        # each costs a second or more.
+
+        def toolstack() -> None:
             self.toolstack.collect(self.artifacts)
-        except (XenpvhError, OSError) as e:
-            self.collect_errors.append(f"toolstack: {e}")
-        try:
-            dump = self._xenstore().domain_dump(self.domain.domid)
+
+        def xenstore() -> None:
+            dump = self._xenstore().domain_dump(domid)
             atomic_write_text(self.artifacts / "xenstore.txt", dump)
-        except (XenpvhError, OSError) as e:
-            self.collect_errors.append(f"xenstore: {e}")
+
+        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="collect") as pool:
+            jobs = {"toolstack": pool.submit(toolstack), "xenstore": pool.submit(xenstore)}
+            for what, job in jobs.items():
+                try:
+                    job.result()
+                except (XenpvhError, OSError) as e:
+                    self.collect_errors.append(f"{what}: {e}")
 
     def _destroy(self) -> str:
         """Tear everything down; returns a problem description ('' when clean)."""
@@ -614,10 +664,8 @@ class BootRun:
                 problems.append(f"destroying {self.domain_name} failed: {e}")
         if self._run_dir_made:
             try:
-                self.host.run(["rm", "-rf", "--", self.run_dir], check=True)
-                self.host.run(
-                    ["rm", "-f", "--", f"/var/log/xen/console/guest-{self.domain_name}.log"]
-                )
+                console_log = f"/var/log/xen/console/guest-{self.domain_name}.log"
+                self.host.run(["rm", "-rf", "--", self.run_dir, console_log], check=True)
             except Exception as e:
                 problems.append(f"removing {self.run_dir} failed: {e}")
         return "; ".join(problems)
@@ -640,6 +688,11 @@ class BootRun:
             "xen_version": self.prepared.xen_version if self.prepared else None,
             **self.times.meta(),
         }
+        describe = getattr(self.host, "describe", None)
+        if callable(describe):
+            # Which machine ran it (for the nested host: which QEMU, which Xen image).
+            with contextlib.suppress(Exception):
+                meta["host_details"] = describe()
         if self.capture is not None:
             meta["console"] = {
                 "bytes": self.capture.bytes_total,

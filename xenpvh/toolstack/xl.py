@@ -45,6 +45,9 @@ class Xl:
         self.host = host
         self.timeout = timeout
         self.create_timeout = create_timeout
+        # `xl info` as read by prepare(): the host does not change during a run, so collect()
+        # saves it instead of asking again (one ssh round trip less on a slow dom0).
+        self.prepared_info: str | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -76,7 +79,7 @@ class Xl:
         """Render the xl config for the Xen this host runs (RenderError: blocked)."""
         from xenpvh.render.xl import render_xl_config
 
-        info_text = self.info_text()
+        info_text = self.prepared_info = self.info_text()
         version = version_string(parse_info(info_text))
         cfg = render_xl_config(spec, version)
         return Prepared(config=cfg, filename="domain.cfg", xen_version=version, host_info=info_text)
@@ -90,7 +93,8 @@ class Xl:
         artifacts.mkdir(parents=True, exist_ok=True)
         out = {"xl-dmesg": artifacts / "xl-dmesg.txt", "xl-info": artifacts / "xl-info.txt"}
         atomic_write_text(out["xl-dmesg"], self.dmesg())
-        atomic_write_text(out["xl-info"], self.info_text())
+        info = self.prepared_info if self.prepared_info is not None else self.info_text()
+        atomic_write_text(out["xl-info"], info)
         return out
 
     # -- domains ----------------------------------------------------------------------------
@@ -171,10 +175,11 @@ class Xl:
         the name is gone, so a follow-up sweep or create does not trip over a dying domain.
         """
         check_domain_name(name)
-        if self.domid(name) is None:
-            return False
+        # Destroy first and ask afterwards: one ssh round trip less in the common case.
         r = self._xl("destroy", name, check=False)
-        if not r.ok and self.domid(name) is not None:
+        if not r.ok:
+            if self.domid(name) is None:
+                return False  # it was not there (or went away by itself)
             raise CommandFailed(r.argv, r.exit_status, r.err)
         deadline = time.monotonic() + wait
         while self.domid(name) is not None:
