@@ -344,8 +344,8 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
     from xenpvh.host.nested import TCG_FAULTS
     from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
     from xenpvh.profile import load_profile
-    from xenpvh.run import BootRun
-    from xenpvh.run.retry import run_with_retries
+    from xenpvh.run.request import BootRequest
+    from xenpvh.run.session import Session
     from xenpvh.toolstack.xl import Xl
 
     # The guest kit is built (or found in the cache) before any QEMU holds the machine.
@@ -479,17 +479,11 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
         # declared here, such a run is broken and retried rather than a guest fail.
         host.emulation_faults = TCG_FAULTS  # type: ignore[attr-defined]
         t0 = time.monotonic()
-        v = run_with_retries(
-            lambda art: BootRun(
-                host,
-                profile,
-                profile.point(vcpus=2),
-                toolstack="xl",
-                artifacts=art,
-                guest_kit=kit,
-            ).run(),
-            artifacts,
-        )
+        v = Session(
+            BootRequest(profile="linux-pvh", vcpus=2, toolstack="xl", artifacts=artifacts),
+            host=host,
+            guest_kit=kit,
+        ).run().verdict
         guest_s = time.monotonic() - t0
         log = artifacts / "console.log"
         console = log.read_bytes()[-3000:].decode(errors="replace") if log.is_file() else ""

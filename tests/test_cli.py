@@ -13,7 +13,7 @@ import pytest
 from xenpvh.check.hostconsole import HostExpectation, check_hypervisor, read_expect_file
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.cli import main
-from xenpvh.frontend import terminal_safe
+from xenpvh.cli.console import terminal_safe
 
 SEED = Path(__file__).parent / "seed_freebsd_pvhv1_2013.txt"
 
@@ -131,7 +131,7 @@ def test_terminal_safe_neutralises_escapes() -> None:
 def test_text_timeline_does_not_interpret_markup(capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    from xenpvh.frontend import render_timeline
+    from xenpvh.cli.console import render_timeline
 
     v = Verdict(
         VerdictValue.FAIL,

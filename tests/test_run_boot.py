@@ -18,6 +18,8 @@ from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.run import BootRun, RunState, RunStateEvent
 from xenpvh.run.events import VerdictEvent
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
 from xenpvh.toolstack.xenstore import DeviceState
 
 STAGES = ["early-init", "ap-launch", "xenbus", "root-mount", "login"]
@@ -106,9 +108,23 @@ def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=No
     return run, events
 
 
-def _no_guest_left(host: FakeXenHost, run: BootRun) -> None:
+def _no_guest_left(host: FakeXenHost, run: BootRun | None = None) -> None:
     assert list(host.domains) == ["Domain-0"]
-    assert not [p for p in host.files if p.startswith(run.run_dir)]
+    prefix = run.run_dir if run is not None else "/var/lib/xenpvh/runs/"
+    assert not [p for p in host.files if p.startswith(prefix)]
+
+
+def _session(host, kit, tmp_path, *, on_event=None, kernel=None, attempts=1):
+    """The same boot through the Session, which writes the reports (the one writer)."""
+    xs = FakeXenStore({"vbd": 4, "vif": 4})
+    request = BootRequest(
+        profile="linux-pvh",
+        kernel=str(kernel or kit[0]),
+        ramdisk=str(kit[1]),
+        attempts=attempts,
+        artifacts=tmp_path / "art",
+    )
+    return Session(request, host=host, on_event=on_event, xenstore_factory=lambda h: xs)
 
 
 def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
@@ -116,7 +132,8 @@ def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
     run, events = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
     v = run.run()
     assert v.verdict == VerdictValue.PASS, v.reason
-    art = tmp_path / "art"
+    _session(host, kit, tmp_path / "s").run()
+    art = tmp_path / "s" / "art"
     for name in (
         "console.log",
         "xl-dmesg.txt",
@@ -130,7 +147,7 @@ def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
     ):
         assert (art / name).is_file(), name
     assert json.loads((art / "verdict.json").read_text())["verdict"] == "pass"
-    assert 'type = "pvh"' in (art / "domain.cfg").read_text()
+    assert 'type = "pvh"' in (tmp_path / "art" / "domain.cfg").read_text()
     assert v.meta["xenstore_check"] == "connected"
     assert v.meta["create_to_verdict_s"] is not None and v.meta["harness_overhead_s"] >= 0
     # Order on the host: create paused, attach console, then unpause.
@@ -181,8 +198,7 @@ def test_unknown_guestkit_item_is_blocked(host, kit, tmp_path) -> None:
 
 
 def test_missing_kernel_is_blocked_before_anything(host, kit, tmp_path) -> None:
-    run, _ = _run(host, _point(str(tmp_path / "nope"), str(kit[1])), tmp_path)
-    v = run.run()
+    v = _session(host, kit, tmp_path, kernel=tmp_path / "nope").run().verdict
     assert v.verdict == VerdictValue.BLOCKED
     assert "nope does not exist" in v.reason
     assert host.calls == []
@@ -239,12 +255,11 @@ def test_ctrl_c_still_destroys(host, kit, tmp_path) -> None:
         if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
             raise KeyboardInterrupt
 
-    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, on_event=interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run.run()
+        _session(host, kit, tmp_path, on_event=interrupt).run()
     v = json.loads((tmp_path / "art" / "verdict.json").read_text())
     assert v["verdict"] == "broken" and "interrupted" in v["reason"]
-    _no_guest_left(host, run)
+    _no_guest_left(host)
 
 
 def test_create_failure_is_broken(host, kit, tmp_path) -> None:
@@ -313,11 +328,9 @@ def test_failed_destroy_after_the_verdict_rewrites_the_reports_as_broken(
     from xenpvh.host.base import CommandResult
 
     host.console = GOOD
-    run, events = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
     seen_at_announce: dict[str, str] = {}
 
     def on_event(e: object) -> None:
-        events.append(e)
         if isinstance(e, VerdictEvent):
             seen_at_announce["json"] = (tmp_path / "art" / "verdict.json").read_text()
             # From here on, `xl destroy` fails and the domain stays.
@@ -325,8 +338,7 @@ def test_failed_destroy_after_the_verdict_rewrites_the_reports_as_broken(
                 ("xl", "destroy"), 1, b"", b"libxl: error: busy\n"
             )
 
-    run.on_event = on_event
-    v = run.run()
+    v = _session(host, kit, tmp_path, on_event=on_event).run().verdict
     assert json.loads(seen_at_announce["json"])["verdict"] == "pass"
     assert v.verdict == VerdictValue.BROKEN and v.failed_stage is None
     assert "destroying" in v.reason and "guest verdict was pass" in v.reason

@@ -19,7 +19,8 @@ import pytest
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
 from xenpvh.run import BootRun
-from xenpvh.run.retry import run_with_retries
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
 from xenpvh.toolstack.xl import Xl
 
 pytestmark = pytest.mark.xen
@@ -82,15 +83,20 @@ def _record_times(test: str, verdict: Any) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def _boot(host: RecordingHost, profile: Any, point: Any, kit: Any, tmp_path: Path):
-    # A run the nested host's own emulation spoils is `broken` and retried (every attempt
-    # recorded in the verdict); a guest `fail` never is.
-    return run_with_retries(
-        lambda art: BootRun(
-            host, profile, point, toolstack="xl", artifacts=art, guest_kit=kit
-        ).run(),
-        tmp_path,
+def _boot(host: RecordingHost, profile: Any, point: Any, kit: Any, tmp_path: Path, **kw: Any):
+    """One Session on the test's host: a run the nested host's own emulation spoils is
+    `broken` and retried (every attempt recorded in the verdict); a guest `fail` never is."""
+    request = BootRequest(
+        profile=profile.name,
+        vcpus=point.vcpus,
+        memory_mb=point.memory_mb,
+        kernel=point.kernel if point.kernel and not point.kernel.startswith("@") else None,
+        ramdisk=point.ramdisk if point.ramdisk and not point.ramdisk.startswith("@") else None,
+        cmdline_append=point.cmdline.removeprefix(profile.point().cmdline).strip(),
+        artifacts=tmp_path,
+        **kw,
     )
+    return Session(request, host=host, guest_kit=kit).run().verdict
 
 
 @pytest.mark.parametrize("vcpus", [1, 4])
@@ -108,7 +114,7 @@ def test_linux_pvh_passes(host, profile, guest_kit, tmp_path, vcpus: int) -> Non
     assert b"login:" in (tmp_path / "console.log").read_bytes()
     assert f"/local/domain/{v.meta['domid']}/device/vbd" in (tmp_path / "xenstore.txt").read_text()
     details = v.meta.get("host_details") or {}
-    if details.get("kind") == "nested" and host.qemu == "patched":
+    if details.get("kind") == "nested" and getattr(host, "qemu", None) == "patched":
         # The nested host ran xenpvh's QEMU, and nothing needed a retry on it.
         assert details["qemu"]["origin"] == "patched"
         assert details["qemu"]["version"].endswith("(xenpvh)")
@@ -126,7 +132,7 @@ def test_guest_busy_in_user_space_passes_without_retries(
         pytest.skip("the nested host runs a QEMU without the fix (--xenpvh-qemu)")
     base = profile.point(vcpus=2)
     point = profile.point(vcpus=2, cmdline=f"{base.cmdline} xenpvh.busy=30")
-    v = BootRun(host, profile, point, toolstack="xl", artifacts=tmp_path, guest_kit=guest_kit).run()
+    v = _boot(host, profile, point, guest_kit, tmp_path, attempts=1)
     _record_times("busy-user-space-30s", v)
     console = (tmp_path / "console.log").read_text(errors="replace")
     assert "xenpvh-init: busy done" in console

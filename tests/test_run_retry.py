@@ -11,15 +11,16 @@ import json
 from pathlib import Path
 
 import pytest
-from test_run_boot import GOOD, _run
+from test_run_boot import GOOD, FakeXenStore, _run
 from test_toolstack_fakes import FakeXenHost
 
-from xenpvh.check.verdict import Verdict, VerdictValue
-from xenpvh.errors import BlockedError
+from xenpvh.check.decide import retryable
+from xenpvh.check.verdict import VerdictValue
 from xenpvh.host.base import EmulationFault, emulation_faults
 from xenpvh.host.nested import TCG_FAULTS, NestedHost
 from xenpvh.profile import load_profile
-from xenpvh.run.retry import retryable, run_with_retries
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import AttemptEvent, Session
 
 SAMPLES = Path(__file__).parent / "samples"
 BOOT_START = (
@@ -75,8 +76,6 @@ def test_emulation_fault_on_a_tcg_host_is_broken_and_retryable(kit, tmp_path) ->
     assert v.failed_stage is None and v.meta["guest_failed_stage"] == "login"
     assert "guest verdict was fail" in v.reason and "ENTRY_TRAMPOLINE" in v.reason
     assert "asm_sysvec_xen_hvm_callback+0x0/0x20 ran with IF=0" in v.reason
-    saved = json.loads((tmp_path / "art" / "verdict.json").read_text())
-    assert saved["verdict"] == "broken"
 
 
 def test_lookalike_crash_without_the_evidence_stays_a_guest_fail_on_tcg(kit, tmp_path) -> None:
@@ -99,62 +98,84 @@ def test_a_panic_without_the_signature_stays_a_fail_on_tcg(kit, tmp_path) -> Non
     assert v.verdict == VerdictValue.FAIL
 
 
-def _verdict(value: VerdictValue, *, retry: bool = False) -> Verdict:
-    v = Verdict(value, f"{value}", stages=[])
-    if retry:
-        v.meta["retryable"] = True
-        v.meta["emulation_fault"] = "tcg-svm-lost-gs-base"
-    return v
+def _session(host: FakeXenHost, kit, tmp_path: Path, attempts: int = 3, on_event=None):
+    request = BootRequest(
+        profile="linux-pvh",
+        kernel=str(kit[0]),
+        ramdisk=str(kit[1]),
+        attempts=attempts,
+        artifacts=tmp_path / "art",
+    )
+    xs = FakeXenStore({"vbd": 4, "vif": 4})
+    return Session(request, host=host, on_event=on_event, xenstore_factory=lambda h: xs)
 
 
-def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(tmp_path) -> None:
-    seq = [_verdict(VerdictValue.BROKEN, retry=True), _verdict(VerdictValue.PASS)]
-    seen: list[int] = []
+def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(kit, tmp_path) -> None:
+    """Attempt 1 dies of the host's fault, attempt 2 passes: the session passes, lists both
+    attempts in verdict.json, keeps attempt 1 in attempt-1/ with its own reports, and the
+    host's files stay where they were."""
+    host = TcgHost()
+    host.console = CRASH
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "host-serial.log").write_text("Xen\n")
 
-    def boot(art: Path) -> Verdict:
-        (art / "console.log").parent.mkdir(parents=True, exist_ok=True)
-        (art / "console.log").write_text(f"attempt {len(seen) + 1}\n")
-        seen.append(1)
-        return seq.pop(0)
+    def on_event(e: object) -> None:
+        if isinstance(e, AttemptEvent):
+            host.console = GOOD  # the next attempt's guest boots fine
 
-    # The host's files (written before the run, e.g. the nested host's serial log) stay.
-    (tmp_path / "host-serial.log").write_text("Xen\n")
-    (tmp_path / "host-xl-info.txt").write_text("xen_version: 4.17.5\n")
-    v = run_with_retries(boot, tmp_path, attempts=3)
-    assert v.verdict == VerdictValue.PASS
+    try:
+        result = _session(host, kit, tmp_path, on_event=on_event).run()
+    finally:
+        host.close()
+    v = result.verdict
+    assert v.verdict == VerdictValue.PASS, v.reason
     assert [a["verdict"] for a in v.meta["attempts"]] == ["broken", "pass"]
-    assert (tmp_path / "attempt-1" / "console.log").read_text() == "attempt 1\n"
-    assert (tmp_path / "console.log").read_text() == "attempt 2\n"
-    assert sorted(p.name for p in (tmp_path / "attempt-1").iterdir()) == ["console.log"]
-    assert (tmp_path / "host-serial.log").read_text() == "Xen\n"
-    assert (tmp_path / "host-xl-info.txt").is_file()
+    assert v.meta["attempts"][0]["emulation_fault"] == "tcg-svm-double-delivery"
+    saved = json.loads((art / "verdict.json").read_text())
+    assert saved["verdict"] == "pass"
+    assert [a["verdict"] for a in saved["attempts"]] == ["broken", "pass"]
+    assert b"ENTRY_TRAMPOLINE" in (art / "attempt-1" / "console.log").read_bytes()
+    assert json.loads((art / "attempt-1" / "verdict.json").read_text())["verdict"] == "broken"
+    assert b"login:" in (art / "console.log").read_bytes()
+    assert (art / "host-serial.log").read_text() == "Xen\n"
+    assert list(host.domains) == ["Domain-0"]
 
 
-@pytest.mark.parametrize("value", [VerdictValue.FAIL, VerdictValue.BLOCKED, VerdictValue.BROKEN])
-def test_other_verdicts_are_never_retried(tmp_path, value: VerdictValue) -> None:
-    calls: list[Path] = []
+@pytest.mark.parametrize(
+    "console", [GOOD.replace(b"login: ", b"Kernel panic - not syncing: x\n"), LOOKALIKE]
+)
+def test_a_guest_fail_is_never_retried(kit, tmp_path, console: bytes) -> None:
+    host = TcgHost()
+    host.console = console
+    events: list[object] = []
+    try:
+        v = _session(host, kit, tmp_path, on_event=events.append).run().verdict
+    finally:
+        host.close()
+    assert v.verdict == VerdictValue.FAIL
+    assert "attempts" not in v.meta
+    assert not [e for e in events if isinstance(e, AttemptEvent)]
 
-    def boot(art: Path) -> Verdict:
-        calls.append(art)
-        return _verdict(value)
 
-    v = run_with_retries(boot, tmp_path, attempts=3)
-    assert v.verdict == value and len(calls) == 1 and "attempts" not in v.meta
+def test_attempts_are_bounded(kit, tmp_path) -> None:
+    host = TcgHost()
+    host.console = CRASH
+    try:
+        v = _session(host, kit, tmp_path, attempts=2).run().verdict
+    finally:
+        host.close()
+    assert v.verdict == VerdictValue.BROKEN and len(v.meta["attempts"]) == 2
+    assert v.failed_stage is None  # broken: no guest stage blamed
+    assert (tmp_path / "art" / "attempt-1").is_dir()
+    assert not (tmp_path / "art" / "attempt-2").exists()  # the last attempt stays on top
 
 
-def test_attempts_are_bounded(tmp_path) -> None:
-    calls: list[Path] = []
-
-    def boot(art: Path) -> Verdict:
-        art.mkdir(parents=True, exist_ok=True)
-        calls.append(art)
-        return _verdict(VerdictValue.BROKEN, retry=True)
-
-    v = run_with_retries(boot, tmp_path, attempts=2)
-    assert v.verdict == VerdictValue.BROKEN and len(calls) == 2
-    assert len(v.meta["attempts"]) == 2
-    with pytest.raises(BlockedError, match="at least 1"):
-        run_with_retries(boot, tmp_path, attempts=0)
+def test_zero_attempts_is_blocked_before_the_host_is_touched(kit, tmp_path) -> None:
+    host = TcgHost()
+    v = _session(host, kit, tmp_path, attempts=0).run().verdict
+    assert v.verdict == VerdictValue.BLOCKED and "attempts" in v.reason
+    assert host.calls == []
 
 
 def test_hosts_declare_faults() -> None:

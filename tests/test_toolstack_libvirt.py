@@ -33,7 +33,7 @@ from xenpvh.host.base import CommandResult
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.run import BootRun
-from xenpvh.toolstack.base import get_toolstack
+from xenpvh.toolstack.registry import get_toolstack
 from xenpvh.toolstack.libvirt import (
     Libvirt,
     LibvirtCallError,

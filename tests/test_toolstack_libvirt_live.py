@@ -20,7 +20,8 @@ import pytest
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
 from xenpvh.run import BootRun
-from xenpvh.run.retry import run_with_retries
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
 from xenpvh.toolstack.libvirt import Libvirt, os_machine
 from xenpvh.toolstack.xl import Xl
 
@@ -79,18 +80,13 @@ def test_linux_pvh_boots_with_libvirt(host: Host, tmp_path: Path) -> None:
     lv = Libvirt(host)
     t0 = time.monotonic()
     try:
-        # Retried only when the nested host's own emulation spoils the run (see run.retry).
-        v = run_with_retries(
-            lambda art: BootRun(
-                host,
-                profile,
-                profile.point(vcpus=2),
-                toolstack=lv,
-                artifacts=art,
-                guest_kit=kit,
-            ).run(),
-            tmp_path,
-        )
+        # Retried only when the nested host's own emulation spoils the run (Session).
+        v = Session(
+            BootRequest(profile="linux-pvh", vcpus=2, toolstack="libvirt", artifacts=tmp_path),
+            host=host,
+            guest_kit=kit,
+            toolstack=lv,
+        ).run().verdict
     finally:
         lv.close()
     wall = time.monotonic() - t0

@@ -108,29 +108,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def xen_host(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    """The session's Xen host; the nested host is booted once and shut down at the end."""
+    """The session's Xen host (a `xenpvh.host.base.Host`): the nested host is booted once
+    per test session (or the one `xenpvh host nested up` left running is reused) and shut
+    down at the end; an ssh host is connected once."""
     from rich.console import Console
 
-    from xenpvh.frontend import open_host
+    from xenpvh.host.open import open_host
+    from xenpvh.host.request import HostRequest
 
     opt = request.config.getoption
     base = opt("xenpvh_artifacts")
     artifacts = Path(base) / "host" if base else tmp_path_factory.mktemp("xen-host")
     artifacts.mkdir(parents=True, exist_ok=True)
-    with open_host(
-        opt("xenpvh_host"),
-        inventory=opt("xenpvh_inventory"),
-        identity=opt("xenpvh_identity"),
-        known_hosts=opt("xenpvh_known_hosts"),
-        console=Console(stderr=True, highlight=False),
-        artifacts=artifacts,
+    hreq = HostRequest(
+        spec=opt("xenpvh_host"),
+        inventory=_path(opt("xenpvh_inventory")),
+        identity=_path(opt("xenpvh_identity")),
+        known_hosts=_path(opt("xenpvh_known_hosts")),
         qemu=opt("xenpvh_qemu"),
-    ) as host:
-        yield host
+    )
+    with open_host(hreq, artifacts=artifacts, console=Console(stderr=True, highlight=False)) as h:
+        yield h
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 @dataclass
 class BootResult:
+    """What `boot_guest(...)` returns: the session's verdict and its artifacts directory."""
+
     verdict: Verdict
     artifacts: Path
 
@@ -141,17 +149,18 @@ def _safe(name: str) -> str:
 
 @pytest.fixture
 def boot_guest(
-    request: pytest.FixtureRequest,
-    xen_host: Any,
-    tmp_path: Path,
-    record_property: Callable[[str, object], None],
+    request: pytest.FixtureRequest, xen_host: Any, tmp_path: Path
 ) -> Callable[..., BootResult]:
-    """Boot one profile point on the session's host and return its verdict + artifacts."""
-    from xenpvh.profile import load_profile
-    from xenpvh.run.boot import BootRun
-    from xenpvh.run.retry import run_with_retries
+    """A function that boots one profile point on the session's host through a
+    `xenpvh.run.session.Session` and returns a `BootResult` (verdict + artifacts dir).
 
-    base = request.config.getoption("xenpvh_artifacts")
+    Each boot's stages are attached to the test's report (`user_properties` and a
+    "xenpvh" section of its output), which works with every `junit_family`."""
+    from xenpvh.run.request import BootRequest
+    from xenpvh.run.session import Session
+
+    opt = request.config.getoption
+    base = opt("xenpvh_artifacts")
     counter = iter(range(1000))
 
     def boot(
@@ -163,31 +172,45 @@ def boot_guest(
         ramdisk: str | None = None,
         cmdline_append: str = "",
         toolstack: str = "xl",
+        attempts: int | None = None,
     ) -> BootResult:
-        prof = load_profile(profile)
-        cmdline = prof.point().cmdline
-        if cmdline_append:
-            cmdline = f"{cmdline} {cmdline_append}".strip()
-        point = prof.point(
-            vcpus=vcpus, memory_mb=memory_mb, kernel=kernel, ramdisk=ramdisk, cmdline=cmdline
-        )
         n = next(counter)
         if base:
             artifacts = Path(base) / f"{_safe(request.node.name)}-{n}"
         else:
             artifacts = tmp_path / f"run-{n}"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        verdict = run_with_retries(
-            lambda art: BootRun(xen_host, prof, point, toolstack=toolstack, artifacts=art).run(),
-            artifacts,
-            attempts=request.config.getoption("xenpvh_attempts"),
+        req = BootRequest(
+            profile=profile,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            kernel=kernel,
+            ramdisk=ramdisk,
+            cmdline_append=cmdline_append,
+            toolstack=toolstack,
+            attempts=attempts if attempts is not None else opt("xenpvh_attempts"),
+            artifacts=artifacts,
         )
-        record_property("xenpvh.verdict", str(verdict.verdict))
-        record_property("xenpvh.attempts", len(verdict.meta.get("attempts") or [None]))
-        record_property("xenpvh.artifacts", str(artifacts))
-        for s in verdict.stages:
-            t = "" if s.t is None else f" t={s.t:.2f}s"
-            record_property(f"xenpvh.stage.{s.name}", f"{s.status}{t}")
-        return BootResult(verdict, artifacts)
+        result = Session(req, host=xen_host).run()
+        _attach(request.node, result.verdict, result.artifacts, n)
+        return BootResult(result.verdict, result.artifacts)
 
     return boot
+
+
+def _attach(item: pytest.Item, verdict: Verdict, artifacts: Path, n: int) -> None:
+    """Stages into the test's report: user_properties (junit_family xunit1 writes them as
+    properties) and a report section (every family writes it to system-out); never
+    record_property, which pytest refuses under xunit2."""
+    prefix = f"xenpvh.{n}." if n else "xenpvh."
+    props = [
+        (f"{prefix}verdict", str(verdict.verdict)),
+        (f"{prefix}attempts", str(len(verdict.meta.get("attempts") or [None]))),  # type: ignore[arg-type]
+        (f"{prefix}artifacts", str(artifacts)),
+    ]
+    lines = [f"verdict {verdict.verdict}: {verdict.reason}", f"artifacts {artifacts}"]
+    for s in verdict.stages:
+        t = "" if s.t is None else f" t={s.t:.2f}s"
+        props.append((f"{prefix}stage.{s.name}", f"{s.status}{t}"))
+        lines.append(f"{s.name:<12} {s.status}{t}")
+    item.user_properties.extend(props)
+    item.add_report_section("call", f"xenpvh boot {n}", "\n".join(lines))

@@ -195,10 +195,15 @@ def render_xl_config(spec: DomainSpec, xen: XenVersion | str) -> str:
     if ver >= PVHV2_FIRST and spec.mode == "pvhv1":
         raise RenderError(
             f"mode pvhv1 on Xen {ver}: PVHv1 was removed in 4.9 and xl would silently build "
-            "a PV guest from 'pvh = 1'; use mode pvh"
+            "a PV guest from 'pvh = 1'; boot it with a PVHv2 profile (e.g. freebsd-pvh or "
+            "linux-pvh; `xenpvh profiles` lists them)"
         )
     if ver < PVHV2_FIRST and spec.mode == "pvh":
-        raise RenderError(f"mode pvh (PVHv2) needs Xen >= 4.10, got {ver}; use mode pvhv1")
+        raise RenderError(
+            f"PVHv2 (mode pvh) needs Xen >= 4.10, got {ver}; on Xen 4.4-4.8 boot a PVHv1 "
+            "profile instead (e.g. freebsd-pvhv1; `xenpvh profiles` lists them), or a profile "
+            "of your own with mode = \"pvhv1\""
+        )
     v2 = ver >= PVHV2_FIRST
 
     name = check_name(spec.name)

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -28,9 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from xenpvh.check.checker import EventKind, StageChecker, StageEvent
+from xenpvh.check.decide import HostFault, RunFacts, decide_run
 from xenpvh.check.faults import judge as judge_fault
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
@@ -45,12 +45,15 @@ from xenpvh.run.events import (
     RunStateEvent,
     VerdictEvent,
 )
-from xenpvh.toolstack.base import Domain, Prepared, Toolstack, get_toolstack
+from xenpvh.toolstack.base import Domain, Prepared, Toolstack
+from xenpvh.toolstack.registry import get_toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.xenstore import DeviceState, XenStore
 
 if TYPE_CHECKING:
     from xenpvh.build.guestkit import GuestKit
+
+log = logging.getLogger(__name__)
 
 REMOTE_ROOT = "/var/lib/xenpvh"
 GUESTKIT_PREFIX = "@guestkit:"
@@ -144,7 +147,7 @@ class BootRun:
         xenstore_timeout: float = 10.0,
         max_console_bytes: int = MAX_LOG_BYTES,
         remote_root: str = REMOTE_ROOT,
-        console: Console | None = None,
+        on_decided: Callable[[Verdict], None] | None = None,
         checker_factory: Callable[..., StageChecker] | None = None,
         xenstore_factory: Callable[[Host], XenStore] | None = None,
     ) -> None:
@@ -164,7 +167,9 @@ class BootRun:
         self.max_console_bytes = max_console_bytes
         self.remote_root = remote_root.rstrip("/")
         self.run_dir = f"{self.remote_root}/runs/{self.run_id}"
-        self.out = console
+        # Called with the decided verdict before the destroy (the Session writes the
+        # reports then); a failure there is logged, it never skips the destroy.
+        self.on_decided = on_decided
         self._checker_factory = checker_factory
         self._xenstore_factory = xenstore_factory or (
             lambda h: XenStore(h, timeout=xenstore_timeout)
@@ -192,8 +197,7 @@ class BootRun:
             raise AssertionError(f"run {self.run_id}: illegal transition {self.state} -> {state}")
         self.state = state
         t = round(time.monotonic() - self.times.start, 3)
-        if self.out is not None:
-            self.out.log(f"[bold]{state}[/] {detail}".rstrip())
+        log.debug("run %s: %s %s", self.run_id, state, detail)
         self._emit(RunStateEvent(state, t, detail))
 
     def _emit(self, event: object) -> None:
@@ -244,11 +248,15 @@ class BootRun:
                 self._enter(RunState.COLLECT)
                 self._collect()
                 self.times.collected = time.monotonic()
-            if verdict.verdict == VerdictValue.FAIL:
-                verdict = self._blame_the_host(verdict)
+            fault = self._host_fault() if verdict.verdict == VerdictValue.FAIL else None
+            verdict = decide_run(RunFacts(guest=verdict, host_fault=fault))
             self._enter(RunState.REPORT)
             verdict.meta.update(self._meta())
-            self._report(verdict)
+            if self.on_decided is not None:
+                try:
+                    self.on_decided(verdict)
+                except Exception:
+                    log.exception("run %s: reporting the verdict failed", self.run_id)
             with contextlib.suppress(Exception):  # a failing callback must not skip the destroy
                 self._emit(
                     VerdictEvent(
@@ -261,24 +269,8 @@ class BootRun:
                 self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name))
             problem = self._destroy()
             self.times.destroyed = time.monotonic()
-        if problem:
-            # What the guest did stays in the reason; the run is the host's failure.
-            verdict = dataclasses.replace(
-                verdict,
-                verdict=VerdictValue.BROKEN,
-                reason=f"{problem} (guest verdict was {verdict.verdict}: {verdict.reason})",
-                failed_stage=None,
-            )
-            verdict.meta["destroy_error"] = problem
-            verdict.meta.update(self._meta())
-            # Rewritten atomically: a reader sees the old reports or the new, never a mix.
-            self._report(verdict)
-        else:
-            # The reports stand as written at the verdict; only timing.json learns how long
-            # the destroy took.
-            atomic_write_text(
-                self.artifacts / "timing.json", json.dumps(self.times.meta(), indent=2)
-            )
+        verdict = decide_run(RunFacts(guest=verdict, destroy_problem=problem))
+        verdict.meta.update(self._meta())
         self._enter(RunState.DONE, str(verdict.verdict))
         return verdict
 
@@ -333,26 +325,18 @@ class BootRun:
                 raise BlockedError(f"disk {d.vdev}: size_mb {d.size_mb} out of range 1-65536")
 
         kernels_dir = f"{self.remote_root}/kernels"
-        uploads: list[tuple[Path, str]] = []
-
-        def remote_for(p: Path) -> str:
-            remote = f"{kernels_dir}/{_sha256(p)[:16]}-{p.name}"
-            uploads.append((p, remote))
-            return remote
-
-        disks = tuple(
-            d
-            if d.target
-            else dataclasses.replace(d, target=f"{self.run_dir}/{d.vdev}.img", format="raw")
-            for d in point.disks
+        self.spec = remote_paths(
+            dataclasses.replace(point, name=self.domain_name),
+            run_id=self.run_id,
+            kernel=kernel,
+            ramdisk=ramdisk,
+            kernel_id=lambda p: _sha256(p)[:16],
+            remote_root=self.remote_root,
         )
-        self.spec = dataclasses.replace(
-            point,
-            name=self.domain_name,
-            kernel=remote_for(kernel),
-            ramdisk=remote_for(ramdisk) if ramdisk is not None else None,
-            disks=disks,
-        )
+        uploads = [(kernel, self.spec.kernel)]
+        if ramdisk is not None and self.spec.ramdisk is not None:
+            uploads.append((ramdisk, self.spec.ramdisk))
+        disks = self.spec.disks
         # 2. Render for the Xen this host runs (RenderError: blocked, still nothing made).
         self.prepared = self.toolstack.prepare(self.spec)
         atomic_write_text(self.artifacts / self.prepared.filename, self.prepared.config)
@@ -579,16 +563,15 @@ class BootRun:
             stages = [StageResult(name=n) for n in _stage_names(self.profile)]
         return Verdict(verdict=value, reason=reason, stages=stages)
 
-    def _blame_the_host(self, verdict: Verdict) -> Verdict:
-        """A guest failure whose console shows one of the host's own emulation faults is the
-        host's: `broken` and retryable, with the guest's verdict kept in the reason.  A fault
-        with a judge counts only when the judge confirms it from the whole console."""
+    def _host_fault(self) -> HostFault | None:
+        """One of the host's own emulation faults, when the console shows its trigger and
+        (for a fault with a judge) the judge confirms it from the whole console."""
         faults = emulation_faults(self.host)
-        log = self.artifacts / "console.log"
-        if not faults or not log.is_file():
-            return verdict
+        log_path = self.artifacts / "console.log"
+        if not faults or not log_path.is_file():
+            return None
         compiled = [(f, re.compile(f.pattern)) for f in faults]
-        lines = self._console_lines(log)
+        lines = self._console_lines(log_path)
         for i, line in enumerate(lines):
             for fault, pat in compiled:
                 if not pat.search(line):
@@ -599,21 +582,8 @@ class BootRun:
                     if finding is None:
                         continue  # looks alike, but the evidence is not there: the guest's
                     evidence = f"{evidence}; {finding.evidence}"
-                new = dataclasses.replace(
-                    verdict,
-                    verdict=VerdictValue.BROKEN,
-                    reason=(
-                        f"{fault.name} on host {self.host.name}: {fault.why}; console: "
-                        f"{evidence!r} (guest verdict was fail at "
-                        f"{verdict.failed_stage}: {verdict.reason})"
-                    ),
-                    failed_stage=None,
-                )
-                new.meta["emulation_fault"] = fault.name
-                new.meta["guest_failed_stage"] = verdict.failed_stage
-                new.meta["retryable"] = True
-                return new
-        return verdict
+                return HostFault(fault.name, fault.why, evidence, self.host.name)
+        return None
 
     @staticmethod
     def _console_lines(log: Path) -> list[str]:
@@ -707,32 +677,31 @@ class BootRun:
             meta["collect_errors"] = self.collect_errors
         return meta
 
-    def _report(self, verdict: Verdict) -> None:
-        from xenpvh.report import write_html, write_junit, write_verdict_json
 
-        a = self.artifacts
-        a.mkdir(parents=True, exist_ok=True)
-        # The report writers are atomic (temp file + rename) themselves.
-        atomic_write_text(a / "timing.json", json.dumps(self.times.meta(), indent=2))
-        write_verdict_json(verdict, a / "verdict.json")
-        spec = self.spec or self.point
-        profile = getattr(self.profile, "name", "profile")
-        write_junit(
-            verdict,
-            a / "junit.xml",
-            f"xenpvh.{profile}",
-            f"{self.toolstack.name}-vcpus{spec.vcpus}-mem{spec.memory_mb}",
-        )
-        write_html(verdict, a / "report.html", self._console_tail())
-
-    def _console_tail(self, max_bytes: int = 256 * 1024) -> list[str]:
-        log = self.artifacts / "console.log"
-        if not log.is_file():
-            return []
-        with log.open("rb") as f:
-            f.seek(max(0, log.stat().st_size - max_bytes))
-            tail = f.read()
-        return tail.decode("utf-8", "replace").replace("\r", "").splitlines()
+def remote_paths(
+    point: DomainSpec,
+    *,
+    run_id: str,
+    kernel: Path | None,
+    ramdisk: Path | None,
+    kernel_id: Callable[[Path], str],
+    remote_root: str = REMOTE_ROOT,
+) -> DomainSpec:
+    """`point` with the host-side paths a run gives it: kernel and ramdisk in the
+    content-addressed `kernels/` (`<id>-<name>`), scratch disks in the run's directory.
+    Pure: `xenpvh config render` previews a run's config with it."""
+    run_dir = f"{remote_root}/runs/{run_id}"
+    kernels_dir = f"{remote_root}/kernels"
+    disks = tuple(
+        d if d.target else dataclasses.replace(d, target=f"{run_dir}/{d.vdev}.img", format="raw")
+        for d in point.disks
+    )
+    return dataclasses.replace(
+        point,
+        kernel=f"{kernels_dir}/{kernel_id(kernel)}-{kernel.name}" if kernel else point.kernel,
+        ramdisk=f"{kernels_dir}/{kernel_id(ramdisk)}-{ramdisk.name}" if ramdisk else None,
+        disks=disks,
+    )
 
 
 def parse_leases(out: str, runs: str) -> list[tuple[str, str]]:

@@ -1,9 +1,9 @@
 """Toolstack drivers (xl, later libvirt), console capture and XenStore, all via a Host."""
 
-from xenpvh.toolstack.base import Domain, Prepared, Toolstack, get_toolstack
+from xenpvh.toolstack.base import Domain, Prepared, Toolstack
 from xenpvh.toolstack.console import ConsoleCapture, ConsoleSource
+from xenpvh.toolstack.registry import get_toolstack, register
 from xenpvh.toolstack.xenstore import DeviceState, XenStore
-from xenpvh.toolstack.xl import Xl
 
 __all__ = [
     "ConsoleCapture",
@@ -13,6 +13,6 @@ __all__ = [
     "Prepared",
     "Toolstack",
     "XenStore",
-    "Xl",
     "get_toolstack",
+    "register",
 ]

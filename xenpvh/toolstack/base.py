@@ -84,18 +84,4 @@ class Toolstack(Protocol):
         ...
 
 
-def get_toolstack(name: str, host: Host) -> Toolstack:
-    if name == "xl":
-        from xenpvh.toolstack.xl import Xl
-
-        return Xl(host)
-    if name == "libvirt":
-        try:
-            from xenpvh.toolstack.libvirt import Libvirt  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise BlockedError(f"toolstack 'libvirt' is not available: {e}") from e
-        return Libvirt(host)  # type: ignore[no-any-return]
-    raise BlockedError(f"unknown toolstack {name!r} (known: xl, libvirt)")
-
-
-__all__ = ["Domain", "Prepared", "Toolstack", "check_domain_name", "get_toolstack"]
+__all__ = ["Domain", "Prepared", "Toolstack", "check_domain_name"]

@@ -1,0 +1,126 @@
+"""The one decider: every verdict source feeds one decision here.
+
+Pure: facts in, a verdict out.  A run's facts are the checker's verdict (which already holds
+the XenStore device check's outcome when the run made one), a host fault the judges
+confirmed, the destroy's outcome and the hypervisor stage; a session's are the hypervisor
+stage and its attempts.  The rules, in order:
+
+1. Infrastructure beats the guest: a destroy that failed, or a host fault a judge confirmed,
+   makes the run `broken`; no guest stage is then blamed (`failed_stage` None, the stage
+   that had failed shows `not-reached` with the guest's reason kept in its detail), and the
+   guest's own verdict stays in the reason and in `meta.guest_verdict`.
+2. A hypervisor stage that failed is the run's `fail` (the guest did not run on the Xen asked
+   for); one that passed goes first in the stage list.
+3. Retries: the last attempt decides; every attempt is listed in `meta.attempts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+
+
+@dataclass(frozen=True)
+class HostFault:
+    """A fault of the host confirmed from the console (see xenpvh.check.faults)."""
+
+    name: str
+    why: str
+    evidence: str
+    host: str
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What one boot run learned, for `decide_run`."""
+
+    guest: Verdict  # the checker's (and device check's) verdict, or an error verdict
+    host_fault: HostFault | None = None
+    destroy_problem: str = ""
+
+
+def _unblame(verdict: Verdict, value: VerdictValue, reason: str) -> Verdict:
+    """`verdict` turned into an infrastructure verdict: no stage failed any more."""
+    stages = [
+        dataclasses.replace(
+            s, status=StageStatus.NOT_REACHED, detail=s.detail or f"guest: {verdict.reason}"
+        )
+        if s.status is StageStatus.FAILED
+        else s
+        for s in verdict.stages
+    ]
+    meta = dict(verdict.meta)
+    if verdict.verdict in (VerdictValue.FAIL, VerdictValue.PASS):
+        meta.setdefault("guest_verdict", str(verdict.verdict))
+        if verdict.failed_stage:
+            meta.setdefault("guest_failed_stage", verdict.failed_stage)
+    return Verdict(verdict=value, reason=reason, failed_stage=None, stages=stages, meta=meta)
+
+
+def decide_run(facts: RunFacts) -> Verdict:
+    """One boot run's verdict from its facts (rule 1)."""
+    verdict = facts.guest
+    if facts.host_fault is not None and verdict.verdict is VerdictValue.FAIL:
+        f = facts.host_fault
+        verdict = _unblame(
+            verdict,
+            VerdictValue.BROKEN,
+            f"{f.name} on host {f.host}: {f.why}; console: {f.evidence!r} (guest verdict was "
+            f"fail at {verdict.failed_stage}: {verdict.reason})",
+        )
+        verdict.meta["emulation_fault"] = f.name
+        verdict.meta["retryable"] = True
+    if facts.destroy_problem:
+        verdict = _unblame(
+            verdict,
+            VerdictValue.BROKEN,
+            f"{facts.destroy_problem} (guest verdict was {verdict.verdict}: {verdict.reason})",
+        )
+        verdict.meta["destroy_error"] = facts.destroy_problem
+        verdict.meta.pop("retryable", None)
+    return verdict
+
+
+def retryable(verdict: Verdict) -> bool:
+    """Only a run the host's own known fault spoiled is worth another attempt."""
+    return verdict.verdict is VerdictValue.BROKEN and verdict.meta.get("retryable") is True
+
+
+def with_hypervisor(verdict: Verdict, hypervisor: StageResult | None) -> Verdict:
+    """Rule 2: the hypervisor stage first; if it failed, the run failed there."""
+    if hypervisor is None:
+        return verdict
+    stages = [hypervisor, *(s for s in verdict.stages if s.name != hypervisor.name)]
+    if hypervisor.status is StageStatus.FAILED:
+        return dataclasses.replace(
+            verdict,
+            verdict=VerdictValue.FAIL,
+            reason=f"{hypervisor.name}: {hypervisor.detail}",
+            failed_stage=hypervisor.name,
+            stages=stages,
+        )
+    return dataclasses.replace(verdict, stages=stages)
+
+
+def decide_session(attempts: Sequence[Verdict], hypervisor: StageResult | None = None) -> Verdict:
+    """The session's verdict (rules 2 and 3).  `attempts` may be empty only when the
+    hypervisor stage failed (no guest was booted)."""
+    if not attempts:
+        if hypervisor is None or hypervisor.status is not StageStatus.FAILED:
+            raise ValueError("a session without attempts needs a failed hypervisor stage")
+        return with_hypervisor(Verdict(VerdictValue.FAIL, "", stages=[]), hypervisor)
+    final = attempts[-1]
+    return with_hypervisor(final, hypervisor)
+
+
+__all__ = [
+    "HostFault",
+    "RunFacts",
+    "decide_run",
+    "decide_session",
+    "retryable",
+    "with_hypervisor",
+]

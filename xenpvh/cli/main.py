@@ -1,0 +1,298 @@
+"""`xenpvh` command line: parsing, exit codes and the error boundary; nothing else.
+
+Parsing only parses; `xenpvh.cli.commands` turns arguments into a request for the library
+and presents what comes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+
+EXIT_PASS, EXIT_FAIL, EXIT_BLOCKED, EXIT_BROKEN, EXIT_BUG = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit status:
+  0  pass               every stage passed
+  1  fail               the guest misbehaved (the verdict names the stage)
+  2  blocked / usage    our input is wrong (bad profile, missing kernel, bad option)
+  3  broken             infrastructure failed (host unreachable, QEMU died, xenstored dead)
+  4  internal error     a bug of xenpvh; the traceback is in a log file (its path is printed)
+  130 interrupted       Ctrl-C / SIGINT
+
+environment:
+  XDG_CACHE_HOME        build cache, nested host image and logs under $XDG_CACHE_HOME/xenpvh
+                        (default ~/.cache/xenpvh)
+  XDG_RUNTIME_DIR       where `host nested up` records the running nested host
+  XENPVH_NESTED_FRESH=1 never reuse a nested host left up by `host nested up`
+  XENPVH_FREEBSD_SRC    a FreeBSD source tree for the FreeBSD build's live test
+
+With --format json exactly one JSON object is printed on stdout, whatever the outcome.
+"""
+
+
+def _version() -> str:
+    from xenpvh import __version__
+
+    return __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors keep the promise of `--format json` (one object on
+    stdout) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if _wants_json(sys.argv[1:]):
+            _print_json({"verdict": "blocked", "reason": f"usage: {message}", "stages": []})
+            sys.exit(EXIT_BLOCKED)
+        super().error(message)
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    argv = list(argv)
+    return "--format=json" in argv or any(
+        a == "--format" and i + 1 < len(argv) and argv[i + 1] == "json"
+        for i, a in enumerate(argv)
+    )
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xenpvh.cli import commands as c
+
+    parser = _Parser(
+        prog="xenpvh",
+        description="Proves Xen PVH guests boot: builds, boots on real Xen and checks every "
+        "boot stage on the guest console.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"xenpvh {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("check", help="check a saved console log against a profile")
+    p.add_argument("log", help="console log file, or - for standard input")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--vcpus", type=_positive_int, default=None, help="default: the profile's")
+    p.add_argument("--disks", type=_count, default=None, help="expected disks (default: profile)")
+    p.add_argument("--vifs", type=_count, default=None, help="expected vifs (default: profile)")
+    p.add_argument("--format", choices=["text", "json", "junit"], default="text")
+    p.set_defaults(func=c.cmd_check)
+
+    p = sub.add_parser("profiles", help="list guest profiles and their stages")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=c.cmd_profiles)
+
+    p = sub.add_parser("config", help="domain configuration")
+    csub = p.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    r = csub.add_parser("render", help="print the xl config (or libvirt XML) of a profile point")
+    r.add_argument("--profile", required=True)
+    r.add_argument("--vcpus", type=_positive_int, default=None)
+    r.add_argument("--memory", type=_positive_int, default=None)
+    r.add_argument("--kernel", default=None)
+    r.add_argument("--xen", default="4.17", help="target Xen version, e.g. 4.17 or 4.4")
+    r.add_argument("--libvirt", action="store_true", help="libvirt domain XML instead")
+    r.set_defaults(func=c.cmd_config_render)
+
+    for name, helptext, builds in (
+        ("boot", "boot one profile point on real Xen and check it", False),
+        ("run", "build patched trees, then boot and check on what was built", True),
+    ):
+        p = sub.add_parser(name, help=helptext, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_point_args(p)
+        _add_host_args(p)
+        p.add_argument("--toolstack", choices=["xl", "libvirt"], default="xl")
+        p.add_argument("--artifacts", default=None, help="directory for this run's artifacts")
+        p.add_argument("--format", choices=["text", "json", "junit"], default="text")
+        if builds:
+            p.add_argument("--xen-tree", default=None, help="debian:xen[=VER], git URL#ref, dir")
+            p.add_argument("--xen-patches", default=None, help="patch series directory")
+            p.add_argument("--xen-config", default=None, help="Kconfig fragment")
+            p.add_argument("--kernel-tree", default=None, help="Linux guest kernel tree spec")
+            p.add_argument("--rebuild", action="store_true")
+        p.set_defaults(func=c.cmd_boot, builds=builds)
+
+    p = sub.add_parser("host", help="Xen hosts")
+    hsub = p.add_subparsers(dest="host_command", required=True, parser_class=_Parser)
+    n = hsub.add_parser("nested", help="the nested Xen host under QEMU")
+    nsub = n.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, helptext in (
+        ("up", "boot it and leave it running (later boots reuse it)"),
+        ("down", "shut it down"),
+        ("status", "is it running?"),
+    ):
+        a = nsub.add_parser(action, help=helptext)
+        a.add_argument("--xen-image", default=None, help="boot this Xen image instead")
+        _add_qemu_arg(a)
+        a.set_defaults(func=c.cmd_host_nested)
+    a = nsub.add_parser("ssh", help="ssh into its dom0 (pinned host key); -- COMMAND runs one")
+    a.add_argument("ssh_args", nargs="*", help="a command to run (after --)")
+    a.set_defaults(func=c.cmd_host_nested)
+    pr = hsub.add_parser("provision", help="provision a Debian 12 box into a Xen lab host")
+    pr.add_argument("address", help="ssh://root@box[:port]")
+    pr.add_argument("--identity", default=None)
+    pr.add_argument("--known-hosts", default=None)
+    pr.add_argument("--xen-artifact", default=None, help="a built Xen (cache id or path)")
+    pr.set_defaults(func=c.cmd_host_provision)
+
+    p = sub.add_parser("build", help="build patched source trees")
+    bsub = p.add_subparsers(dest="build_command", required=True, parser_class=_Parser)
+    b = bsub.add_parser("xen", help="build a Xen hypervisor")
+    b.add_argument("--tree", default="debian:xen", help="debian:xen[=VERSION], git URL#ref, dir")
+    b.add_argument("--patches", default=None)
+    b.add_argument("--config", default=None)
+    b.add_argument("--rebuild", action="store_true")
+    b.add_argument("--jobs", type=_positive_int, default=2)
+    b.add_argument("--with-tools", action="store_true", help="also build the tools (long)")
+    b.set_defaults(func=c.cmd_build_xen)
+    q = bsub.add_parser("qemu", help="build the nested host's patched qemu-system-x86_64")
+    q.add_argument(
+        "--tree",
+        default=None,
+        help="a tree spec (default: guestcfg/patches/qemu/nested.toml, Debian's qemu + fix)",
+    )
+    q.add_argument("--patches", default=None)
+    q.add_argument("--rebuild", action="store_true")
+    q.add_argument("--jobs", type=_positive_int, default=2)
+    q.set_defaults(func=c.cmd_build_qemu)
+    g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
+    g.add_argument("--cache-dir", default=None)
+    g.set_defaults(func=c.cmd_build_guestkit)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
+
+
+def _add_point_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, help="profile name (guestcfg/NAME.toml) or a path")
+    p.add_argument("--vcpus", type=_positive_int, default=None, help="default: the profile's")
+    p.add_argument("--memory", type=_positive_int, default=None, metavar="MiB")
+    p.add_argument("--kernel", default=None, help="guest kernel on this machine")
+    p.add_argument("--ramdisk", default=None, help="guest ramdisk on this machine")
+    p.add_argument("--cmdline-append", default="", help="extra guest kernel arguments")
+    p.add_argument(
+        "--attempts",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="runs spoilt by a known fault of the host itself (e.g. Debian's QEMU under the "
+        "nested host) are retried, N attempts in all; every attempt's artifacts are kept "
+        "(default 3)",
+    )
+
+
+def _add_qemu_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--qemu",
+        default="patched",
+        metavar="patched|system|PATH",
+        help="nested host: the QEMU to run it on: 'patched' (default; xenpvh's build of "
+        "Debian's QEMU with the nested-SVM interrupt fix, built and cached on first use), "
+        "'system' (Debian's qemu-system-x86_64) or the path of a binary",
+    )
+
+
+def _add_host_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        default="nested",
+        help="nested (default: a Xen host under QEMU), local, ssh://user@host[:port], "
+        "or a name from --inventory",
+    )
+    p.add_argument("--inventory", default=None, help="TOML inventory of lab hosts")
+    p.add_argument("--identity", default=None, help="ssh private key for ssh:// hosts")
+    p.add_argument("--known-hosts", default=None, help="known_hosts file for ssh:// hosts")
+    p.add_argument("--xen-image", default=None, help="nested host: boot this Xen image instead")
+    _add_qemu_arg(p)
+
+
+def _bug_log(exc: BaseException) -> Path:
+    """Write the traceback of a bug of ours where it can be found again."""
+    from xenpvh.util.fs import atomic_write_text, cache_root
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = cache_root() / "logs" / f"crash-{stamp}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(traceback.format_exception(exc))
+    atomic_write_text(path, f"xenpvh {_version()} {' '.join(sys.argv)}\n{text}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from xenpvh.cli.console import err_console, print_error
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    err = err_console()
+    as_json = getattr(args, "format", None) == "json"
+
+    def fail_json(verdict: str, reason: str) -> None:
+        if as_json:
+            _print_json({"verdict": verdict, "reason": reason, "failed_stage": None,
+                         "stages": []})
+
+    try:
+        return int(args.func(args))
+    except BlockedError as e:
+        print_error(err, "blocked", e)
+        fail_json("blocked", str(e))
+        return EXIT_BLOCKED
+    except BrokenError as e:
+        print_error(err, "broken", e)
+        fail_json("broken", str(e))
+        return EXIT_BROKEN
+    except XenpvhError as e:
+        print_error(err, "blocked", e)
+        fail_json("blocked", str(e))
+        return EXIT_BLOCKED
+    except KeyboardInterrupt:
+        print_error(err, "interrupted", "Ctrl-C")
+        fail_json("broken", "interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of ours: never the exit code of a verdict
+        where = _bug_log(e)
+        print_error(err, "internal error", f"{type(e).__name__}: {e} (traceback in {where})")
+        fail_json("error", f"internal error: {type(e).__name__}: {e}; traceback in {where}")
+        return EXIT_BUG
+
+
+__all__ = [
+    "EXIT_BLOCKED",
+    "EXIT_BROKEN",
+    "EXIT_BUG",
+    "EXIT_FAIL",
+    "EXIT_PASS",
+    "build_parser",
+    "main",
+]

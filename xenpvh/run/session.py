@@ -1,0 +1,460 @@
+"""The Session: one request, from input checks to written reports, for every front end.
+
+    request ─► validate (blocked before any host is touched)
+            ─► builds (Xen, guest kernel; cached)
+            ─► host (nested: booted or reused; ssh; local)
+            ─► hypervisor stage (when a built Xen is expected)
+            ─► attempts (BootRun each; only a host-fault `broken` is retried)
+            ─► decide (xenpvh.check.decide) ─► write (xenpvh.report, the one writer)
+
+The CLI, the pytest plugin, plans and the developer loop all call `Session(request).run()`;
+they present its events (`on_event`) and its result, and compose nothing themselves.  The
+session never raises for a verdict: blocked, broken, fail and pass all come back as a
+`SessionResult` with its reports written.  A bug of ours (any other exception) and Ctrl-C
+still leave a `verdict.json` behind before they propagate.
+
+Reports are written when the verdict is known (before the guest is destroyed, so a user or
+a CI server sees it at once) and rewritten, atomically, once the destroy is done: with its
+timing, and `broken` if the destroy failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xenpvh.check.decide import decide_session, retryable
+from xenpvh.check.hostconsole import HostExpectation, check_hypervisor, read_expect_file
+from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.base import Host
+from xenpvh.host.request import HostRequest
+from xenpvh.profile import load_profile
+from xenpvh.profile.domain import DomainSpec
+from xenpvh.profile.model import Profile
+from xenpvh.run.boot import BootRun, new_run_id
+from xenpvh.run.request import BootRequest
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[object], None]
+HostOpener = Callable[[HostRequest, Path], AbstractContextManager[Host]]
+DEFAULT_ARTIFACTS_ROOT = Path("artifacts")
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """A build the session made (or served from the cache) before booting."""
+
+    what: str  # "xen" | "kernel"
+    description: str  # the cache's one-line account (hit or built, key, time)
+    path: str
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """Attempt `number` ended `retryable`: another follows (its artifacts moved aside)."""
+
+    number: int
+    of: int
+    reason: str
+    kept_in: str
+
+
+@dataclass
+class SessionResult:
+    verdict: Verdict
+    artifacts: Path
+    reports: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
+
+
+def point_name(toolstack: str, point: DomainSpec) -> str:
+    """Stable across attempts: the JUnit classname's last part (`xl-vcpus2-mem256`)."""
+    return f"{toolstack}-vcpus{point.vcpus}-mem{point.memory_mb}"
+
+
+class Session:
+    """Run one BootRequest.  `host` (a Host the caller already holds, e.g. the pytest
+    session's) skips opening one; `open_host` replaces how one is opened (front ends pass
+    one that shows progress).  `guest_kit` and `progress` go to the builders."""
+
+    def __init__(
+        self,
+        request: BootRequest,
+        *,
+        on_event: EventCallback | None = None,
+        host: Host | None = None,
+        open_host: HostOpener | None = None,
+        guest_kit: Any = None,
+        progress: Any = None,
+        artifacts_root: Path = DEFAULT_ARTIFACTS_ROOT,
+        toolstack: Any = None,
+        xenstore_factory: Callable[[Host], Any] | None = None,
+    ) -> None:
+        self.request = request
+        self.on_event = on_event
+        self.host = host
+        self._open_host = open_host
+        self.guest_kit = guest_kit
+        self.progress = progress
+        self.artifacts_root = artifacts_root
+        # A toolstack instance the caller holds (and closes); else one per run by name.
+        self.toolstack = toolstack
+        self.xenstore_factory = xenstore_factory  # tests: a fake XenStore at the boundary
+        self.run_id = new_run_id()
+        self.started_at = time.time()
+        self.profile: Profile | None = None
+        self.point: DomainSpec | None = None
+        self.artifacts: Path | None = None
+        self.hypervisor: StageResult | None = None
+        self.attempts: list[Verdict] = []
+        self.attempt_dirs: list[str | None] = []
+        self.host_name: str | None = None
+        self._expect: HostExpectation | None = None
+        self._xen_image: Path | None = request.host.xen_image
+        self._kernel: str | None = request.kernel
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def run(self) -> SessionResult:
+        try:
+            self._validate()
+        except BlockedError as e:
+            return self._without_boot(VerdictValue.BLOCKED, str(e))
+        try:
+            self._build()
+            with self._host() as host:
+                self.host_name = getattr(host, "name", None)
+                self.hypervisor = self._hypervisor_stage(host)
+                if self.hypervisor is None or self.hypervisor.status is not StageStatus.FAILED:
+                    self._attempts(host)
+        except (BlockedError, BrokenError) as e:
+            if not self.attempts:
+                value = VerdictValue.BLOCKED if isinstance(e, BlockedError) else VerdictValue.BROKEN
+                return self._without_boot(value, str(e))
+            # The host went away after the runs (closing it failed): the runs stand.
+            log.warning("after the runs: %s", e)
+        except KeyboardInterrupt:
+            self._write_interrupted("interrupted (KeyboardInterrupt)")
+            raise
+        except Exception as e:
+            self._write_interrupted(f"internal error: {type(e).__name__}: {e}", bug=True)
+            raise
+        return self._finish()
+
+    def _validate(self) -> None:
+        """Everything the input alone decides, before any build or host."""
+        req = self.request
+        req.validate()
+        self.profile = load_profile(req.profile)
+        base = self.profile.point()
+        cmdline = base.cmdline
+        if req.cmdline_append:
+            cmdline = f"{cmdline} {req.cmdline_append}".strip()
+        self.point = self.profile.point(
+            vcpus=req.vcpus,
+            memory_mb=req.memory_mb,
+            kernel=req.kernel,
+            ramdisk=req.ramdisk,
+            cmdline=cmdline,
+        )
+        if req.xen_build is not None:
+            from xenpvh.build.tree import TreeSpec
+
+            # Parsing the spec checks the tree, patches and fragment paths (blocked if bad).
+            TreeSpec.from_cli(req.xen_build.tree, list(req.xen_build.patches), req.xen_build.config)
+        self.artifacts = self._make_artifacts_dir(self.profile.name)
+
+    def _build(self) -> None:
+        req = self.request
+        if req.xen_build is not None:
+            from xenpvh.build.builder import build_xen
+            from xenpvh.build.tree import TreeSpec
+
+            xb = req.xen_build
+            spec = TreeSpec.from_cli(xb.tree, list(xb.patches), xb.config)
+            built = build_xen(spec, rebuild=xb.rebuild or req.rebuild, progress=self.progress)
+            self._emit(BuildEvent("xen", built.cache.describe(), str(built.image)))
+            self._xen_image = built.image
+            lines: tuple[str, ...] = ()
+            for p in xb.patches:
+                series_dir = Path(p) if Path(p).is_dir() else Path(p).parent
+                expect_file = series_dir / "expect-console"
+                if expect_file.is_file():
+                    lines += read_expect_file(expect_file.read_text())
+            self._expect = HostExpectation(xen_version=built.version, lines=lines)
+        if req.kernel_tree:
+            from xenpvh.build.builder import build_linux
+            from xenpvh.build.tree import TreeSpec
+
+            kbuilt = build_linux(
+                TreeSpec.from_cli(req.kernel_tree, [], None),
+                rebuild=req.rebuild,
+                progress=self.progress,
+            )
+            self._emit(BuildEvent("kernel", kbuilt.cache.describe(), str(kbuilt.image)))
+            # The bzImage boots as a PVH guest (as Debian's vmlinuz does on the nested host).
+            self._kernel = str(kbuilt.image)
+            assert self.point is not None
+            self.point = dataclasses.replace(self.point, kernel=self._kernel)
+
+    @contextlib.contextmanager
+    def _host(self) -> Iterator[Host]:
+        if self.host is not None:
+            yield self.host
+            return
+        hreq = dataclasses.replace(self.request.host, xen_image=self._xen_image)
+        assert self.artifacts is not None
+        opener = self._open_host or _default_opener
+        with opener(hreq, self.artifacts) as host:
+            yield host
+
+    def _hypervisor_stage(self, host: Host) -> StageResult | None:
+        """The `hypervisor` stage on a live host: `xl dmesg` + `xl info` against what the
+        build promised."""
+        if self._expect is None:
+            return None
+        from xenpvh.toolstack.xl import Xl
+        from xenpvh.util.fs import atomic_write_text
+
+        assert self.artifacts is not None
+        xl = Xl(host)
+        dmesg = xl.dmesg()
+        info = xl.info()
+        atomic_write_text(self.artifacts / "host-xl-dmesg.txt", dmesg)
+        atomic_write_text(
+            self.artifacts / "host-xl-info.txt", "".join(f"{k}: {v}\n" for k, v in info.items())
+        )
+        stage = check_hypervisor(dmesg, info.get("xen_version"), self._expect)
+        self._emit(_stage_event(stage))
+        return stage
+
+    def _attempts(self, host: Host) -> None:
+        assert self.profile is not None and self.point is not None and self.artifacts is not None
+        before = {p.name for p in self.artifacts.iterdir()}
+        total = self.request.attempts
+        for n in range(1, total + 1):
+
+            def decided(verdict: Verdict, n: int = n) -> None:
+                # The verdict is known and the guest not yet destroyed: if no other attempt
+                # follows, the reports are written now.
+                if not retryable(verdict) or n == total:
+                    self._write(self._decide([*self.attempts, verdict]))
+
+            run = BootRun(
+                host,
+                self.profile,
+                self.point,
+                toolstack=self.toolstack or self.request.toolstack,
+                artifacts=self.artifacts,
+                guest_kit=self.guest_kit,
+                on_event=self.on_event,
+                on_decided=decided,
+                timeout=self.request.timeout,
+                xenstore_factory=self.xenstore_factory,
+            )
+            verdict = run.run()
+            self.attempts.append(verdict)
+            if not retryable(verdict) or n == total:
+                self.attempt_dirs.append(None)
+                return
+            kept = self.artifacts / f"attempt-{n}"
+            _move_attempt(self.artifacts, kept, before)
+            self.attempt_dirs.append(kept.name)
+            self._write_attempt(verdict, n, kept)
+            self._emit(AttemptEvent(n, total, verdict.reason, str(kept)))
+
+    # -- decide and write -------------------------------------------------------------------
+
+    def _decide(self, attempts: list[Verdict]) -> Verdict:
+        verdict = decide_session(attempts, self.hypervisor)
+        if len(attempts) > 1:
+            verdict.meta["attempts"] = [
+                {
+                    "attempt": i,
+                    "verdict": str(v.verdict),
+                    "reason": v.reason,
+                    "emulation_fault": v.meta.get("emulation_fault"),
+                    "artifacts": self.attempt_dirs[i - 1]
+                    if i - 1 < len(self.attempt_dirs)
+                    else None,
+                }
+                for i, v in enumerate(attempts, start=1)
+            ]
+        if self.artifacts is not None:
+            verdict.meta["artifacts"] = str(self.artifacts)
+        verdict.meta.setdefault("session_id", self.run_id)
+        return verdict
+
+    def _finish(self) -> SessionResult:
+        verdict = self._decide(self.attempts) if self.attempts or self.hypervisor else None
+        if verdict is None:  # pragma: no cover - run() always boots or fails the hypervisor
+            raise AssertionError("session finished without a verdict")
+        reports = self._write(verdict)
+        assert self.artifacts is not None
+        return SessionResult(verdict, self.artifacts, reports)
+
+    def _without_boot(self, value: VerdictValue, reason: str) -> SessionResult:
+        """Blocked or broken before any guest ran: the profile's stages, none reached."""
+        stages = [StageResult(s.name) for s in self.profile.stages] if self.profile else []
+        verdict = Verdict(value, reason, stages=stages)
+        if self.hypervisor is not None:
+            verdict.stages.insert(0, self.hypervisor)
+        if self.artifacts is None:
+            # Nothing ran and nothing was made: no directory is left behind.
+            return SessionResult(verdict, Path(), {})
+        verdict.meta["artifacts"] = str(self.artifacts)
+        verdict.meta["session_id"] = self.run_id
+        return SessionResult(verdict, self.artifacts, self._write(verdict))
+
+    def _write_interrupted(self, reason: str, *, bug: bool = False) -> None:
+        """Ctrl-C or a bug of ours: the run dir still ends with a verdict.json."""
+        if self.artifacts is None:
+            return
+        with contextlib.suppress(Exception):
+            stages = [StageResult(s.name) for s in self.profile.stages] if self.profile else []
+            v = Verdict(VerdictValue.BROKEN, reason, stages=stages)
+            if bug:
+                v.meta["traceback"] = traceback.format_exc(limit=30)
+            self._write(v)
+
+    @property
+    def point_name(self) -> str:
+        if self.request.point_name:
+            return self.request.point_name
+        if self.point is not None:
+            return point_name(self.request.toolstack, self.point)
+        return f"{self.request.toolstack}-point"
+
+    def report_for(self, verdict: Verdict) -> Any:
+        """The one writer's input for `verdict` (a `xenpvh.report.RunReport`)."""
+        from xenpvh.report import Attempt, RunReport
+
+        attempts = tuple(
+            Attempt(
+                number=i,
+                verdict=str(v.verdict),
+                reason=v.reason,
+                emulation_fault=v.meta.get("emulation_fault"),  # type: ignore[arg-type]
+                artifacts=self.attempt_dirs[i - 1] if i - 1 < len(self.attempt_dirs) else None,
+            )
+            for i, v in enumerate(self.attempts, start=1)
+        )
+        timings = {
+            k: v for k, v in verdict.meta.items() if k.endswith("_s") and isinstance(v, float)
+        }
+        return RunReport(
+            verdict=verdict,
+            profile=self.profile.name if self.profile else str(self.request.profile),
+            point=self.point_name,
+            run_id=self.run_id,
+            host=self.host_name,
+            started_at=self.started_at,
+            finished_at=time.time(),
+            artifacts=self.artifacts,
+            attempts=attempts if len(attempts) > 1 else (),
+            timings=timings,
+        )
+
+    def _write(self, verdict: Verdict) -> dict[str, Path]:
+        from xenpvh.report import write_reports
+
+        assert self.artifacts is not None
+        return write_reports(self.report_for(verdict))
+
+    def _write_attempt(self, verdict: Verdict, n: int, where: Path) -> None:
+        """An earlier attempt's directory gets its own reports, so it reads on its own."""
+        from xenpvh.report import RunReport, write_reports
+
+        assert self.profile is not None and self.point is not None
+        write_reports(
+            RunReport(
+                verdict=verdict,
+                profile=self.profile.name,
+                point=self.point_name,
+                run_id=f"{self.run_id}-attempt{n}",
+                host=self.host_name,
+                started_at=self.started_at,
+                finished_at=time.time(),
+                artifacts=where,
+            )
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _emit(self, event: object) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _make_artifacts_dir(self, profile: str) -> Path:
+        if self.request.artifacts is not None:
+            path = Path(self.request.artifacts)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        root = self.artifacts_root
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = root / f"{profile}-{stamp}-{os.getpid()}"
+        path.mkdir(parents=True, exist_ok=True)
+        _point_latest(root, path)
+        return path
+
+
+def _default_opener(request: HostRequest, artifacts: Path) -> AbstractContextManager[Host]:
+    from xenpvh.host.open import open_host
+
+    return open_host(request, artifacts=artifacts)
+
+
+def _stage_event(stage: StageResult) -> object:
+    from xenpvh.check.checker import EventKind, StageEvent
+
+    kind = EventKind.PASSED if stage.status is StageStatus.PASSED else EventKind.FAILED
+    return StageEvent(kind, stage.name, stage.t, stage.evidence or stage.detail)
+
+
+def _point_latest(root: Path, target: Path) -> None:
+    """`root/latest` -> the newest run dir, replaced atomically (a symlink renamed over)."""
+    link = root / "latest"
+    tmp = root / f".latest.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        tmp.symlink_to(target.name)
+        os.replace(tmp, link)
+    except OSError as e:  # a filesystem without symlinks: the run itself is unaffected
+        log.warning("cannot point %s at %s: %s", link, target, e)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _move_attempt(artifacts: Path, dest: Path, hosts: set[str]) -> None:
+    """Move one attempt's files out of the way of the next, leaving the host's files (there
+    before the first attempt) and earlier attempt directories alone."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in list(artifacts.iterdir()):
+        if p == dest or p.name in hosts or (p.name.startswith("attempt-") and p.is_dir()):
+            continue
+        shutil.move(str(p), dest / p.name)
+
+
+__all__ = [
+    "AttemptEvent",
+    "BuildEvent",
+    "Session",
+    "SessionResult",
+    "point_name",
+]
