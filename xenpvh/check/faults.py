@@ -82,8 +82,7 @@ def xen_upcall_redelivered(lines: Iterable[str]) -> FaultFinding | None:
                 return FaultFinding(
                     "xen-upcall-redelivered",
                     i,
-                    f"upcall delivered while {rip_text} ran with IF=0 "
-                    f"(EFLAGS {flags.group(1)})",
+                    f"upcall delivered while {rip_text} ran with IF=0 (EFLAGS {flags.group(1)})",
                 )
             rip_text = ""
         if OOPS_END.search(line):
