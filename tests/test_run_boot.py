@@ -347,3 +347,32 @@ def test_failed_destroy_after_the_verdict_rewrites_the_reports_as_broken(
     assert "<error" in (art / "junit.xml").read_text()
     assert "broken" in (art / "report.html").read_text()
     host.fail.clear()
+
+
+def test_hotplug_scripts_the_host_declares_are_uploaded_once_and_used(kit, tmp_path) -> None:
+    """A host that declares lean hotplug scripts (the nested host) gets them uploaded under
+    content-addressed names and named in the config; the second run uploads nothing."""
+    from xenpvh.host.hotplug import LEAN_SCRIPTS
+
+    class LeanHost(FakeXenHost):
+        hotplug_scripts = LEAN_SCRIPTS
+
+    host = LeanHost()
+    host.console_delay = 0.01
+    host.console = GOOD
+    try:
+        for n in range(2):
+            host.calls.clear()
+            run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path / str(n))
+            assert run.run().verdict == VerdictValue.PASS
+            cfg = (tmp_path / str(n) / "art" / "domain.cfg").read_text()
+            block = next(s for s in LEAN_SCRIPTS if s.kind == "vbd")
+            vif = next(s for s in LEAN_SCRIPTS if s.kind == "vif")
+            assert f"script={block.remote_path('/var/lib/xenpvh')}, target=" in cfg
+            assert f"script={vif.remote_path('/var/lib/xenpvh')}" in cfg
+            sent = [c for c in host.calls if c[0] in ("<put>", "<put_bytes>")]
+            sent = [c for c in sent if "/kernels/" in c[-1] or "/scripts/" in c[-1]]
+            assert len(sent) == (4 if n == 0 else 0), sent  # kernel, ramdisk, two scripts
+        assert host.files[block.remote_path("/var/lib/xenpvh")] == block.text.encode()
+    finally:
+        host.close()

@@ -173,6 +173,18 @@ class FakeXenHost:
                     dom["console"].close(force=True)
                 return ok()
             return err(f"fake xl: unknown {argv}")
+        if cmd == "sh" and args[0] == "-c":
+            # The run's shell snippets, by their text (data comes as positional args).
+            from xenpvh.run.boot import MISSING_SCRIPT, SCRATCH_SCRIPT
+
+            script, params = args[1], args[3:]
+            if script == MISSING_SCRIPT:
+                gone = [p for p in params if not self.files.get(p)]
+                return ok("".join(f"{p}\n" for p in gone).encode())
+            if script == SCRATCH_SCRIPT:
+                self.files[params[1]] = b""
+                return self.run(tuple(params[2:]))  # as the shell would run it
+            return err(f"fake host: unknown script {script!r}")
         if cmd in ("mkdir", "truncate", "mkfs.ext4"):
             if cmd == "truncate":
                 self.files[args[-1]] = b""

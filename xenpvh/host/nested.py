@@ -41,6 +41,7 @@ from rich.status import Status
 from xenpvh.build.qemu import QemuBinary, fingerprint, resolve_qemu
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
+from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
 from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe, _flock, cache_root
 from xenpvh.host.qmp import Qmp
 from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
@@ -327,6 +328,9 @@ class NestedHost:
     qemu: str = "patched"
     # The resolved binary; set by up() (or by a caller that resolved it already).
     qemu_binary: QemuBinary | None = None
+    # xenpvh's lean hotplug scripts instead of Debian's (6 s of every create and 3 s of
+    # every destroy under TCG; see xenpvh.host.hotplug).  The guest sees the same devices.
+    lean_hotplug: bool = True
     console: Console | None = None
     state_file: Path = field(default_factory=lambda: state_dir() / "state.json")
 
@@ -352,6 +356,10 @@ class NestedHost:
             return ()
         return TCG_FAULTS
 
+    @property
+    def hotplug_scripts(self) -> tuple[HotplugScript, ...]:
+        return LEAN_SCRIPTS if self.lean_hotplug else ()
+
     def describe(self) -> dict[str, object]:
         """What this host is, for `verdict.json` (`host_details`)."""
         details: dict[str, object] = {
@@ -361,6 +369,7 @@ class NestedHost:
             "memory": self.memory,
             "tcg_thread": self.tcg_thread,
             "xen_image": str(self.xen_image or "") or None,
+            "hotplug_scripts": "xenpvh-lean" if self.lean_hotplug else "debian",
         }
         if self.qemu_binary is not None:
             details["qemu"] = self.qemu_binary.describe()
@@ -471,14 +480,17 @@ class NestedHost:
             raise
 
     def down(self) -> None:
-        """Power off (ssh), then quit (QMP), then kill; always reaps and cleans up."""
+        """Quit QEMU (QMP), then kill; always reaps and cleans up."""
         if self._record is None:
             self._adopt()
         if self._record is None:
             self.state = NestedState.STOPPED if self.state is not NestedState.ABSENT else self.state
             return
         self.state = NestedState.STOPPING
-        self._stop(graceful=True)
+        # The dom0 disk is a throw-away (snapshot=on, or a temp copy of the saved state):
+        # nothing is lost by quitting QEMU at once, and a poweroff under TCG costs ~15 s
+        # of every command's exit.
+        self._stop(graceful=False)
         self.state = NestedState.STOPPED
 
     def status(self) -> NestedStatus:

@@ -24,6 +24,8 @@ class DiskSpec:
     access: str = "rw"
     size_mb: int | None = None
     fs: str | None = "ext4"
+    # A hotplug script on the host that attaches `target` (absolute path); None: libxl's.
+    script: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class VifSpec:
 
     bridge: str = "xenbr0"
     mac: str | None = None
+    # A hotplug script on the host (absolute path); None: the toolstack's default.
+    script: str | None = None
 
 
 @dataclass(frozen=True)

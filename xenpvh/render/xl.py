@@ -150,7 +150,20 @@ def disk_spec_string(index: int, disk: DiskSpec) -> str:
         raise RenderError(f"{f}.vdev: {disk.vdev!r} must look like xvda (xvd + 1-3 letters)")
     _check_choice(f"{f}.format", disk.format, DISK_FORMATS)
     _check_choice(f"{f}.access", disk.access, DISK_ACCESS)
-    return f"format={disk.format}, vdev={disk.vdev}, access={disk.access}, target={disk.target}"
+    script = ""
+    if disk.script is not None:
+        script = f"script={_script(f'{f}.script', disk.script)}, "
+    return (
+        f"format={disk.format}, vdev={disk.vdev}, access={disk.access}, {script}"
+        f"target={disk.target}"
+    )
+
+
+def _script(field: str, path: str) -> str:
+    check_string(field, path, spec=True)
+    if not path.startswith("/"):
+        raise RenderError(f"{field}: {path!r} must be an absolute path on the host")
+    return path
 
 
 def vif_spec_string(index: int, vif: VifSpec) -> str:
@@ -161,6 +174,8 @@ def vif_spec_string(index: int, vif: VifSpec) -> str:
     parts = [f"bridge={vif.bridge}"]
     if vif.mac is not None:
         parts.append(f"mac={check_mac(f'{f}.mac', vif.mac)}")
+    if vif.script is not None:
+        parts.append(f"script={_script(f'{f}.script', vif.script)}")
     return ",".join(parts)
 
 

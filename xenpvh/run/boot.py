@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from xenpvh.check.faults import judge as judge_fault
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host, emulation_faults
+from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DiskSpec, DomainSpec
 from xenpvh.profile.model import Profile
 from xenpvh.report.atomic import atomic_write_text
@@ -64,6 +66,9 @@ LEASE_FIND += ("-exec", "head", "-v", "-c", "4096", "--", "{}", "+")
 LEASE_SLACK = 600.0
 XENBUS_STAGE = "xenbus"
 DOMAIN_PREFIX = "xenpvh-"
+# Shell snippets run with their data as positional arguments (never in the script text).
+MISSING_SCRIPT = 'for f do [ -s "$f" ] || printf "%s\\n" "$f"; done'
+SCRATCH_SCRIPT = 'truncate -s "$1" -- "$2" && shift 2 && "$@"'
 # Only these can be made on the host without extra tools; others must be given as targets.
 SCRATCH_FS = {"ext4": ["mkfs.ext4", "-q", "-F"]}
 # Console lines longer than this are split when looking for a host's emulation faults.
@@ -189,6 +194,10 @@ class BootRun:
         self._xs: XenStore | None = None
         self._exits = contextlib.ExitStack()
         self._run_dir_made = False
+        self._scripts: dict[str, tuple[HotplugScript, str]] = {}
+        self._early_dump: tuple[float, str] | None = None
+        self._early_dump_thread: threading.Thread | None = None
+        self._decided_pass = False
 
     # -- state machine ----------------------------------------------------------------------
 
@@ -217,6 +226,7 @@ class BootRun:
             outcome = self._watch()
             self._enter(RunState.DECIDE)
             verdict = self._decide(outcome)
+            self._decided_pass = verdict.verdict == VerdictValue.PASS
         except BlockedError as e:
             verdict = self._error_verdict(VerdictValue.BLOCKED, str(e))
         except BrokenError as e:
@@ -325,7 +335,7 @@ class BootRun:
                 raise BlockedError(f"disk {d.vdev}: size_mb {d.size_mb} out of range 1-65536")
 
         kernels_dir = f"{self.remote_root}/kernels"
-        self.spec = remote_paths(
+        spec = remote_paths(
             dataclasses.replace(point, name=self.domain_name),
             run_id=self.run_id,
             kernel=kernel,
@@ -333,6 +343,13 @@ class BootRun:
             kernel_id=lambda p: _sha256(p)[:16],
             remote_root=self.remote_root,
         )
+        scripts = self._hotplug_scripts()
+        disks, vifs = spec.disks, spec.vifs
+        if "vbd" in scripts:
+            disks = tuple(dataclasses.replace(d, script=scripts["vbd"]) for d in disks)
+        if "vif" in scripts:
+            vifs = tuple(dataclasses.replace(v, script=scripts["vif"]) for v in vifs)
+        self.spec = dataclasses.replace(spec, disks=disks, vifs=vifs)
         uploads = [(kernel, self.spec.kernel)]
         if ramdisk is not None and self.spec.ramdisk is not None:
             uploads.append((ramdisk, self.spec.ramdisk))
@@ -341,12 +358,24 @@ class BootRun:
         self.prepared = self.toolstack.prepare(self.spec)
         atomic_write_text(self.artifacts / self.prepared.filename, self.prepared.config)
         # 3. Side effects on the host.
-        self.host.run(["mkdir", "-p", "--", kernels_dir, self.run_dir, "/var/lock"], check=True)
+        dirs = [kernels_dir, self.run_dir, "/var/lock"]
+        if self._scripts:
+            dirs.append(f"{self.remote_root}/scripts")
+        self.host.run(["mkdir", "-p", "--", *dirs], check=True)
         self._run_dir_made = True
         self._write_lease()
         self._sweep()
+        # Kernels and scripts live under content-addressed names: one round trip tells
+        # which are there already, and only those that are not are sent.
+        wanted = [remote for _, remote in uploads]
+        wanted += [path for _, path in self._scripts.values()]
+        missing = self._missing(wanted)
         for local, remote in uploads:
-            self.host.put(local, remote, mode=0o644)
+            if remote in missing:
+                self.host.put(local, remote, mode=0o644)
+        for script, path in self._scripts.values():
+            if path in missing:
+                self.host.put_bytes(script.text.encode(), path, mode=0o755)
         for orig, d in zip(point.disks, disks, strict=True):
             if orig.target:
                 if not self.host.run(["test", "-e", d.target]).ok:
@@ -354,6 +383,29 @@ class BootRun:
                 continue
             self._make_scratch(d, orig)
         self.host.put_bytes(self.prepared.config.encode(), self.cfg_remote, mode=0o644)
+
+    def _hotplug_scripts(self) -> dict[str, str]:
+        """Device kind -> script path on the host, for the scripts the host declares
+        (uploaded content-addressed in `_prepare`; xl only: libvirt keeps its own)."""
+        if getattr(self.toolstack, "name", "") != "xl":
+            return {}
+        self._scripts = {
+            s.kind: (s, s.remote_path(self.remote_root)) for s in hotplug_scripts(self.host)
+        }
+        return {kind: path for kind, (_, path) in self._scripts.items()}
+
+    def _missing(self, paths: list[str]) -> set[str]:
+        """Which of `paths` (content-addressed files) the host lacks or has empty."""
+        if not paths:
+            return set()
+        # The paths are arguments, never part of the script text.
+        r = self.host.run(
+            ["sh", "-c", MISSING_SCRIPT, "sh", *paths],
+            timeout=60,
+        )
+        if not r.ok:
+            return set(paths)
+        return {line for line in r.out.splitlines() if line} & set(paths)
 
     def _write_lease(self) -> None:
         """Claim our domain: a sweep by a concurrent run on this host leaves it alone until
@@ -400,9 +452,25 @@ class BootRun:
 
     def _make_scratch(self, d: DiskSpec, orig: DiskSpec) -> None:
         assert orig.size_mb is not None
-        self.host.run(["truncate", "-s", f"{orig.size_mb}M", "--", d.target], check=True)
-        if orig.fs is not None:
-            self.host.run([*SCRATCH_FS[orig.fs], d.target], check=True, timeout=300)
+        size = f"{orig.size_mb}M"
+        if orig.fs is None:
+            self.host.run(["truncate", "-s", size, "--", d.target], check=True)
+            return
+        # One round trip: the size, path and mkfs argv are arguments, not script text.
+        self.host.run(
+            [
+                "sh",
+                "-c",
+                SCRATCH_SCRIPT,
+                "sh",
+                size,
+                d.target,
+                *SCRATCH_FS[orig.fs],
+                d.target,
+            ],
+            check=True,
+            timeout=300,
+        )
 
     # -- create -----------------------------------------------------------------------------
 
@@ -490,6 +558,7 @@ class BootRun:
             problems.append(f"/local/domain/{self.domain.domid}/console/tty missing")
         if not problems:
             check.result = "connected"
+            self._start_early_dump()
             self._emit(
                 DeviceCheckEvent("connected", self._t(), tuple(d.describe() for d in devices))
             )
@@ -498,6 +567,22 @@ class BootRun:
         if time.monotonic() >= check.deadline:
             check.result = "stuck"
             self._emit(DeviceCheckEvent("stuck", self._t(), tuple(problems)))
+
+    def _start_early_dump(self) -> None:
+        """Dump the domain's XenStore while the guest boots on (the devices just connected):
+        on a slow dom0 the walk takes seconds that would otherwise follow the verdict.  The
+        watch loop does not use XenStore any more from here on; `_collect` joins this."""
+        assert self.domain is not None
+        domid, xs = self.domain.domid, self._xenstore()
+
+        def dump() -> None:
+            try:
+                self._early_dump = (self._t(), xs.domain_dump(domid))
+            except (XenpvhError, OSError) as e:
+                log.debug("early XenStore dump failed: %s", e)
+
+        self._early_dump_thread = threading.Thread(target=dump, name="xenstore-dump", daemon=True)
+        self._early_dump_thread.start()
 
     def _xenstore(self) -> XenStore:
         """One XenStore connection for the whole run: starting the relay costs an ssh
@@ -608,7 +693,14 @@ class BootRun:
             self.toolstack.collect(self.artifacts)
 
         def xenstore() -> None:
-            dump = self._xenstore().domain_dump(domid)
+            if self._early_dump_thread is not None:
+                self._early_dump_thread.join(timeout=60)
+            early = self._early_dump
+            if early is not None and self._decided_pass:
+                t, dump = early
+                dump = f"# dumped when the devices connected, t={t:.1f}s into the run\n{dump}"
+            else:
+                dump = self._xenstore().domain_dump(domid)
             atomic_write_text(self.artifacts / "xenstore.txt", dump)
 
         with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="collect") as pool:

@@ -48,6 +48,8 @@ class Xl:
         # `xl info` as read by prepare(): the host does not change during a run, so collect()
         # saves it instead of asking again (one ssh round trip less on a slow dom0).
         self.prepared_info: str | None = None
+        # (name, `xl list -l` entry) of the domain create() made; dropped when destroyed.
+        self._created: tuple[str, dict[str, object]] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -124,24 +126,31 @@ class Xl:
         r = self._xl(*args, timeout=self.create_timeout, check=False)
         if not r.ok:
             raise CommandFailed(r.argv, r.exit_status, r.err)
-        domid = self.domid(name)
-        if domid is None:
+        # One `xl list -l` gives the domid and the type verify_pvh() needs: one ssh round
+        # trip instead of two on a slow dom0.
+        r = self._xl("list", "-l", check_domain_name(name), check=False)
+        entry = _first_entry(r.out) if r.ok else None
+        domid = entry.get("domid") if entry is not None else None
+        if not isinstance(domid, int):
             raise BrokenError(f"`xl create {cfg_remote_path}` succeeded but no domain {name!r}")
+        self._created = (name, entry)
         return Domain(name=name, domid=domid)
 
     def unpause(self, name: str) -> None:
         self._xl("unpause", check_domain_name(name))
 
     def list_long(self, name: str) -> dict[str, object]:
-        """The domain's entry of `xl list -l <name>` (JSON)."""
+        """The domain's entry of `xl list -l <name>` (JSON); the one create() read when it
+        is the domain just created."""
+        if self._created is not None and self._created[0] == name:
+            return self._created[1]
         r = self._xl("list", "-l", check_domain_name(name))
         try:
-            data = json.loads(r.out)
+            json.loads(r.out)
         except json.JSONDecodeError as e:
             raise BrokenError(f"`xl list -l {name}` did not print JSON: {e}") from e
-        if isinstance(data, list):
-            data = data[0] if data else None
-        if not isinstance(data, dict):
+        data = _first_entry(r.out)
+        if data is None:
             raise BrokenError(f"`xl list -l {name}` printed no domain entry")
         return data
 
@@ -175,6 +184,8 @@ class Xl:
         the name is gone, so a follow-up sweep or create does not trip over a dying domain.
         """
         check_domain_name(name)
+        if self._created is not None and self._created[0] == name:
+            self._created = None
         # Destroy first and ask afterwards: one ssh round trip less in the common case.
         r = self._xl("destroy", name, check=False)
         if not r.ok:
@@ -201,6 +212,17 @@ class Xl:
 
 
 # -- parsers (pure) ------------------------------------------------------------------------
+
+
+def _first_entry(text: str) -> dict[str, object] | None:
+    """The first domain entry of `xl list -l` JSON output (a list, or one object)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, list):
+        data = data[0] if data else None
+    return data if isinstance(data, dict) else None
 
 
 def parse_info(text: str) -> dict[str, str]:
