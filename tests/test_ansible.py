@@ -355,7 +355,7 @@ def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Several minutes of debootstrap and apt on a 2-core machine shared by the team: opt in.
     if os.environ.get("XENPVH_TEST_DEBOOTSTRAP") != "1":
         pytest.skip("set XENPVH_TEST_DEBOOTSTRAP=1 to debootstrap a tree for the chroot test")
-    from xenpvh.host.image import debian_mirror
+    from xenpvh.build.apt import debian_mirror
 
     root = tmp_path_factory.mktemp("chroot") / "root"
     try:
@@ -366,7 +366,7 @@ def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "--include=python3,systemd-sysv",
                 "bookworm",
                 str(root),
-                debian_mirror(),
+                debian_mirror("bookworm"),
             ],
             check=True,
             capture_output=True,

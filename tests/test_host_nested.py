@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from xenpvh.build.apt import debian_mirror
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import Host
 from xenpvh.host.image import (
     ImageBuilder,
     ImageRecipe,
-    cache_root,
-    debian_mirror,
     role_packages,
     roles_digest,
 )
@@ -315,9 +314,11 @@ def test_role_packages_refuses_what_is_not_a_package_name(tmp_path: Path) -> Non
         role_packages(tmp_path)
 
 
-def test_cache_root_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_image_cache_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert cache_root() == tmp_path / "xenpvh" / "nested"
+    assert ImageBuilder(ImageRecipe(packages=("a",), roles="r")).cache == (
+        tmp_path / "xenpvh" / "nested"
+    )
 
 
 def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -330,18 +331,18 @@ def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         "Types: deb\nURIs: http://mirror.example/debian/\n"
         "Suites: bookworm bookworm-updates\nComponents: main\n"
     )
-    assert debian_mirror(tmp_path) == "http://mirror.example/debian"
+    assert debian_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
     (d / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text(
         "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://list.example/debian bookworm main\n"
     )
-    assert debian_mirror(tmp_path) == "http://list.example/debian"
+    assert debian_mirror("bookworm", tmp_path) == "http://list.example/debian"
     monkeypatch.setenv("XENPVH_DEBIAN_MIRROR", "http://override.example/debian/")
-    assert debian_mirror(tmp_path) == "http://override.example/debian"
+    assert debian_mirror("bookworm", tmp_path) == "http://override.example/debian"
     monkeypatch.delenv("XENPVH_DEBIAN_MIRROR")
     (tmp_path / "sources.list").write_text("")
     with pytest.raises(BlockedError, match="XENPVH_DEBIAN_MIRROR"):
-        debian_mirror(tmp_path)
+        debian_mirror("bookworm", tmp_path)
 
 
 # -- real QEMU, failure paths --------------------------------------------------------------

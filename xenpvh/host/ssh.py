@@ -27,6 +27,7 @@ from pexpect.socket_pexpect import SocketSpawn
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import CommandResult
+from xenpvh.util.fs import sha256_file
 
 _ADDRESS = re.compile(
     r"^ssh://(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
@@ -425,7 +426,7 @@ class SSHHost:
         local = Path(local)
         if not local.is_file():
             raise BlockedError(f"put: local file {local} does not exist")
-        digest = _sha256_file(local)
+        digest = sha256_file(local)
         if self.sha256(remote) == digest:
             if mode is not None:
                 self._chmod(remote, mode)
@@ -551,14 +552,6 @@ def _bounded_extend(buf: bytearray, data: bytes) -> None:
     room = MAX_OUTPUT - len(buf)
     if room > 0:
         buf.extend(data[:room])
-
-
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = [
