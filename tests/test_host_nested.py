@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -312,6 +313,37 @@ def test_role_packages_refuses_what_is_not_a_package_name(tmp_path: Path) -> Non
     defaults.write_text("xen_host_packages: [xen-system-amd64, 'a b; rm -rf /']\n")
     with pytest.raises(BlockedError, match="not Debian package names"):
         role_packages(tmp_path)
+
+
+# The image builder's modules, imported and used where libvirt-python (the optional `libvirt`
+# extra) cannot be imported: a `None` entry in sys.modules makes `import libvirt` fail.
+_WITHOUT_LIBVIRT = """
+import sys
+sys.modules["libvirt"] = None
+from pathlib import Path
+import xenpvh.host.image as image
+import xenpvh.provision
+tree = Path(sys.argv[1])
+cpu_map = tree / "usr/share/libvirt/cpu_map"
+cpu_map.mkdir(parents=True)
+features = "    <include filename='x86_features.xml'/>"
+(cpu_map / "index.xml").write_text(f"<cpus>\\n{features}\\n</cpus>\\n")
+image.install_tcg_cpu_model(tree)
+print((cpu_map / "index.xml").read_text())
+assert "xenpvh.toolstack.libvirt" not in sys.modules
+"""
+
+
+def test_image_build_needs_no_libvirt_python(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LIBVIRT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "<include filename='x86_xenpvh-tcg.xml'/>" in r.stdout
 
 
 def test_image_cache_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
