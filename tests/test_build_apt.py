@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from xenpvh.build import debpkg
 from xenpvh.build.apt import (
     DebPackage,
     Mirror,
@@ -290,3 +291,16 @@ def test_source_packages(fake_tools: Path) -> None:
     with pytest.raises(BlockedError, match="not on the mirrors"):
         apt.download_source("missing", "1-1")
     assert not list(apt.source_downloads.glob(".download-*"))
+
+
+def test_source_lists_keep_the_words_they_were_first_written_with(tmp_path: Path) -> None:
+    """The trees in users' caches predate the one PrivateApt: the same first line means no
+    refresh of their lists just because the code moved."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/sources.list").write_text("deb http://m/debian bookworm main\n")
+    src = PrivateApt.for_sources(tmp_path / "src", etc=tmp_path / "etc")
+    src.write()
+    assert src.sources_list.read_text().splitlines()[0] == (
+        "# Written by xenpvh: deb-src twins of the system's release entries."
+    )
+    assert debpkg.private_apt().comment == "the Debian 12 entries the guest kit is built from."

@@ -30,7 +30,9 @@ _DEPENDENCY = re.compile(
 
 def private_apt() -> PrivateApt:
     """The private apt tree of Debian 12's binary packages."""
-    return PrivateApt.for_packages(RELEASE)
+    return PrivateApt.for_packages(
+        RELEASE, comment="the Debian 12 entries the guest kit is built from."
+    )
 
 
 def lists_dir() -> Path:

@@ -53,7 +53,14 @@ class PrivateApt:
     """apt with its own `kind` entries (deb or deb-src) of `mirrors`, lists, cache and state
     under `root`."""
 
-    def __init__(self, root: Path, mirrors: Sequence[Mirror], *, kind: Kind = "deb") -> None:
+    def __init__(
+        self,
+        root: Path,
+        mirrors: Sequence[Mirror],
+        *,
+        kind: Kind = "deb",
+        comment: str | None = None,
+    ) -> None:
         if not mirrors:
             raise BlockedError("no Debian mirror to fetch packages from")
         if kind not in _INDEX_GLOB:
@@ -61,6 +68,9 @@ class PrivateApt:
         self.root = Path(root).absolute()
         self.mirrors = tuple(mirrors)
         self.kind = kind
+        # The source list's first line.  Part of what `write()` compares: a new text would
+        # refresh the lists, so each tree keeps the words it was first written with.
+        self.comment = comment or f"the {kind} entries this private apt reads."
 
     @classmethod
     def for_sources(cls, root: Path | None = None, etc: Path = ETC_APT) -> PrivateApt:
@@ -71,15 +81,22 @@ class PrivateApt:
         if not mirrors and codename:
             keyring = DEBIAN_KEYRING if Path(DEBIAN_KEYRING).is_file() else None
             mirrors = (Mirror(DEFAULT_MIRROR, codename, ("main",), keyring),)
-        return cls(root or cache_root("apt"), mirrors, kind="deb-src")
+        comment = "deb-src twins of the system's release entries."
+        return cls(root or cache_root("apt"), mirrors, kind="deb-src", comment=comment)
 
     @classmethod
     def for_packages(
-        cls, release: str, root: Path | None = None, etc: Path = ETC_APT
+        cls,
+        release: str,
+        root: Path | None = None,
+        etc: Path = ETC_APT,
+        *,
+        comment: str | None = None,
     ) -> PrivateApt:
         """`release`'s binary packages (release, -updates, -security) from the system's
         mirrors of them, or Debian's, under `root` (default `~/.cache/xenpvh/debpkg`)."""
-        return cls(root or cache_root("debpkg"), release_update_mirrors(release, etc))
+        mirrors = release_update_mirrors(release, etc)
+        return cls(root or cache_root("debpkg"), mirrors, comment=comment)
 
     # -- paths and argv ----------------------------------------------------------------------
 
@@ -165,7 +182,7 @@ class PrivateApt:
                     "cache/archives/partial", "keys"):  # fmt: skip
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "status").touch()
-        lines = [f"# Written by xenpvh: the {self.kind} entries this private apt reads."]
+        lines = [f"# Written by xenpvh: {self.comment}"]
         for n, mirror in enumerate(self.mirrors):
             key = mirror.signed_by
             if key and "\n" in key:
