@@ -139,6 +139,8 @@ def _port(text: str, where: str) -> int:
 
 @dataclass(frozen=True)
 class SSHOptions:
+    """How to connect: the key offered, the host keys trusted, timeouts and the proxy."""
+
     identity: Path | None = None
     known_hosts: Path | None = None
     use_system_known_hosts: bool = True
@@ -185,9 +187,6 @@ def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig | None:
         raise BlockedError(f"ssh config {p}: {e}") from e
 
 
-_FROM_CONFIG = object()
-
-
 def resolve_target(
     spec: str,
     *,
@@ -202,92 +201,94 @@ def resolve_target(
     `options` gives the settings no spec or config has (timeouts, agent use); `identity`
     and `known_hosts` beat the config's IdentityFile and UserKnownHostsFile on every hop.
     """
-    config = load_ssh_config(ssh_config)
     base = options or SSHOptions()
     if identity is not None:
         base = dataclasses.replace(base, identity=Path(identity).expanduser())
     if known_hosts is not None:
         base = dataclasses.replace(base, known_hosts=Path(known_hosts).expanduser())
-    explicit = (identity is not None, known_hosts is not None)
-    return _resolve(spec, config, base, explicit, default_user, _FROM_CONFIG, depth=0)
+    resolver = _Resolver(
+        load_ssh_config(ssh_config),
+        base,
+        identity_given=identity is not None,
+        known_hosts_given=known_hosts is not None,
+    )
+    return resolver.target(spec, default_user=default_user)
 
 
-def _resolve(
-    spec: str,
-    config: paramiko.SSHConfig | None,
-    base: SSHOptions,
-    explicit: tuple[bool, bool],
-    default_user: str,
-    jump: object,
-    *,
-    depth: int,
-) -> SSHTarget:
-    if depth > MAX_JUMPS:
-        raise BlockedError(f"ssh {spec!r}: more than {MAX_JUMPS} jump hosts (a ProxyJump loop?)")
-    parts = split_address(spec)
-    found: dict[str, Any] = dict(config.lookup(parts.host)) if config is not None else {}
-    where = f"ssh config entry for {parts.host!r}"
-    host = str(found.get("hostname") or parts.host)
-    if ":" not in host:
-        check_host_name(host, where)
-    user = parts.user or found.get("user") or default_user
-    if not _USER.fullmatch(user):
-        raise BlockedError(f"{where}: user name {user!r} is not a plain user name")
-    port = parts.port or (_port(str(found["port"]), where) if "port" in found else 22)
-    options = _options(base, explicit, found, where)
-    proxy_jump = _none_is_absent(found.get("proxyjump"))
-    if options.proxy_command and proxy_jump and jump is _FROM_CONFIG:
-        raise BlockedError(
-            f"{where} sets both ProxyJump and ProxyCommand; OpenSSH would use the first in "
-            "the file, which cannot be told here: keep one"
-        )
-    if jump is _FROM_CONFIG:
-        jump = None
-        for hop in proxy_jump.split(",") if proxy_jump else []:
-            jump = _resolve(
-                hop.strip(),
-                config,
-                base,
-                explicit,
-                getpass.getuser(),
-                # A later hop goes through the one before it, whatever its own config says.
-                jump if jump is not None else _FROM_CONFIG,
-                depth=depth + 1,
-            )
-    if jump is not None:
-        options = dataclasses.replace(options, proxy_command=None)
-    assert jump is None or isinstance(jump, SSHTarget)
-    target = SSHTarget(SSHAddress(user, host, port), options, jump, spec)
-    log.debug("ssh %s resolves to %s", spec, " -> ".join(str(t.address) for t in target.hops()))
-    return target
+@dataclass(frozen=True)
+class _Resolver:
+    """Resolves one spec and, recursively, its jump hosts with the same config and flags."""
 
+    config: paramiko.SSHConfig | None
+    base: SSHOptions
+    identity_given: bool
+    known_hosts_given: bool
 
-def _options(
-    base: SSHOptions, explicit: tuple[bool, bool], found: dict[str, Any], where: str
-) -> SSHOptions:
-    """`base` with the config's IdentityFile, UserKnownHostsFile and ProxyCommand, unless
-    `--identity` / `--known-hosts` were given."""
-    explicit_identity, explicit_known_hosts = explicit
-    options = dataclasses.replace(base, proxy_command=_none_is_absent(found.get("proxycommand")))
-    if not explicit_identity and found.get("identityfile"):
-        # OpenSSH tries each; the first that exists is the one we offer.
-        files = [Path(f).expanduser() for f in found["identityfile"]]
-        present = [f for f in files if f.is_file()]
-        if present:
-            options = dataclasses.replace(options, identity=present[0])
-        else:
-            log.info("%s: no IdentityFile exists (%s)", where, ", ".join(map(str, files)))
-    if not explicit_known_hosts and found.get("userknownhostsfile"):
-        files = [Path(f).expanduser() for f in str(found["userknownhostsfile"]).split()]
-        present = [f for f in files if f.is_file()]
-        if not present:
+    def target(
+        self, spec: str, *, default_user: str, via: SSHTarget | None = None, depth: int = 0
+    ) -> SSHTarget:
+        """`spec` resolved; reached through `via` when given (a later hop of a ProxyJump
+        list: its own ProxyJump and ProxyCommand then do not count, as in OpenSSH)."""
+        if depth > MAX_JUMPS:
             raise BlockedError(
-                f"{where}: UserKnownHostsFile {', '.join(map(str, files))} does not exist, "
-                "so no host key could be verified"
+                f"ssh {spec!r}: more than {MAX_JUMPS} jump hosts (a ProxyJump loop?)"
             )
-        # It replaces ~/.ssh/known_hosts, as in OpenSSH.
-        options = dataclasses.replace(options, known_hosts=present[0], use_system_known_hosts=False)
-    return options
+        parts = split_address(spec)
+        found = dict(self.config.lookup(parts.host)) if self.config is not None else {}
+        where = f"ssh config entry for {parts.host!r}"
+        host = str(found.get("hostname") or parts.host)
+        if ":" not in host:
+            check_host_name(host, where)
+        user = parts.user or found.get("user") or default_user
+        if not _USER.fullmatch(user):
+            raise BlockedError(f"{where}: user name {user!r} is not a plain user name")
+        port = parts.port or (_port(str(found["port"]), where) if "port" in found else 22)
+        options = self._options(found, where)
+        jump = via
+        if via is None:
+            proxy_jump = _none_is_absent(found.get("proxyjump"))
+            if proxy_jump and options.proxy_command:
+                raise BlockedError(
+                    f"{where} sets both ProxyJump and ProxyCommand; OpenSSH would use the "
+                    "first in the file, which cannot be told here: keep one"
+                )
+            for hop in proxy_jump.split(",") if proxy_jump else []:
+                # A jump host's own default user is the local one, as with OpenSSH.
+                jump = self.target(
+                    hop.strip(), default_user=getpass.getuser(), via=jump, depth=depth + 1
+                )
+        if jump is not None:
+            options = dataclasses.replace(options, proxy_command=None)
+        target = SSHTarget(SSHAddress(user, host, port), options, jump, spec)
+        log.debug("ssh %s: %s", spec, " -> ".join(str(t.address) for t in target.hops()))
+        return target
+
+    def _options(self, found: dict[str, Any], where: str) -> SSHOptions:
+        """The base options with the config's ProxyCommand, and its IdentityFile and
+        UserKnownHostsFile unless `--identity` / `--known-hosts` were given."""
+        proxy_command = _none_is_absent(found.get("proxycommand"))
+        options = dataclasses.replace(self.base, proxy_command=proxy_command)
+        if not self.identity_given and found.get("identityfile"):
+            # OpenSSH tries each; the first that exists is the one we offer.
+            files = [Path(f).expanduser() for f in found["identityfile"]]
+            present = [f for f in files if f.is_file()]
+            if present:
+                options = dataclasses.replace(options, identity=present[0])
+            else:
+                log.info("%s: no IdentityFile exists (%s)", where, ", ".join(map(str, files)))
+        if not self.known_hosts_given and found.get("userknownhostsfile"):
+            files = [Path(f).expanduser() for f in str(found["userknownhostsfile"]).split()]
+            present = [f for f in files if f.is_file()]
+            if not present:
+                raise BlockedError(
+                    f"{where}: UserKnownHostsFile {', '.join(map(str, files))} does not exist, "
+                    "so no host key could be verified"
+                )
+            # It replaces ~/.ssh/known_hosts, as in OpenSSH.
+            options = dataclasses.replace(
+                options, known_hosts=present[0], use_system_known_hosts=False
+            )
+        return options
 
 
 def _none_is_absent(value: object) -> str | None:
