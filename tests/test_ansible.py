@@ -215,7 +215,7 @@ def test_ssh_inventory_quotes_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"address": "root@box"}, "ssh://"),
+        ({"address": "root@"}, "empty host name"),
         ({"address": "ssh://root@-oProxyCommand"}, "must not start with '-'"),
         ({"known_hosts": Path("/nonexistent/kh")}, "known_hosts file"),
         ({"xen_artifact": "/nonexistent/xen-1.gz"}, "does not exist"),
@@ -289,18 +289,33 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]
         proc.wait(10)
 
 
+def test_provision_ssh_refuses_proxy_hosts(tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host lab\n  HostName 10.0.0.9\n  ProxyJump bastion\n")
+    with pytest.raises(BlockedError, match="ProxyJump"):
+        provision_ssh("lab", ssh_config=cfg)
+
+
 @pytest.mark.host
-def test_provision_ssh_unknown_host_key_is_refused(sshd: tuple[int, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("spec", ["address", "ssh config alias"])
+def test_provision_ssh_unknown_host_key_is_refused(
+    sshd: tuple[int, Path], tmp_path: Path, spec: str
+) -> None:
     port, d = sshd
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    with pytest.raises(BrokenError, match="unreachable") as ei:
-        provision_ssh(
-            f"ssh://root@127.0.0.1:{port}",
-            identity=d / "client_key",
-            known_hosts=empty,
-            log=tmp_path / "run.log",
+    if spec == "address":
+        address, kw = f"root@127.0.0.1:{port}", {"identity": d / "client_key", "known_hosts": empty}
+    else:
+        # Everything from the config: the alias must reach ansible as host, port, user, key.
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text(
+            f"Host lab\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
+            f"  IdentityFile {d / 'client_key'}\n  UserKnownHostsFile {empty}\n"
         )
+        address, kw = "lab", {"ssh_config": cfg}
+    with pytest.raises(BrokenError, match="unreachable") as ei:
+        provision_ssh(address, log=tmp_path / "run.log", **kw)  # type: ignore[arg-type]
     assert "Host key verification failed" in (tmp_path / "run.log").read_text()
     assert "log:" in str(ei.value)
 
@@ -355,7 +370,7 @@ def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Several minutes of debootstrap and apt on a 2-core machine shared by the team: opt in.
     if os.environ.get("XENPVH_TEST_DEBOOTSTRAP") != "1":
         pytest.skip("set XENPVH_TEST_DEBOOTSTRAP=1 to debootstrap a tree for the chroot test")
-    from xenpvh.host.image import debian_mirror
+    from xenpvh.build.apt import debian_mirror
 
     root = tmp_path_factory.mktemp("chroot") / "root"
     try:
@@ -366,7 +381,7 @@ def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "--include=python3,systemd-sysv",
                 "bookworm",
                 str(root),
-                debian_mirror(),
+                debian_mirror("bookworm"),
             ],
             check=True,
             capture_output=True,

@@ -236,7 +236,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
     for tool in ("debootstrap", "qemu-system-x86_64", "mkfs.ext4", "ssh"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")
-    from xenpvh.host.image import debian_mirror
+    from xenpvh.build.apt import debian_mirror
 
     vm = Vm(tmp_path_factory.mktemp("ansible-live"))
     root = vm.dir / "root"
@@ -248,7 +248,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
                 f"--include={PACKAGES}",
                 "bookworm",
                 str(root),
-                debian_mirror(),
+                debian_mirror("bookworm"),
             ],
             check=True,
             capture_output=True,

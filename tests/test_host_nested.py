@@ -10,19 +10,19 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from xenpvh.build.apt import debian_mirror
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import Host
 from xenpvh.host.image import (
     ImageBuilder,
     ImageRecipe,
-    cache_root,
-    debian_mirror,
     role_packages,
     roles_digest,
 )
@@ -315,9 +315,42 @@ def test_role_packages_refuses_what_is_not_a_package_name(tmp_path: Path) -> Non
         role_packages(tmp_path)
 
 
-def test_cache_root_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+# The image builder's modules, imported and used where libvirt-python (the optional `libvirt`
+# extra) cannot be imported: a `None` entry in sys.modules makes `import libvirt` fail.
+_WITHOUT_LIBVIRT = """
+import sys
+sys.modules["libvirt"] = None
+from pathlib import Path
+import xenpvh.host.image as image
+import xenpvh.provision
+tree = Path(sys.argv[1])
+cpu_map = tree / "usr/share/libvirt/cpu_map"
+cpu_map.mkdir(parents=True)
+features = "    <include filename='x86_features.xml'/>"
+(cpu_map / "index.xml").write_text(f"<cpus>\\n{features}\\n</cpus>\\n")
+image.install_tcg_cpu_model(tree)
+print((cpu_map / "index.xml").read_text())
+assert "xenpvh.toolstack.libvirt" not in sys.modules
+"""
+
+
+def test_image_build_needs_no_libvirt_python(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LIBVIRT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "<include filename='x86_xenpvh-tcg.xml'/>" in r.stdout
+
+
+def test_image_cache_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert cache_root() == tmp_path / "xenpvh" / "nested"
+    assert ImageBuilder(ImageRecipe(packages=("a",), roles="r")).cache == (
+        tmp_path / "xenpvh" / "nested"
+    )
 
 
 def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -330,18 +363,18 @@ def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         "Types: deb\nURIs: http://mirror.example/debian/\n"
         "Suites: bookworm bookworm-updates\nComponents: main\n"
     )
-    assert debian_mirror(tmp_path) == "http://mirror.example/debian"
+    assert debian_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
     (d / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text(
         "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://list.example/debian bookworm main\n"
     )
-    assert debian_mirror(tmp_path) == "http://list.example/debian"
+    assert debian_mirror("bookworm", tmp_path) == "http://list.example/debian"
     monkeypatch.setenv("XENPVH_DEBIAN_MIRROR", "http://override.example/debian/")
-    assert debian_mirror(tmp_path) == "http://override.example/debian"
+    assert debian_mirror("bookworm", tmp_path) == "http://override.example/debian"
     monkeypatch.delenv("XENPVH_DEBIAN_MIRROR")
     (tmp_path / "sources.list").write_text("")
     with pytest.raises(BlockedError, match="XENPVH_DEBIAN_MIRROR"):
-        debian_mirror(tmp_path)
+        debian_mirror("bookworm", tmp_path)
 
 
 # -- real QEMU, failure paths --------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +41,13 @@ SSHD = "/usr/sbin/sshd"
         ("ssh://ci@10.0.0.5:2222", SSHAddress("ci", "10.0.0.5", 2222)),
         ("ssh://lab1.example.org", SSHAddress("root", "lab1.example.org", 22)),
         ("ssh://u@[::1]:22", SSHAddress("u", "::1", 22)),
+        ("ssh://root@lab1/", SSHAddress("root", "lab1", 22)),
+        ("root@lab1", SSHAddress("root", "lab1", 22)),
+        ("ci@10.0.0.5:2222", SSHAddress("ci", "10.0.0.5", 2222)),
+        ("lab1", SSHAddress("root", "lab1", 22)),
+        ("lab1:2200", SSHAddress("root", "lab1", 2200)),
+        ("u@[fe80::1]", SSHAddress("u", "fe80::1", 22)),
+        ("[::1]:2222", SSHAddress("root", "::1", 2222)),
     ],
 )
 def test_address_parse(text: str, expected: SSHAddress) -> None:
@@ -46,21 +55,34 @@ def test_address_parse(text: str, expected: SSHAddress) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "problem"),
     [
-        "root@lab1",  # no scheme
-        "ssh://",
-        "ssh://root@lab1:0",
-        "ssh://root@lab1:70000",
-        "ssh://root@lab 1",
-        "ssh://root@lab1;reboot",
-        "ssh://-oProxyCommand=x@lab1",
-        "ssh://root@lab1:22/path",
+        ("root@", "empty host name"),
+        ("", "empty host name"),
+        ("ssh://", "empty host name"),
+        ("@lab1", "empty user name"),
+        ("ssh://root@lab1:0", "out of range"),
+        ("ssh://root@lab1:70000", "out of range"),
+        ("lab1:", "not a number"),
+        ("lab1:22x", "not a number"),
+        ("ssh://root@lab 1", "host name 'lab 1'"),
+        ("ssh://root@lab1;reboot", "host name"),
+        ("root@$(reboot)", "host name"),
+        ("-oProxyCommand=sh", "must not start with '-'"),
+        ("root@-oProxyCommand=sh", "must not start with '-'"),
+        ("ssh://-oProxyCommand=x@lab1", "user name"),
+        ("a b@lab1", "user name"),
+        ("ssh://root@lab1:22/path", "path"),
+        ("http://lab1", "scheme"),
+        ("fe80::1", "needs brackets"),
+        ("[lab1]:22", "IPv6"),
+        ("[::1]x", "unexpected"),
     ],
 )
-def test_address_parse_rejects(text: str) -> None:
-    with pytest.raises(BlockedError, match="ssh address"):
+def test_address_parse_rejects(text: str, problem: str) -> None:
+    with pytest.raises(BlockedError, match="ssh address") as ei:
         SSHAddress.parse(text)
+    assert problem in str(ei.value)
 
 
 def test_inventory(tmp_path: Path) -> None:
@@ -126,11 +148,11 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+@contextlib.contextmanager
+def _running_sshd(d: Path) -> Iterator[Sshd]:
+    """An OpenSSH sshd on a free loopback port, with its own host and client keys in `d`."""
     if not os.path.exists(SSHD) or os.geteuid() != 0:
         pytest.skip("needs root and OpenSSH's sshd")
-    d = tmp_path_factory.mktemp("sshd")
     _keygen(d / "host_key")
     _keygen(d / "client_key")
     shutil.copy(d / "client_key.pub", d / "authorized_keys")
@@ -169,6 +191,19 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    with _running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def jump_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A second sshd, the jump host (bastion) of ProxyJump tests."""
+    with _running_sshd(tmp_path_factory.mktemp("jump-sshd")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -353,3 +388,133 @@ def test_unreachable_is_broken(tmp_path: Path) -> None:
     )
     with pytest.raises(BrokenError, match="connection"):
         h.run(["true"])
+
+
+# -- --host specs and ~/.ssh/config against real sshds -------------------------------------
+
+# What the tests run instead of OpenSSH's options that would pick up this machine's keys.
+_QUIET = SSHOptions(use_system_known_hosts=False, allow_agent=False, connect_timeout=10)
+
+
+def _ssh_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _host_block(alias: str, server: Sshd, known_hosts: Path | None = None) -> str:
+    return (
+        f"Host {alias}\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
+        f"  IdentityFile {server.client_key}\n"
+        f"  UserKnownHostsFile {known_hosts or server.known_hosts}\n"
+    )
+
+
+@pytest.mark.host
+def test_spec_forms_connect(sshd: Sshd) -> None:
+    for spec in (f"root@127.0.0.1:{sshd.port}", f"ssh://root@127.0.0.1:{sshd.port}"):
+        with SSHHost.from_spec(
+            spec,
+            identity=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+            ssh_config=_ssh_config(sshd.dir / "empty_config", ""),
+            options=_QUIET,
+        ) as h:
+            assert h.run(["echo", "ok"], check=True).out == "ok\n"
+
+
+@pytest.mark.host
+def test_ssh_config_alias_connects(sshd: Sshd, tmp_path: Path) -> None:
+    cfg = _ssh_config(tmp_path / "config", _host_block("lab", sshd))
+    with SSHHost.from_spec("lab", ssh_config=cfg, options=_QUIET) as h:
+        assert h.address == SSHAddress("root", "127.0.0.1", sshd.port)
+        assert h.run(["id", "-u"], check=True).out.strip() == "0"
+
+
+@pytest.mark.host
+def test_proxy_jump_through_a_second_sshd(sshd: Sshd, jump_sshd: Sshd, tmp_path: Path) -> None:
+    cfg = _ssh_config(
+        tmp_path / "config",
+        _host_block("bastion", jump_sshd) + _host_block("lab", sshd) + "  ProxyJump bastion\n",
+    )
+    with SSHHost.from_spec("lab", ssh_config=cfg, options=_QUIET) as h:
+        assert h.jump is not None
+        assert h.jump.address == SSHAddress("root", "127.0.0.1", jump_sshd.port)
+        assert h.run(["echo", "via bastion"], check=True).out == "via bastion\n"
+        # The lab's ssh runs inside a channel of the bastion's connection, not over TCP.
+        sock = h.connect().get_transport().sock  # type: ignore[union-attr]
+        assert isinstance(sock, paramiko.Channel)
+        assert sock.get_transport() is h.jump.connect().get_transport()
+    assert h.jump._client is None  # closed with the host it carried
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("unpinned", ["lab", "bastion"])
+def test_proxy_jump_verifies_both_host_keys(
+    sshd: Sshd, jump_sshd: Sshd, tmp_path: Path, unpinned: str
+) -> None:
+    empty = tmp_path / "known_hosts_empty"
+    empty.write_text("")
+    servers = {"bastion": jump_sshd, "lab": sshd}
+    cfg = _ssh_config(
+        tmp_path / "config",
+        "".join(
+            _host_block(alias, server, known_hosts=empty if alias == unpinned else None)
+            for alias, server in servers.items()
+        )
+        + "  ProxyJump bastion\n",
+    )
+    key_file = servers[unpinned].dir / "host_key"
+    offered = paramiko.Ed25519Key.from_private_key_file(str(key_file))
+    with SSHHost.from_spec("lab", ssh_config=cfg, options=_QUIET) as h:
+        # An unknown bastion is refused before the lab is tried; an unknown lab after the
+        # bastion was reached and verified.
+        with pytest.raises(HostKeyRejected, match="not known") as ei:
+            h.run(["true"])
+        assert fingerprint(offered) in str(ei.value)
+        assert h.jump is not None
+        assert (h.jump._client is not None) == (unpinned == "lab")
+
+
+RELAY = """\
+import socket, sys, threading
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def up():
+    while data := sys.stdin.buffer.read1(65536):
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := s.recv(65536):
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+"""
+
+
+@pytest.mark.host
+def test_proxy_command_connects(sshd: Sshd, tmp_path: Path) -> None:
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    cfg = _ssh_config(
+        tmp_path / "config",
+        _host_block("lab", sshd) + f"  ProxyCommand {sys.executable} {relay} %h %p\n",
+    )
+    with SSHHost.from_spec("lab", ssh_config=cfg, options=_QUIET) as h:
+        assert h.run(["echo", "relayed"], check=True).out == "relayed\n"
+        sock = h.connect().get_transport().sock  # type: ignore[union-attr]
+        assert isinstance(sock, paramiko.ProxyCommand)
+
+
+@pytest.mark.host
+def test_alias_with_unknown_host_key_is_rejected(sshd: Sshd, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    cfg = _ssh_config(tmp_path / "config", _host_block("lab", sshd, known_hosts=empty))
+    with (
+        SSHHost.from_spec("lab", ssh_config=cfg, options=_QUIET) as h,
+        pytest.raises(HostKeyRejected, match="not known"),
+    ):
+        h.run(["true"])
+
+
+def test_from_spec_bad_input_is_blocked(tmp_path: Path) -> None:
+    with pytest.raises(BlockedError, match="empty host name"):
+        SSHHost.from_spec("root@", ssh_config=_ssh_config(tmp_path / "c", ""))

@@ -18,7 +18,6 @@ from xenpvh.check.verdict import (
     VerdictValue,
     verdict_from_json_dict,
 )
-from xenpvh.report import atomic as atomic_mod
 from xenpvh.report import (
     render_html,
     render_junit,
@@ -27,6 +26,7 @@ from xenpvh.report import (
     write_verdict_json,
 )
 from xenpvh.report.html_report import MAX_CONSOLE_LINES, MAX_LINE_CHARS
+from xenpvh.util import fs as atomic_mod
 
 HOSTILE = "<script>alert(1)</script> ]]> \x00\x1b[2J\x07 & \"q\" 'q' \ud800"
 

@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.ssh import SSHAddress
+from xenpvh.host.ssh_target import SSHAddress, resolve_target
 
 ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
 CHROOT_CONNECTION = "community.general.chroot"
@@ -300,21 +300,32 @@ def provision_ssh(
     *,
     identity: Path | None = None,
     known_hosts: Path | None = None,
+    ssh_config: Path | None = None,
     xen_artifact: Path | str | None = None,
     extra_vars: Mapping[str, Any] | None = None,
     progress: Console | None = None,
     log: Path | None = None,
     timeout: float = 3600.0,
 ) -> ProvisionResult:
-    """Provision a Debian 12 box at `ssh://user@host[:port]` into a Xen lab host.
+    """Provision a Debian 12 box into a Xen lab host.  `address` is a `--host` spec:
+    `ssh://user@host[:port]`, `user@host[:port]`, `host[:port]` or an alias of `ssh_config`
+    (default ~/.ssh/config), whose HostName, User, Port, IdentityFile and UserKnownHostsFile
+    count unless `identity`/`known_hosts` are given.
 
     Host keys are checked (against `known_hosts` when given, else ssh's defaults).  Failed
     tasks are reported in the result; an unreachable host raises BrokenError.
     """
-    target = SSHAddress.parse(address)
-    if target.host.startswith("-") or target.user.startswith("-"):
-        # ssh would read it as an option (-oProxyCommand=...).
-        raise BlockedError(f"ssh address {address!r}: host and user must not start with '-'")
+    resolved = resolve_target(
+        address, identity=identity, known_hosts=known_hosts, ssh_config=ssh_config
+    )
+    if resolved.jump is not None or resolved.options.proxy_command:
+        # ansible's OpenSSH would start the jump hop itself, without our pinned known_hosts.
+        raise BlockedError(
+            f"ssh {address!r} goes through ProxyJump/ProxyCommand: provisioning over ansible "
+            "supports direct connections only"
+        )
+    target = resolved.address
+    identity, known_hosts = resolved.options.identity, resolved.options.known_hosts
     for name, p in (("identity", identity), ("known_hosts", known_hosts)):
         if p is not None and not Path(p).is_file():
             raise BlockedError(f"{name} file {p} does not exist")

@@ -1,17 +1,24 @@
 """pytest plugin (entry point `pytest11: xenpvh`).
 
     pytest --host nested            # the default: a Xen host under QEMU, booted once per session
-    pytest --host ssh://root@box    # a lab box (host key verified against known_hosts)
+    pytest --host root@box          # a lab box (host key verified against known_hosts)
+    pytest --xenpvh-host lab        # the same option, always there (an ~/.ssh/config alias)
+
+Every option has a `--xenpvh-` name.  `--host`, `--inventory`, `--identity` and
+`--known-hosts` are also offered under their short names, unless another plugin or the
+project's conftest.py already defines them (then the run says so once, at the end).
 
 Fixtures:
 - `xen_host`: the session's Host (nested host booted once per session, shut down at the end).
 - `boot_guest`: call `boot_guest("linux-pvh", vcpus=4, cmdline_append="maxcpus=1")` to boot one
   profile point on `xen_host`; returns the Verdict and records a JUnit property per stage.
 Marker `xen` marks live tests; `--no-xen` deselects them (e.g. on a laptop without QEMU).
+Markers `xen` and `host` are declared here unless the project's configuration does.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,19 +29,39 @@ import pytest
 
 from xenpvh.check.verdict import Verdict
 
+GROUP = "xenpvh"
+# (short name, dest, help) of the options whose short name another plugin or a project's
+# conftest.py may well define itself; their `--xenpvh-` names are always there.
+SHORT_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "--host",
+        "xenpvh_host",
+        "Xen host for `xen` tests: nested (default), local, ssh://user@host[:port], "
+        "user@host[:port], an ~/.ssh/config alias, or a name from --inventory",
+    ),
+    ("--inventory", "xenpvh_inventory", "TOML inventory of lab hosts ([hosts.<name>])"),
+    ("--identity", "xenpvh_identity", "ssh private key for the Xen host"),
+    ("--known-hosts", "xenpvh_known_hosts", "known_hosts file pinning the Xen host's key"),
+)
+# The short names another plugin or conftest.py had taken, per run (told at the end).
+_TAKEN = pytest.StashKey[list[str]]()
+# The markers this plugin needs, declared unless the project's configuration declares them.
+MARKERS: dict[str, str] = {
+    "xen": "live test that boots real Xen (the nested host unless --host is given)",
+    "host": "uses real processes on this machine (sshd on loopback, qemu)",
+}
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("xenpvh", "xenpvh: live Xen PVH boots")
-    group.addoption(
-        "--host",
-        dest="xenpvh_host",
-        default="nested",
-        help="Xen host for `xen` tests: nested (default), local, ssh://user@host[:port], "
-        "or a name from --inventory",
-    )
-    group.addoption("--inventory", dest="xenpvh_inventory", default=None)
-    group.addoption("--identity", dest="xenpvh_identity", default=None)
-    group.addoption("--known-hosts", dest="xenpvh_known_hosts", default=None)
+    group = parser.getgroup(GROUP, "xenpvh: live Xen PVH boots")
+    defaults = {"xenpvh_host": "nested"}
+    for short, dest, help_text in SHORT_OPTIONS:
+        group.addoption(
+            f"--xenpvh-{short.removeprefix('--')}",
+            dest=dest,
+            default=defaults.get(dest),
+            help=f"{help_text} (also {short}, unless another plugin defines it)",
+        )
     group.addoption(
         "--xenpvh-artifacts",
         dest="xenpvh_artifacts",
@@ -66,11 +93,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser
+) -> Iterator[None]:
+    """Offer the short option names once the project's conftest.py files had their say.
+
+    A conftest's options are added after every plugin's, and argparse refuses a name twice
+    ("conflicting option string: --host"): taking `--host` first would break every project
+    whose conftest.py defines its own.  So the short names are added afterwards, where free.
+    """
+    result = yield
+    group = parser.getgroup(GROUP)
+    taken: list[str] = []
+    for short, dest, _ in SHORT_OPTIONS:
+        try:
+            alias = f"same as --xenpvh-{short.removeprefix('--')}"
+            group.addoption(short, dest=dest, default=argparse.SUPPRESS, help=alias)
+        except (argparse.ArgumentError, ValueError):
+            taken.append(short)
+    early_config.stash[_TAKEN] = taken
+    return result
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "xen: live test that boots real Xen (the nested host unless --host is given)"
-    )
-    config.addinivalue_line("markers", "host: uses real processes on this machine")
+    declared = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+    for name, description in MARKERS.items():
+        if name not in declared:
+            config.addinivalue_line("markers", f"{name}: {description}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    taken = terminalreporter.config.stash.get(_TAKEN, [])
+    if taken:
+        names = ", ".join(f"--xenpvh-{name.removeprefix('--')}" for name in taken)
+        terminalreporter.write_line(
+            f"xenpvh: {', '.join(taken)} belong to another plugin or conftest.py here; "
+            f"xenpvh's are {names}"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,9 +21,7 @@ removes (holding the key's lock, no one else can be using it).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +35,7 @@ from typing import Any
 
 from xenpvh.build.tree import TreeState
 from xenpvh.errors import BrokenError
+from xenpvh.util.fs import cache_root, flock, sha256_bytes, sha256_file
 
 MANIFEST = "manifest.json"
 ENTRY_LOG = "build.log"
@@ -44,12 +43,6 @@ ENTRY_LOG = "build.log"
 KEEP_FAILED_LOGS = 30
 # Bump when the manifest or key layout changes: old entries then simply miss.
 CACHE_FORMAT = 1
-
-
-def default_root() -> Path:
-    """`${XDG_CACHE_HOME:-~/.cache}/xenpvh/builds`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "xenpvh" / "builds"
 
 
 def state_record(state: TreeState) -> dict[str, Any]:
@@ -73,7 +66,7 @@ def cache_key(
         "options": dict(options),
     }
     blob = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_bytes(blob.encode())
 
 
 def _first_line(argv: list[str]) -> str | None:
@@ -97,14 +90,6 @@ def toolchain_version() -> str:
     gcc = _first_line(["gcc", "--version"]) or "gcc not installed"
     ld = _first_line(["ld", "--version"]) or "ld not installed"
     return f"{gcc}; {ld}"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -161,7 +146,7 @@ def _human(seconds: float) -> str:
 class ArtifactCache:
     """Build entries under `root` (see the module docstring for the layout)."""
 
-    root: Path = field(default_factory=default_root)
+    root: Path = field(default_factory=lambda: cache_root("builds"))
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -213,13 +198,9 @@ class ArtifactCache:
     def lock(self, key: str) -> Iterator[None]:
         """Hold the key's build lock; clears what a killed build of this key left behind."""
         self.locks.mkdir(parents=True, exist_ok=True)
-        with (self.locks / f"{key}.lock").open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                self._clear_leftovers(key)
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with flock(self.locks / f"{key}.lock"):
+            self._clear_leftovers(key)
+            yield
 
     def _clear_leftovers(self, key: str) -> None:
         for pattern, base in (
@@ -327,7 +308,6 @@ __all__ = [
     "CacheEntry",
     "CacheReport",
     "cache_key",
-    "default_root",
     "state_record",
     "toolchain_version",
 ]

@@ -15,7 +15,6 @@ those lists change, so a cached kit is found without asking apt anything.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -43,6 +42,7 @@ from xenpvh.build import debpkg
 from xenpvh.build.cpio import NewcWriter
 from xenpvh.build.kmod import ModuleDb, plain_module_path, read_module
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.util.fs import atomic_write_text, cache_root, flock, sha256_bytes
 
 # Bump when the build steps change in a way the key would not otherwise see.
 KIT_VERSION = 1
@@ -245,13 +245,7 @@ def kit_key(kernel: debpkg.DebPackage, busybox: debpkg.DebPackage) -> str:
         "dirs": DIRECTORIES,
     }
     blob = json.dumps(inputs, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def default_cache_dir() -> Path:
-    """`${XDG_CACHE_HOME:-~/.cache}/xenpvh/guestkit`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "xenpvh" / "guestkit"
+    return sha256_bytes(blob)[:24]
 
 
 # --------------------------------------------------------------------------- the build
@@ -267,7 +261,7 @@ def build_linux_guest_kit(
 
     Downloads and build steps show as tasks of `progress` (the caller's), or of a progress
     display of its own on `console` (stderr by default)."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else cache_root("guestkit")
     cache.mkdir(parents=True, exist_ok=True)
     with _progress(console, progress) as shown, debpkg.reporting(shown):
         return _find_or_build(cache, shown)
@@ -279,7 +273,7 @@ def _find_or_build(cache: Path, progress: Progress | None) -> GuestKit:
     kit = GuestKit.load(cache / key)
     if kit is not None:
         return kit
-    with _flock(cache / ".build.lock"):
+    with flock(cache / ".build.lock"):
         kit = GuestKit.load(cache / key)  # another process built it while we waited
         if kit is not None:
             return kit
@@ -315,7 +309,7 @@ def _resolve_packages(cache: Path) -> tuple[debpkg.DebPackage, debpkg.DebPackage
         "kernel": [kernel.name, kernel.version],
         "busybox": [busybox.name, busybox.version],
     }
-    _write_json(memo_path, memo)
+    atomic_write_text(memo_path, json.dumps(memo, indent=2))
     return kernel, busybox
 
 
@@ -464,25 +458,6 @@ def _read_json(path: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json(path: Path, data: dict[str, object]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 @contextlib.contextmanager
 def _progress(console: Console | None, given: Progress | None) -> Iterator[Progress | None]:
     """`given`, or a live progress display on `console` (stderr by default); none when
@@ -529,7 +504,6 @@ __all__ = [
     "MODULES",
     "GuestKit",
     "build_linux_guest_kit",
-    "default_cache_dir",
     "kit_key",
     "render_init",
 ]

@@ -22,10 +22,11 @@ from typing import Any
 
 from rich.progress import Progress
 
-from xenpvh.build.cache import ArtifactCache, sha256_file
+from xenpvh.build.cache import ArtifactCache
 from xenpvh.build.recipes import QemuRecipe
 from xenpvh.build.tree import TreeSpec
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.util.fs import sha256_file
 
 log = logging.getLogger(__name__)
 

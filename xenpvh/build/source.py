@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from xenpvh.build.aptsrc import PrivateApt, extract
+from xenpvh.build.apt import PrivateApt, unpack_source
 from xenpvh.build.patching import commit_base, git, head
 from xenpvh.build.tree import DebianSource, GitSource, LocalSource, TreeSpec, TreeState
 from xenpvh.errors import BlockedError, BrokenError
@@ -62,7 +62,7 @@ def resolve(
     elif isinstance(source, DebianSource):
         version = source.version
         if version is None:
-            version = (apt or PrivateApt.default()).resolve_version(source.package, None)
+            version = (apt or PrivateApt.for_sources()).resolve_source_version(source.package, None)
         identity = {"package": source.package, "version": version}
     else:  # pragma: no cover - the Source union is closed
         raise BlockedError(f"unknown source {source!r}")
@@ -106,9 +106,9 @@ def fetch(
         return _fetch_local(source.path, state.identity, dest, log)
     assert isinstance(source, DebianSource)
     package, version = state.identity["package"], state.identity["version"]
-    dsc = (apt or PrivateApt.default()).download(package, version)
+    dsc = (apt or PrivateApt.for_sources()).download_source(package, version)
     _say(log, f"   {dsc}\n")
-    extract(dsc, dest, log=log)
+    unpack_source(dsc, dest, log=log)
     return commit_base(dest, f"xenpvh base: Debian source {package} {version}")
 
 

@@ -22,7 +22,6 @@ or from command-line strings (`TreeSpec.from_cli`): `debian:xen[=VERSION]`,
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from xenpvh.errors import BlockedError
+from xenpvh.util.fs import sha256_file
 
 PatchMethod = Literal["git-am", "patch"]
 
@@ -123,7 +123,7 @@ class Patch:
 
     def sha256(self) -> str:
         try:
-            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+            return sha256_file(self.path)
         except OSError as exc:
             raise BlockedError(f"patch {self.path} cannot be read: {exc}") from exc
 

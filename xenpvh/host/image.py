@@ -10,7 +10,6 @@ that looks like a usable image.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -20,13 +19,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
+from xenpvh.build.apt.sources import debian_mirror
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.tcg_cpu_model import install_tcg_cpu_model
+from xenpvh.util.fs import cache_root, flock, sha256_bytes
 
 # Bump when the build steps change in a way the key would not otherwise see.
 RECIPE_VERSION = 5
@@ -114,69 +116,6 @@ DOM0_CMDLINE = "root=/dev/vda rw console=hvc0 net.ifnames=0"
 _MANIFEST = "manifest.json"
 
 
-def cache_root() -> Path:
-    """`${XDG_CACHE_HOME:-~/.cache}/xenpvh/nested`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "xenpvh" / "nested"
-
-
-def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian mirror this machine's apt uses for the main archive.
-
-    `XENPVH_DEBIAN_MIRROR` overrides it.  Reading apt's own configuration keeps mirror hosts
-    out of the source tree: a lab with a local mirror just works.
-    """
-    env = os.environ.get("XENPVH_DEBIAN_MIRROR")
-    if env:
-        return env.rstrip("/")
-    for uri, suites in _apt_sources(apt_dir):
-        # The main archive serves the plain suite name; security/updates are other trees.
-        if any(s == DEFAULT_SUITE for s in suites) and "security" not in uri:
-            return uri.rstrip("/")
-    raise BlockedError(
-        f"no Debian mirror serving {DEFAULT_SUITE!r} found in {apt_dir}/sources.list(.d); "
-        "set XENPVH_DEBIAN_MIRROR"
-    )
-
-
-def _apt_sources(apt_dir: Path) -> Iterator[tuple[str, list[str]]]:
-    files = [apt_dir / "sources.list"]
-    d = apt_dir / "sources.list.d"
-    if d.is_dir():
-        files += sorted(d.iterdir())
-    for f in files:
-        if not f.is_file():
-            continue
-        text = f.read_text(errors="replace")
-        if f.suffix == ".sources":
-            # deb822 stanzas separated by blank lines.
-            for stanza in re.split(r"\n\s*\n", text):
-                fields: dict[str, str] = {}
-                for line in stanza.splitlines():
-                    if line.startswith("#") or ":" not in line or line[0].isspace():
-                        continue
-                    k, v = line.split(":", 1)
-                    fields[k.strip().lower()] = v.strip()
-                if "deb" not in fields.get("types", "").split():
-                    continue
-                if fields.get("enabled", "yes").lower() == "no":
-                    continue
-                for uri in fields.get("uris", "").split():
-                    yield uri, fields.get("suites", "").split()
-        elif f.name == "sources.list" or f.suffix == ".list":
-            for line in text.splitlines():
-                parts = line.split("#", 1)[0].split()
-                if len(parts) < 3 or parts[0] != "deb":
-                    continue
-                rest = parts[1:]
-                if rest[0].startswith("["):  # options like [arch=amd64 signed-by=...]
-                    while rest and not rest[0].endswith("]"):
-                        rest = rest[1:]
-                    rest = rest[1:]
-                if len(rest) >= 2:
-                    yield rest[0], [rest[1]]
-
-
 @dataclass(frozen=True)
 class ImageRecipe:
     """Everything that determines the image's content; its `key()` names the cache entry."""
@@ -223,8 +162,7 @@ class ImageRecipe:
 
     def packages_key(self) -> str:
         """Names the cached package tarball: only suite and package list shape it."""
-        h = hashlib.sha256(f"{self.suite}\n{','.join(sorted(self.packages))}".encode())
-        return h.hexdigest()[:24]
+        return sha256_bytes(f"{self.suite}\n{','.join(sorted(self.packages))}".encode())[:24]
 
 
 @dataclass(frozen=True)
@@ -293,7 +231,7 @@ class ImageBuilder:
         console: Console | None = None,
     ) -> None:
         self.recipe = recipe or ImageRecipe()
-        self.cache = cache or cache_root()
+        self.cache = cache or cache_root("nested")
         self._mirror = mirror
         self.console = console
 
@@ -313,7 +251,7 @@ class ImageBuilder:
         if img is not None:
             return ImageBuildReport(img, True, time.monotonic() - t0, _allocated(img.disk))
         self.cache.mkdir(parents=True, exist_ok=True)
-        with _flock(self.cache / ".build.lock"):
+        with flock(self.cache / ".build.lock"):
             img = self.cached()  # another process may have built it while we waited
             if img is not None:
                 return ImageBuildReport(img, True, time.monotonic() - t0, _allocated(img.disk))
@@ -332,7 +270,7 @@ class ImageBuilder:
                 raise BlockedError(f"building the nested image needs {tool!r} on PATH")
         if os.geteuid() != 0:
             raise BlockedError("building the nested image needs root (debootstrap, chroot)")
-        mirror = self._mirror or debian_mirror()
+        mirror = self._mirror or debian_mirror(DEFAULT_SUITE)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.recipe.key()}-", dir=self.cache))
         try:
             root = tmp / "root"
@@ -418,7 +356,7 @@ class ImageBuilder:
             log=root.parent / "ansible.log",
         )
         self._status(f"roles applied: ok={result.ok} changed={result.changed}")
-        self._install_tcg_cpu_model(root)
+        install_tcg_cpu_model(root)
         # The image's own services (the roles enable Xen's, networkd's and libvirt's).
         self._chroot(root, ["systemctl", "enable", "ssh.service"])
 
@@ -518,26 +456,6 @@ class ImageBuilder:
         (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return DomImage.load(out)
 
-    def _install_tcg_cpu_model(self, root: Path) -> None:
-        """libvirtd's libxl driver refuses to load on a dom0 whose CPU matches no model in
-        its map (QEMU/TCG's qemu64+svm), so the nested image, unlike a lab box, carries one
-        more model.  See xenpvh/toolstack/libvirt.py."""
-        from xenpvh.toolstack.libvirt import TCG_CPU_MODEL_FILE, TCG_CPU_MODEL_XML
-
-        cpu_map = root / "usr/share/libvirt/cpu_map"
-        index = cpu_map / "index.xml"
-        if not index.is_file():
-            raise BrokenError(f"{index} is missing: is libvirt-daemon in the image?")
-        (cpu_map / TCG_CPU_MODEL_FILE).write_text(TCG_CPU_MODEL_XML)
-        text = index.read_text()
-        include = f"    <include filename='{TCG_CPU_MODEL_FILE}'/>"
-        if include in text:
-            return
-        after = "    <include filename='x86_features.xml'/>"
-        if after not in text:
-            raise BrokenError(f"{index} has no {after.strip()!r} line to add the TCG model after")
-        index.write_text(text.replace(after, f"{after}\n{include}", 1))
-
     # -- helpers --------------------------------------------------------------------------
 
     def _chroot(self, root: Path, argv: list[str]) -> None:
@@ -602,13 +520,3 @@ def _allocated(p: Path) -> int:
 def _rmtree_quiet(p: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(p)
-
-
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import select
 import shutil
@@ -15,6 +14,7 @@ import pexpect
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import CommandResult
+from xenpvh.util.fs import atomic_write_bytes, sha256_file
 
 
 class PipeStream:
@@ -97,7 +97,7 @@ class LocalHost:
         if not local.is_file():
             raise BlockedError(f"put: local file {local} does not exist")
         dst = Path(remote)
-        changed = not (dst.is_file() and _sha256(dst) == _sha256(local))
+        changed = not (dst.is_file() and sha256_file(dst) == sha256_file(local))
         if changed:
             dst.parent.mkdir(parents=True, exist_ok=True)
             part = dst.with_name(dst.name + ".xenpvh-part")
@@ -109,10 +109,7 @@ class LocalHost:
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
         dst = Path(remote)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        part = dst.with_name(dst.name + ".xenpvh-part")
-        part.write_bytes(data)
-        os.chmod(part, mode)
-        os.replace(part, dst)
+        atomic_write_bytes(dst, data, mode=mode)
 
     def get(self, remote: str, local: Path) -> None:
         src = Path(remote)
@@ -146,14 +143,6 @@ def _argv(argv: Sequence[str]) -> list[str]:
     if isinstance(argv, str | bytes) or not argv:
         raise BlockedError(f"a command must be a non-empty argv list, not {argv!r}")
     return [str(a) for a in argv]
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["LocalHost", "PipeStream"]

@@ -21,7 +21,6 @@ import atexit
 import contextlib
 import ctypes
 import enum
-import hashlib
 import json
 import os
 import shutil
@@ -42,9 +41,10 @@ from xenpvh.build.qemu import QemuBinary, fingerprint, resolve_qemu
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
-from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe, _flock, cache_root
+from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe
 from xenpvh.host.qmp import Qmp
 from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
+from xenpvh.util.fs import cache_root, flock, sha256_bytes, sha256_file
 
 DEFAULT_XEN_CMDLINE = (
     "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all"
@@ -227,7 +227,7 @@ class QemuConfig:
 
 def state_dir() -> Path:
     rt = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(rt) / "xenpvh" / "nested" if rt else cache_root()
+    return Path(rt) / "xenpvh" / "nested" if rt else cache_root("nested")
 
 
 @dataclass(frozen=True)
@@ -602,7 +602,7 @@ class NestedHost:
         inputs = {
             "v": WARM_VERSION,
             "image": image.dir.name,
-            "xen": _sha256_file(xen),
+            "xen": sha256_file(xen),
             "xen_cmdline": self.xen_cmdline,
             "dom0_cmdline": self.dom0_cmdline or image.dom0_cmdline,
             "memory": self.memory,
@@ -611,7 +611,7 @@ class NestedHost:
             "tcg_thread": self.tcg_thread,
             "qemu": fingerprint(self._ensure_qemu()),
         }
-        return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+        return sha256_bytes(json.dumps(inputs, sort_keys=True).encode())[:16]
 
     def _warm_snapshot(self, image: DomImage) -> Path | None:
         """The saved state of this configuration booted to ready; made on first use by one
@@ -621,7 +621,7 @@ class NestedHost:
         if path.is_file():
             os.utime(path)  # most recently used survives pruning
             return path
-        with _flock(image.dir / ".warm.lock"):
+        with flock(image.dir / ".warm.lock"):
             if path.is_file():
                 return path
             self._log("nested host: no saved machine state yet: booting cold once to save one")
@@ -965,14 +965,6 @@ def reap_stale_run_dirs(
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
-
-
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _copy_sparse(src: Path, dst: Path) -> None:

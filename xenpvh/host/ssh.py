@@ -1,9 +1,15 @@
 """SSHHost: a Host reached over OpenSSH-compatible ssh with paramiko.
 
-Host keys are verified by default: the system's known_hosts, plus an optional pinned
-known_hosts file, with paramiko's RejectPolicy semantics — an unknown or changed key is refused
-and the error names the host and the offered key's fingerprint.  Commands travel as argv lists
-and are quoted with `shlex.join` because the remote side always runs them through a shell.
+`SSHHost.from_spec("root@lab1")` (or `ssh://...`, `host:port`, a ~/.ssh/config alias) is what
+the front ends call; `ssh_target` resolves the spec, including ProxyJump hops (connected
+through the previous hop's `direct-tcpip` channel) and ProxyCommand (`paramiko.ProxyCommand`,
+argv without a shell).
+
+Host keys are verified by default, on every hop: the system's known_hosts, plus an optional
+pinned known_hosts file, with paramiko's RejectPolicy semantics — an unknown or changed key is
+refused and the error names the host and the offered key's fingerprint.  Commands travel as
+argv lists and are quoted with `shlex.join` because the remote side always runs them through
+a shell.
 """
 
 from __future__ import annotations
@@ -12,27 +18,26 @@ import base64
 import contextlib
 import hashlib
 import math
-import re
 import shlex
 import threading
 import time
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import paramiko
 from pexpect.socket_pexpect import SocketSpawn
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import CommandResult
-
-_ADDRESS = re.compile(
-    r"^ssh://(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?/?$"
+from xenpvh.host.ssh_target import (
+    InventoryEntry,
+    SSHAddress,
+    SSHOptions,
+    SSHTarget,
+    load_inventory,
+    resolve_target,
 )
+from xenpvh.util.fs import sha256_file
 
 # Output kept per stream of a run(): a runaway command must not exhaust our memory.
 MAX_OUTPUT = 64 * 1024 * 1024
@@ -47,123 +52,6 @@ def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH-style SHA256 fingerprint of a public key."""
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-@dataclass(frozen=True)
-class SSHAddress:
-    user: str
-    host: str
-    port: int = 22
-
-    @classmethod
-    def parse(cls, address: str, *, default_user: str = "root") -> SSHAddress:
-        """Parse `ssh://[user@]host[:port]`; raises BlockedError naming what is wrong."""
-        if not isinstance(address, str) or not address.startswith("ssh://"):
-            raise BlockedError(f"ssh address {address!r} must look like ssh://user@host[:port]")
-        m = _ADDRESS.match(address)
-        if m is None:
-            raise BlockedError(
-                f"ssh address {address!r} is malformed; expected ssh://user@host[:port] "
-                "(host: a name, IPv4 address or [IPv6] address)"
-            )
-        port = int(m["port"]) if m["port"] else 22
-        if not 1 <= port <= 65535:
-            raise BlockedError(f"ssh address {address!r}: port {port} is out of range 1-65535")
-        host = m["host"].strip("[]")
-        return cls(user=m["user"] or default_user, host=host, port=port)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ssh://{self.user}@{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class SSHOptions:
-    identity: Path | None = None
-    known_hosts: Path | None = None
-    use_system_known_hosts: bool = True
-    allow_agent: bool = True
-    connect_timeout: float = 15.0
-    keepalive: int = 15
-    # Run commands under the remote `timeout(1)` so an overrun command dies even when the
-    # ssh "signal" request is refused (OpenSSH refuses it for root sessions).
-    remote_timeout: bool = True
-
-
-@dataclass(frozen=True)
-class InventoryEntry:
-    name: str
-    address: SSHAddress
-    options: SSHOptions
-
-
-def load_inventory(path: Path) -> dict[str, InventoryEntry]:
-    """Read `[hosts.<name>]` tables (address, identity, known_hosts, port, ...) from TOML.
-
-    Relative paths are taken relative to the inventory file.  `port` overrides the port in
-    the address.
-    """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise BlockedError(f"inventory {path}: cannot read: {e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise BlockedError(f"inventory {path}: invalid TOML: {e}") from e
-    hosts = data.get("hosts")
-    if not isinstance(hosts, dict) or not hosts:
-        raise BlockedError(f"inventory {path}: no [hosts.<name>] tables")
-    known_keys = {
-        "address",
-        "identity",
-        "known_hosts",
-        "port",
-        "user",
-        "connect_timeout",
-        "keepalive",
-        "allow_agent",
-        "use_system_known_hosts",
-    }
-    out: dict[str, InventoryEntry] = {}
-    for name, t in hosts.items():
-        where = f"inventory {path}: hosts.{name}"
-        if not isinstance(t, dict):
-            raise BlockedError(f"{where} must be a table")
-        unknown = set(t) - known_keys
-        if unknown:
-            raise BlockedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        if "address" not in t:
-            raise BlockedError(f"{where}.address is missing")
-        addr = SSHAddress.parse(str(t["address"]))
-        if "port" in t:
-            port = t["port"]
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                raise BlockedError(f"{where}.port must be an integer 1-65535, not {port!r}")
-            addr = SSHAddress(addr.user, addr.host, port)
-        if "user" in t:
-            addr = SSHAddress(str(t["user"]), addr.host, addr.port)
-
-        def _path(key: str, t: dict[str, Any] = t, where: str = where) -> Path | None:
-            if key not in t:
-                return None
-            if not isinstance(t[key], str):
-                raise BlockedError(f"{where}.{key} must be a path string")
-            p = Path(t[key]).expanduser()
-            return p if p.is_absolute() else path.parent / p
-
-        out[name] = InventoryEntry(
-            name=name,
-            address=addr,
-            options=SSHOptions(
-                identity=_path("identity"),
-                known_hosts=_path("known_hosts"),
-                use_system_known_hosts=bool(t.get("use_system_known_hosts", True)),
-                allow_agent=bool(t.get("allow_agent", True)),
-                connect_timeout=float(t.get("connect_timeout", 15.0)),
-                keepalive=int(t.get("keepalive", 15)),
-            ),
-        )
-    return out
 
 
 class _Reject(paramiko.MissingHostKeyPolicy):
@@ -257,9 +145,12 @@ class SSHHost:
         *,
         name: str | None = None,
         options: SSHOptions | None = None,
+        jump: SSHHost | None = None,
     ) -> None:
         self.address = address if isinstance(address, SSHAddress) else SSHAddress.parse(address)
         self.options = options or SSHOptions()
+        # The jump host (ProxyJump) this one is reached through; owned: closed with it.
+        self.jump = jump
         self.name = name or f"{self.address.user}@{self.address.host}:{self.address.port}"
         self._client: paramiko.SSHClient | None = None
         # Channels of one transport may be opened from several threads (a run collects
@@ -269,6 +160,37 @@ class SSHHost:
             raise BlockedError(f"ssh identity {self.options.identity} does not exist")
         if self.options.known_hosts is not None and not self.options.known_hosts.is_file():
             raise BlockedError(f"known_hosts file {self.options.known_hosts} does not exist")
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        identity: str | Path | None = None,
+        known_hosts: str | Path | None = None,
+        ssh_config: Path | None = None,
+        options: SSHOptions | None = None,
+    ) -> SSHHost:
+        """The host a `--host` spec names: `ssh://user@host[:port]`, `user@host[:port]`,
+        `host[:port]` or an alias of `ssh_config` (default ~/.ssh/config, if present).
+
+        `identity` and `known_hosts` beat the config's IdentityFile/UserKnownHostsFile;
+        `options` gives the rest (timeouts, agent).  Bad input is BlockedError.
+        """
+        target = resolve_target(
+            spec,
+            identity=identity,
+            known_hosts=known_hosts,
+            ssh_config=ssh_config,
+            options=options,
+        )
+        return cls.from_target(target)
+
+    @classmethod
+    def from_target(cls, target: SSHTarget) -> SSHHost:
+        """The host of a resolved target, its jump hosts (if any) connected first."""
+        jump = cls.from_target(target.jump) if target.jump is not None else None
+        return cls(target.address, options=target.options, jump=jump)
 
     @classmethod
     def from_inventory(cls, path: Path, name: str) -> SSHHost:
@@ -301,6 +223,11 @@ class SSHHost:
         c.set_missing_host_key_policy(_Reject())
         a = self.address
         try:
+            sock = self._proxy()
+        except BaseException:
+            c.close()
+            raise
+        try:
             c.connect(
                 a.host,
                 port=a.port,
@@ -311,28 +238,59 @@ class SSHHost:
                 timeout=self.options.connect_timeout,
                 banner_timeout=self.options.connect_timeout,
                 auth_timeout=self.options.connect_timeout,
+                sock=sock,
             )
-        except HostKeyRejected:
+        except BaseException as e:
             c.close()
+            if sock is not None:
+                # A ProxyCommand process or a jump host's channel: the client does not own it
+                # until the transport started.
+                sock.close()
+            if isinstance(e, paramiko.BadHostKeyException):
+                raise HostKeyRejected(
+                    f"ssh host key of {a.host}:{a.port} CHANGED: offered {e.key.get_name()} "
+                    f"{fingerprint(e.key)}, pinned {e.expected_key.get_name()} "
+                    f"{fingerprint(e.expected_key)}"
+                ) from e
+            if isinstance(e, paramiko.AuthenticationException):
+                raise BrokenError(f"ssh authentication to {self.address} failed: {e}") from e
+            if isinstance(e, OSError | paramiko.SSHException | EOFError):
+                raise BrokenError(f"ssh connection to {self.address} failed: {e}") from e
             raise
-        except paramiko.BadHostKeyException as e:
-            c.close()
-            raise HostKeyRejected(
-                f"ssh host key of {a.host}:{a.port} CHANGED: offered {e.key.get_name()} "
-                f"{fingerprint(e.key)}, pinned {e.expected_key.get_name()} "
-                f"{fingerprint(e.expected_key)}"
-            ) from e
-        except paramiko.AuthenticationException as e:
-            c.close()
-            raise BrokenError(f"ssh authentication to {self.address} failed: {e}") from e
-        except (OSError, paramiko.SSHException, EOFError) as e:
-            c.close()
-            raise BrokenError(f"ssh connection to {self.address} failed: {e}") from e
         t = c.get_transport()
         assert t is not None
         t.set_keepalive(self.options.keepalive)
         self._client = c
         return c
+
+    def _proxy(self) -> paramiko.Channel | paramiko.ProxyCommand | None:
+        """The socket to speak ssh over when not a direct TCP connection: a `direct-tcpip`
+        channel of the jump host (whose own host key was verified when it connected), or
+        the ProxyCommand's stdin/stdout."""
+        a = self.address
+        if self.jump is not None:
+            transport = self.jump.connect().get_transport()
+            assert transport is not None
+            try:
+                return transport.open_channel(
+                    "direct-tcpip",
+                    (a.host, a.port),
+                    ("127.0.0.1", 0),
+                    timeout=self.options.connect_timeout,
+                )
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                raise BrokenError(
+                    f"ssh {self.address}: jump host {self.jump.address} cannot reach it: {e}"
+                ) from e
+        if self.options.proxy_command:
+            try:
+                return paramiko.ProxyCommand(self.options.proxy_command)
+            except (OSError, ValueError) as e:
+                raise BlockedError(
+                    f"ssh {self.address}: ProxyCommand {self.options.proxy_command!r} "
+                    f"cannot start: {e}"
+                ) from e
+        return None
 
     def _session(self, timeout: float) -> paramiko.Channel:
         t = self.connect().get_transport()
@@ -346,6 +304,8 @@ class SSHHost:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self.jump is not None:
+            self.jump.close()
 
     def __enter__(self) -> SSHHost:
         return self
@@ -425,7 +385,7 @@ class SSHHost:
         local = Path(local)
         if not local.is_file():
             raise BlockedError(f"put: local file {local} does not exist")
-        digest = _sha256_file(local)
+        digest = sha256_file(local)
         if self.sha256(remote) == digest:
             if mode is not None:
                 self._chmod(remote, mode)
@@ -553,14 +513,6 @@ def _bounded_extend(buf: bytearray, data: bytes) -> None:
         buf.extend(data[:room])
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 __all__ = [
     "ChannelSpawn",
     "ChannelStream",
@@ -569,6 +521,7 @@ __all__ = [
     "SSHAddress",
     "SSHHost",
     "SSHOptions",
+    "SSHTarget",
     "fingerprint",
     "load_inventory",
 ]

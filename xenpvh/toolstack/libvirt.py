@@ -46,6 +46,7 @@ from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.xenstore import relay_argv
 from xenpvh.toolstack.xl import Xl, parse_info
 from xenpvh.toolstack.xl import version_string as xl_version_string
+from xenpvh.util.fs import atomic_write_bytes
 
 T = TypeVar("T")
 
@@ -56,47 +57,6 @@ MIN_XEN = (4, 10)
 PVH_MACHINE = "xenpvh"
 # Host-side log excerpts are bounded: a runaway log must not fill the artifacts.
 LOG_TAIL_BYTES = 1024 * 1024
-
-# libvirt 9.0 (Debian 12) refuses to load its libxl driver when no CPU model of its
-# cpu_map decodes the host's features ("Cannot find suitable CPU model for given data").
-# Under QEMU/TCG with SVM that is always the case: TCG has no VME and Xen hides SYSENTER
-# on AMD, and every x86 model in libvirt 9.0's map needs one of them.  A dom0 of that kind
-# needs this extra model in /usr/share/libvirt/cpu_map/, included from its index.xml after
-# x86_features.xml -- data for the image builder.
-TCG_CPU_MODEL_FILE = "x86_xenpvh-tcg.xml"
-TCG_CPU_MODEL_XML = """\
-<cpus>
-  <!-- xenpvh: QEMU/TCG qemu64+svm under Xen; see xenpvh/toolstack/libvirt.py -->
-  <model name='xenpvh-tcg'>
-    <decode host='on' guest='off'/>
-    <feature name='fpu'/>
-    <feature name='de'/>
-    <feature name='pse'/>
-    <feature name='tsc'/>
-    <feature name='msr'/>
-    <feature name='pae'/>
-    <feature name='mce'/>
-    <feature name='cx8'/>
-    <feature name='apic'/>
-    <feature name='mtrr'/>
-    <feature name='pge'/>
-    <feature name='mca'/>
-    <feature name='cmov'/>
-    <feature name='pat'/>
-    <feature name='pse36'/>
-    <feature name='clflush'/>
-    <feature name='mmx'/>
-    <feature name='fxsr'/>
-    <feature name='sse'/>
-    <feature name='sse2'/>
-    <feature name='pni'/>
-    <feature name='cx16'/>
-    <feature name='syscall'/>
-    <feature name='nx'/>
-    <feature name='lm'/>
-  </model>
-</cpus>
-"""
 
 # Errors that mean libvirt refused *our* description of the domain (verdict blocked).
 _INPUT_ERRORS = frozenset(
@@ -177,20 +137,6 @@ def caps_os_types(caps: str) -> set[str]:
     except ET.ParseError as e:
         raise BrokenError(f"libvirt capabilities are not XML: {e}") from e
     return {(t.text or "").strip() for t in root.iterfind("guest/os_type")}
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file beside `path`, then rename: a reader never sees half a log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # -- the socket relay ----------------------------------------------------------------------
@@ -678,7 +624,8 @@ class Libvirt:
                 problems.append(f"{filename}: {e}")
                 return
             p = artifacts / filename
-            write_bytes_atomic(p, data.encode() if isinstance(data, str) else data)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(p, data.encode() if isinstance(data, str) else data)
             out[key] = p
 
         save("xl-dmesg", "xl-dmesg.txt", self.xl.dmesg)
@@ -712,8 +659,6 @@ class Libvirt:
 
 __all__ = [
     "LIBVIRT_SOCKET",
-    "TCG_CPU_MODEL_FILE",
-    "TCG_CPU_MODEL_XML",
     "Libvirt",
     "LibvirtCallError",
     "LibvirtInputError",

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from xenpvh.errors import BlockedError, BrokenError, CommandFailed
 from xenpvh.host.base import CommandResult, Host
 from xenpvh.profile.domain import DomainSpec
-from xenpvh.report.atomic import atomic_write_text
 from xenpvh.toolstack.base import Domain, Prepared, check_domain_name
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
+from xenpvh.util.fs import atomic_write_text
 
 if TYPE_CHECKING:
     from xenpvh.render.xl import XenVersion
