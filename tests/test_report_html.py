@@ -180,6 +180,8 @@ def test_attempts_and_files_are_linked(tmp_path: Path) -> None:
     assert "attempt-1/console.log" in files
     assert "#summary" not in page.links  # (no self links beyond line anchors)
     assert "broken: the infrastructure failed" in text
+    # The guest's login "failure" is shown but not blamed: the host spoilt the run.
+    assert "not counted: the run was broken" in text
 
 
 def test_xenstore_devices_table(tmp_path: Path) -> None:
@@ -227,6 +229,20 @@ def test_console_memory_is_bounded(tmp_path: Path) -> None:
     page = render_html(pass_run(tmp_path / "run"), view)
     assert len(page) < MAX_CONSOLE_BYTES + MAX_CONSOLE_LINES * 200
     assert "lines not shown" in page and "[line cut]" in page
+
+
+def test_console_bytes_are_bounded(tmp_path: Path) -> None:
+    """Long lines: the byte budget binds before the line budget."""
+    log = tmp_path / "console.log"
+    line = b"w" * (MAX_LINE_CHARS - 10)
+    n = 2 * MAX_CONSOLE_BYTES // len(line)
+    with log.open("wb") as f:
+        for i in range(n):
+            f.write(b"%08d " % i + line + b"\n")
+    view = read_console(log)
+    assert len(view.lines) < MAX_CONSOLE_LINES
+    assert sum(len(line.text) for line in view.lines) <= MAX_CONSOLE_BYTES
+    assert view.total_lines == n and view.lines[-1].text.startswith(f"{n - 1:08d} ")
 
 
 def test_small_budget_keeps_head_and_tail(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ class StageRow:
     detail: str
     line: int | None
     line_shown: bool  # the line is on this page (not in the omitted middle)
-    failed: bool
+    failed: bool  # the stage the verdict blames
+    # The guest's own failure in a run that was broken or blocked: shown, but not blamed.
+    not_counted: bool
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ def _stage_rows(
         if s.t is not None and s.t >= 0 and s.status is not StageStatus.NOT_REACHED:
             start = min(prev, s.t)
             if longest > 0:
-                left = 100.0 * start / longest
+                # A stage that ends where the last one did still shows, at the far end.
+                left = min(100.0 * start / longest, 100.0 - MIN_BAR_PCT)
                 width = max(100.0 * (s.t - start) / longest, MIN_BAR_PCT)
             else:
                 width = MIN_BAR_PCT
@@ -190,6 +193,7 @@ def _stage_rows(
                 line=line,
                 line_shown=console.shows(line),
                 failed=judged and s.status is StageStatus.FAILED,
+                not_counted=not judged and s.status is StageStatus.FAILED,
             )
         )
     return rows
