@@ -213,3 +213,14 @@ def test_schema_rejects(name: str, tmp_path: Path) -> None:
     BREAKS[name](doc)
     with pytest.raises(jsonschema.ValidationError):
         validate_verdict_json(doc)
+
+
+def test_schema_and_template_are_declared_package_data() -> None:
+    """In-tree runs find the files anyway; an installed wheel only has what pyproject ships."""
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["xenpvh.report"]
+    for needed in ("verdict.schema.json", "templates/report.html.j2"):
+        assert any(fnmatch.fnmatch(needed, g) for g in globs), needed
