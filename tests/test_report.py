@@ -1,15 +1,16 @@
-"""Reports: atomic verdict.json, JUnit XML, HTML; hostile guest text stays inert."""
+"""Reports as files: write_reports writes all four atomically (rendered first, verdict.json
+last); the old Verdict-only writers still work and write the new shapes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from report_cases import CASES, ap_fail_run, broken_run, validate_junit, validate_verdict_json
 
 from xenpvh.check.verdict import (
     StageResult,
@@ -18,17 +19,11 @@ from xenpvh.check.verdict import (
     VerdictValue,
     verdict_from_json_dict,
 )
-from xenpvh.report import (
-    render_html,
-    render_junit,
-    write_html,
-    write_junit,
-    write_verdict_json,
-)
-from xenpvh.report.html_report import MAX_CONSOLE_LINES, MAX_LINE_CHARS
+from xenpvh.report import write_html, write_junit, write_reports, write_verdict_json
+from xenpvh.report import writer as writer_mod
 from xenpvh.util import fs as atomic_mod
 
-HOSTILE = "<script>alert(1)</script> ]]> \x00\x1b[2J\x07 & \"q\" 'q' \ud800"
+REPORTS = ["junit.xml", "report.html", "timing.json", "verdict.json"]
 
 
 def fail_verdict(evidence: str = "FreeBSD/SMP: Multiprocessor System Detected: 2 CPUs") -> Verdict:
@@ -46,121 +41,154 @@ def fail_verdict(evidence: str = "FreeBSD/SMP: Multiprocessor System Detected: 2
     )
 
 
-# ---- verdict.json ----
+# ---- write_reports ----
 
 
-def test_verdict_json_roundtrip(tmp_path: Path) -> None:
-    v = fail_verdict()
-    p = write_verdict_json(v, tmp_path / "verdict.json")
-    back = verdict_from_json_dict(json.loads(p.read_text()))
-    assert back == v
-    assert os.listdir(tmp_path) == ["verdict.json"]
+@pytest.mark.parametrize("case", CASES)
+def test_write_reports_writes_all_four(case: str, tmp_path: Path) -> None:
+    report = CASES[case](tmp_path / "run")
+    written = write_reports(report)
+    assert list(written) == REPORTS  # verdict.json last: its presence means "all written"
+    assert all(p.parent == tmp_path / "run" and p.is_file() for p in written.values())
+    assert json.loads(written["timing.json"].read_text()) == dict(report.timings)
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
 
 
-def test_verdict_json_unserialisable_leaves_old_file(tmp_path: Path) -> None:
-    p = tmp_path / "verdict.json"
-    write_verdict_json(fail_verdict(), p)
-    before = p.read_bytes()
-    bad = fail_verdict()
-    bad.meta["obj"] = object()
-    with pytest.raises(TypeError):
-        write_verdict_json(bad, p)
-    assert p.read_bytes() == before
-    assert os.listdir(tmp_path) == ["verdict.json"]
+def test_write_reports_creates_the_run_directory(tmp_path: Path) -> None:
+    report = CASES["blocked-no-stages"](tmp_path / "a")
+    report = dataclasses.replace(report, artifacts=tmp_path / "new" / "dir")
+    write_reports(report)
+    assert (tmp_path / "new" / "dir" / "verdict.json").is_file()
 
 
-def test_write_failure_removes_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(src: str, dst: object) -> None:
+def test_write_reports_needs_a_run_directory(tmp_path: Path) -> None:
+    report = dataclasses.replace(ap_fail_run(tmp_path), artifacts=None)
+    with pytest.raises(ValueError, match="run directory"):
+        write_reports(report)
+
+
+def test_a_render_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything is rendered before the first file is touched: the old reports stand."""
+    report = ap_fail_run(tmp_path)
+    write_reports(report)
+    before = {n: (tmp_path / n).read_bytes() for n in REPORTS}
+
+    def boom(*args: object) -> str:
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr(writer_mod, "render_html", boom)
+    report.verdict.reason = "changed"
+    with pytest.raises(RuntimeError, match="template bug"):
+        write_reports(report)
+    assert {n: (tmp_path / n).read_bytes() for n in REPORTS} == before
+
+
+def test_a_write_failure_removes_its_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = ap_fail_run(tmp_path)
+
+    def full(src: str, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(atomic_mod.os, "replace", boom)
+    monkeypatch.setattr(atomic_mod.os, "replace", full)
     with pytest.raises(OSError, match="disk full"):
-        write_verdict_json(fail_verdict(), tmp_path / "verdict.json")
-    assert os.listdir(tmp_path) == []
+        write_reports(report)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not (tmp_path / "verdict.json").exists()
 
 
-# ---- JUnit ----
+def test_each_file_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every report reaches its name by one rename of a complete temp file."""
+    report = broken_run(tmp_path)
+    renames: list[tuple[str, str]] = []
+    real = os.replace
+
+    def spy(src: str, dst: str) -> None:
+        assert Path(src).parent == Path(dst).parent and Path(src).name.startswith(".")
+        renames.append((Path(dst).name, Path(src).read_text()))
+        real(src, dst)
+
+    monkeypatch.setattr(atomic_mod.os, "replace", spy)
+    write_reports(report)
+    assert [n for n, _ in renames] == REPORTS
+    for name, text in renames:
+        assert (tmp_path / name).read_text() == text
 
 
-def test_junit_structure() -> None:
-    root = ET.fromstring(render_junit(fail_verdict(), "xenpvh", "freebsd-pvh"))
-    assert root.tag == "testsuite" and root.get("name") == "xenpvh"
-    assert (root.get("tests"), root.get("failures"), root.get("skipped"), root.get("errors")) == (
-        "4",
-        "1",
-        "2",
-        "0",
-    )
-    cases = root.findall("testcase")
-    assert [c.get("name") for c in cases] == ["early-init", "ap-launch", "xenbus", "login"]
-    assert {c.get("classname") for c in cases} == {"xenpvh.freebsd-pvh"}
-    assert cases[0].find("failure") is None and cases[0].find("skipped") is None
-    assert cases[1].find("failure").get("message") == "APs seen {1}"  # type: ignore[union-attr]
-    assert cases[2].find("skipped") is not None and cases[3].find("skipped") is not None
-    props = {p.get("name"): p.get("value") for p in cases[1].findall("properties/property")}
-    assert props == {"name": "ap-launch", "status": "failed", "t": "2.250"}
-    assert cases[1].get("time") == "1.750"
-    assert "panic: ap" in cases[1].findtext("system-out", "")
-    suite_props = {p.get("name"): p.get("value") for p in root.findall("properties/property")}
-    assert suite_props["verdict"] == "fail" and suite_props["meta.xen"] == "4.17.5"
+# ---- the old Verdict-only writers (run.boot, run.retry, frontend until they move) ----
 
 
-@pytest.mark.parametrize("value", [VerdictValue.BROKEN, VerdictValue.BLOCKED])
-def test_junit_broken_blocked_is_an_error(value: VerdictValue) -> None:
-    v = Verdict(value, "xenstored dead", stages=[StageResult("early-init")])
-    root = ET.fromstring(render_junit(v, "s", "c"))
-    assert root.get("errors") == "1"
-    err = root.find("testcase[@name='verdict']/error")
-    assert err is not None and err.get("type") == str(value)
-    assert err.get("message") == "xenstored dead"
+def test_verdict_json_wrapper_is_schema_valid_and_roundtrips(tmp_path: Path) -> None:
+    v = fail_verdict()
+    p = write_verdict_json(v, tmp_path / "verdict.json")
+    doc = json.loads(p.read_text())
+    validate_verdict_json(doc)
+    assert verdict_from_json_dict(doc) == v
+    assert os.listdir(tmp_path) == ["verdict.json"]
 
 
-def test_junit_hostile_evidence_stays_valid() -> None:
-    text = render_junit(fail_verdict(HOSTILE), "s<x>", 'c"]]>')
-    root = ET.fromstring(text)  # raises if the control characters leaked through
-    out = root.find("testcase/system-out")
-    assert out is not None and out.text is not None
-    assert "<script>alert(1)</script> ]]>" in out.text
-    assert "\\x00\\x1b[2J\\x07" in out.text
-    assert "\\ud800" in out.text
-    assert "<script>" not in text
-    assert root.get("name") == "s<x>"
+def test_verdict_json_wrapper_stringifies_unserialisable_meta(tmp_path: Path) -> None:
+    bad = fail_verdict()
+    bad.meta["obj"] = object()
+    doc = json.loads(write_verdict_json(bad, tmp_path / "verdict.json").read_text())
+    validate_verdict_json(doc)
+    assert doc["meta"]["obj"].startswith("<object object")
 
 
-@given(st.text(max_size=200))
-def test_junit_any_evidence_parses(evidence: str) -> None:
-    ET.fromstring(render_junit(fail_verdict(evidence), "s", "c"))
+def test_verdict_json_wrapper_takes_retry_history(tmp_path: Path) -> None:
+    v = fail_verdict()
+    v.meta["attempts"] = [
+        {
+            "attempt": 1,
+            "verdict": "broken",
+            "reason": "tcg fault",
+            "emulation_fault": "tcg-svm-double-delivery",
+            "artifacts": str(tmp_path / "attempt-1"),
+        },
+        {"attempt": 2, "verdict": "fail", "reason": v.reason, "emulation_fault": None},
+    ]
+    doc = json.loads(write_verdict_json(v, tmp_path / "verdict.json").read_text())
+    validate_verdict_json(doc)
+    assert [(a["number"], a["artifacts"]) for a in doc["attempts"]] == [
+        (1, "attempt-1"),
+        (2, None),
+    ]
 
 
-def test_write_junit(tmp_path: Path) -> None:
-    p = write_junit(fail_verdict(), tmp_path / "junit.xml", "s", "c")
-    assert ET.parse(p).getroot().get("failures") == "1"
+def test_junit_wrapper_names_the_case_like_a_boot(tmp_path: Path) -> None:
+    """run.boot and the frontend pass different suite/case names; both name the point from
+    the verdict's meta, so the final junit.xml and every attempt's agree."""
+    v = fail_verdict()
+    v.meta.update({"profile": "linux-pvh", "toolstack": "xl", "vcpus": 2, "memory_mb": 256})
+    boot = write_junit(v, tmp_path / "a.xml", "xenpvh.linux-pvh", "xl-vcpus2-mem256")
+    front = write_junit(v, tmp_path / "b.xml", "xenpvh", "linux-pvh")
+    for p in (boot, front):
+        suite = validate_junit(p.read_text())
+        assert suite.get("name") == "xenpvh.linux-pvh"
+        names = {c.get("classname") for c in suite.findall("testcase")}
+        assert names == {"xenpvh.linux-pvh.xl-vcpus2-mem256"}
+        assert suite.get("failures") == "1"
 
 
-# ---- HTML ----
+def test_html_wrapper_reads_the_run_console(tmp_path: Path) -> None:
+    (tmp_path / "console.log").write_bytes(b"boot\r\npanic: ap\r\n")
+    p = write_html(fail_verdict(), tmp_path / "report.html", ["ignored tail"])
+    text = p.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert 'id="L2"' in text and "ignored tail" not in text
+    assert 'class="l failure" id="L2"' in text
 
 
-def test_html_escapes_everything() -> None:
-    v = fail_verdict(HOSTILE)
+def test_html_wrapper_without_console_uses_the_lines(tmp_path: Path) -> None:
+    p = write_html(fail_verdict(), tmp_path / "report.html", ["boot", "panic: ap"])
+    assert 'class="l failure" id="L2"' in p.read_text()
+
+
+def test_wrappers_escape_hostile_text(tmp_path: Path) -> None:
+    hostile = "<script>alert(1)</script> ]]> \x00\x1b[2J\x07 & \"q\" 'q' \ud800"
+    v = fail_verdict(hostile)
     v.meta["<b>k"] = "<img src=x onerror=alert(1)>"
-    v.reason = "<script>reason</script>"
-    page = render_html(v, [HOSTILE, "login:"])
-    assert "<script" not in page
-    assert "<img" not in page and "<b>" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "\x00" not in page and "\x1b" not in page
-    assert "login:" in page
-    assert "ap-launch" in page and "verdict: fail" in page
-
-
-def test_html_console_bounded() -> None:
-    lines = (f"line {i} " + "x" * 10_000 for i in range(100_000))
-    page = render_html(fail_verdict(), lines)
-    assert f"line {100_000 - MAX_CONSOLE_LINES} " in page
-    assert f"line {100_000 - MAX_CONSOLE_LINES - 1} " not in page
-    assert len(page) < MAX_CONSOLE_LINES * (MAX_LINE_CHARS + 50) + 10_000
-
-
-def test_write_html(tmp_path: Path) -> None:
-    p = write_html(fail_verdict(), tmp_path / "report.html", ["boot"])
-    assert p.read_text().startswith("<!DOCTYPE html>")
+    junit = write_junit(v, tmp_path / "junit.xml", "s", "c").read_text()
+    ET.fromstring(junit)
+    assert "<script>" not in junit
+    page = write_html(v, tmp_path / "report.html", [hostile]).read_text()
+    assert "<script" not in page and "<img" not in page and "\x00" not in page

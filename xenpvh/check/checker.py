@@ -82,9 +82,22 @@ class _StageState:
     vifs: set[str] = field(default_factory=set)
     own_t: float | None = None  # when its own requirements were last advanced
     own_line: str = ""
+    own_line_no: int | None = None  # console line number of own_line (1-based)
     complete: bool = False
     t: float | None = None
     evidence: str = ""
+    line_no: int | None = None  # console line number of evidence
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What failed a stage: its index, time, console line (and that line's number)."""
+
+    stage: int
+    t: float | None
+    line: str
+    detail: str
+    line_no: int | None
 
 
 class StageChecker:
@@ -119,6 +132,10 @@ class StageChecker:
         self._stamp_origin: float | None = None
         self._last_stamp: float | None = None  # offline: latest timestamp prefix seen
         self._where: tuple[str, int] | None = None  # (block, line start) being applied
+        # Line numbers as in console.log: complete lines consumed so far, and the number of
+        # the line being applied (the splitter ends lines at CR, LF and CRLF alike).
+        self._lines_done = 0
+        self._line_no: int | None = None
         self._splitter = LineSplitter()
         self._stages = [_StageState(s) for s in profile.stages]
         self._rules = self._build_rules()
@@ -164,6 +181,7 @@ class StageChecker:
         block = self._splitter.feed(data)
         if block:
             self._scan_block(block)
+            self._lines_done += block.count("\n")
             self._partial_done = set()
             self._partial_len = 0
         if not self.done:
@@ -196,6 +214,7 @@ class StageChecker:
             block = self._splitter.flush()
             if block:
                 self._scan_block(block)
+                self._lines_done += block.count("\n")
                 self._partial_done = set()
         if self._verdict is None:
             i = self._current
@@ -250,10 +269,14 @@ class StageChecker:
                 pos = nl + 1
         if self._partial_stages:
             self._refresh_partial_evidence(block[: block.find("\n")])
+        counted_to, lines_before = 0, self._lines_done
         for start in sorted(hits):
             end = block.find("\n", start)
             line = block[start : end if end >= 0 else len(block)]
             self._where = (block, start)
+            lines_before += block.count("\n", counted_to, start)
+            counted_to = start
+            self._line_no = lines_before + 1
             idx = hits[start]
             if start == 0 and self._partial_done:
                 # The block's first line continues the partial line already matched.
@@ -302,6 +325,7 @@ class StageChecker:
             todo.append(rule.index)
         if todo:
             self._where = None
+            self._line_no = self._lines_done + 1
             applied = self._apply(part, todo)
             self._partial_done |= applied
             self._partial_stages |= {self._rules[r].stage for r in applied}
@@ -311,6 +335,7 @@ class StageChecker:
         line = strip_prefix(full)[0][:EVIDENCE_MAX]
         for i in self._partial_stages:
             st = self._stages[i]
+            # Its line number stays: the partial line was already counted as the next line.
             if st.own_line and line.startswith(st.own_line):
                 if st.evidence == st.own_line:
                     st.evidence = line
@@ -355,6 +380,7 @@ class StageChecker:
 
     def _on_match(self, rule: _Rule, m: re.Match[str], line: str, t: float | None) -> None:
         ev_line = line[:EVIDENCE_MAX]
+        line_no = self._line_no
         if rule.role is _Role.FORBIDDEN:
             self._fail(
                 self._current,
@@ -362,6 +388,7 @@ class StageChecker:
                 ev_line,
                 detail=f"matched {rule.pattern.source!r}",
                 t=t,
+                line_no=line_no,
             )
             return
         st = self._stages[rule.stage]
@@ -372,7 +399,7 @@ class StageChecker:
         if rule.role is _Role.REQUIRED:
             if rule.index not in st.seen_required:
                 st.seen_required.add(rule.index)
-                st.own_t, st.own_line = t, ev_line
+                st.own_t, st.own_line, st.own_line_no = t, ev_line, line_no
                 self._progress = True
         elif rule.role is _Role.AP_IDS:
             ids = [int(x) for x in m.group("ids").split() if x.isdigit()]
@@ -384,11 +411,12 @@ class StageChecker:
                         ev_line,
                         detail=self._stage_detail(rule.stage),
                         t=t,
+                        line_no=line_no,
                     )
                     return
                 if ap not in st.aps and len(st.aps) < _SET_MAX:
                     st.aps.add(ap)
-                    st.own_t, st.own_line = t, ev_line
+                    st.own_t, st.own_line, st.own_line_no = t, ev_line, line_no
                     self._progress = True
         elif rule.role is _Role.CPU_COUNT:
             n = int(m.group("n"))
@@ -399,11 +427,12 @@ class StageChecker:
                     ev_line,
                     detail=f"expected {self.vcpus} CPUs, guest reports {n}",
                     t=t,
+                    line_no=line_no,
                 )
                 return
             if st.cpu_count is None:
                 st.cpu_count = n
-                st.own_t, st.own_line = t, ev_line
+                st.own_t, st.own_line, st.own_line_no = t, ev_line, line_no
                 self._progress = True
         elif rule.role in (_Role.DISK, _Role.VIF):
             disk = rule.role is _Role.DISK
@@ -411,7 +440,7 @@ class StageChecker:
             dev = m.group("dev")
             if dev not in seen and len(seen) < _SET_MAX:
                 seen.add(dev)
-                st.own_t, st.own_line = t, ev_line
+                st.own_t, st.own_line, st.own_line_no = t, ev_line, line_no
                 self._progress = True
                 if len(seen) > want:
                     kind = "disk" if disk else "vif"
@@ -421,6 +450,7 @@ class StageChecker:
                         ev_line,
                         detail=self._stage_detail(rule.stage),
                         t=t,
+                        line_no=line_no,
                     )
 
     def _own_complete(self, st: _StageState) -> bool:
@@ -448,6 +478,7 @@ class StageChecker:
                 times = [x for x in (prev_t, st.own_t) if x is not None]
                 st.t = max(times) if times else (t if self._clock is not None else None)
                 st.evidence = st.own_line
+                st.line_no = st.own_line_no
                 self._events.append(StageEvent(EventKind.PASSED, st.spec.name, st.t, st.evidence))
             prev_t = st.t
             i += 1
@@ -486,14 +517,20 @@ class StageChecker:
         return rid in st.seen_required
 
     def _fail(
-        self, i: int, reason: str, line: str, detail: str = "", t: float | None = None
+        self,
+        i: int,
+        reason: str,
+        line: str,
+        detail: str = "",
+        t: float | None = None,
+        line_no: int | None = None,
     ) -> None:
         i = min(i, len(self._stages) - 1)
         st = self._stages[i]
         name = st.spec.name
         self._events.append(StageEvent(EventKind.FAILED, name, t, line, detail))
         self._verdict = self._make_verdict(
-            VerdictValue.FAIL, reason, name, failed=(i, t, line, detail)
+            VerdictValue.FAIL, reason, name, failed=_Failure(i, t, line, detail, line_no)
         )
 
     def _make_verdict(
@@ -501,15 +538,23 @@ class StageChecker:
         value: VerdictValue,
         reason: str,
         failed_stage: str | None,
-        failed: tuple[int, float | None, str, str] | None = None,
+        failed: _Failure | None = None,
     ) -> Verdict:
         results: list[StageResult] = []
         for i, st in enumerate(self._stages):
             if st.complete:
-                r = StageResult(st.spec.name, StageStatus.PASSED, st.t, st.evidence)
-            elif failed is not None and failed[0] == i:
-                _, t, line, detail = failed
-                r = StageResult(st.spec.name, StageStatus.FAILED, t, line, detail)
+                r = StageResult(
+                    st.spec.name, StageStatus.PASSED, st.t, st.evidence, line=st.line_no
+                )
+            elif failed is not None and failed.stage == i:
+                r = StageResult(
+                    st.spec.name,
+                    StageStatus.FAILED,
+                    failed.t,
+                    failed.line,
+                    failed.detail,
+                    line=failed.line_no,
+                )
             else:
                 r = StageResult(st.spec.name)
             results.append(r)

@@ -26,6 +26,9 @@ class StageResult:
     t: float | None = None  # seconds from the first console byte
     evidence: str = ""  # the (escaped-on-output) console line that decided the stage
     detail: str = ""  # e.g. "APs seen {1,2}, expected {1,2,3}"
+    # 1-based number of the evidence line in console.log (CR, LF and CRLF each end a line,
+    # as the checker splits them); None when no single line decided the stage.
+    line: int | None = None
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Verdict:
                     "t": s.t,
                     "evidence": s.evidence,
                     **({"detail": s.detail} if s.detail else {}),
+                    **({"line": s.line} if s.line is not None else {}),
                 }
                 for s in self.stages
             ],
@@ -75,6 +79,7 @@ def verdict_from_json_dict(d: dict[str, object]) -> Verdict:
             t=s.get("t"),
             evidence=str(s.get("evidence", "")),
             detail=str(s.get("detail", "")),
+            line=int(s["line"]) if s.get("line") is not None else None,
         )
         for s in d.get("stages", [])  # type: ignore[union-attr]
     ]
