@@ -343,14 +343,12 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
     from xenpvh.check.verdict import StageStatus, VerdictValue
     from xenpvh.host.nested import TCG_FAULTS
     from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
-    from xenpvh.profile import load_profile
     from xenpvh.run.request import BootRequest
     from xenpvh.run.session import Session
     from xenpvh.toolstack.xl import Xl
 
     # The guest kit is built (or found in the cache) before any QEMU holds the machine.
     kit = build_linux_guest_kit()
-    profile = load_profile("linux-pvh")
 
     # 1. The plain box, booted with its own kernel by QEMU.
     native_s = vm.boot(
@@ -479,11 +477,15 @@ def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:
         # declared here, such a run is broken and retried rather than a guest fail.
         host.emulation_faults = TCG_FAULTS  # type: ignore[attr-defined]
         t0 = time.monotonic()
-        v = Session(
-            BootRequest(profile="linux-pvh", vcpus=2, toolstack="xl", artifacts=artifacts),
-            host=host,
-            guest_kit=kit,
-        ).run().verdict
+        v = (
+            Session(
+                BootRequest(profile="linux-pvh", vcpus=2, toolstack="xl", artifacts=artifacts),
+                host=host,
+                guest_kit=kit,
+            )
+            .run()
+            .verdict
+        )
         guest_s = time.monotonic() - t0
         log = artifacts / "console.log"
         console = log.read_bytes()[-3000:].decode(errors="replace") if log.is_file() else ""

@@ -52,8 +52,15 @@ def test_help_never_acts(argv: list[str], tmp_path: Path) -> None:
 
 def test_exit_codes_and_environment_are_documented() -> None:
     text = build_parser().format_help()
-    for needle in ("0  pass", "1  fail", "2  blocked", "3  broken", "4  internal error",
-                   "XDG_CACHE_HOME", "XENPVH_NESTED_FRESH"):
+    for needle in (
+        "0  pass",
+        "1  fail",
+        "2  blocked",
+        "3  broken",
+        "4  internal error",
+        "XDG_CACHE_HOME",
+        "XENPVH_NESTED_FRESH",
+    ):
         assert needle in text, needle
 
 
@@ -68,8 +75,19 @@ def test_json_is_one_object_for_a_blocked_boot_with_no_host_touched(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     rc = main(
-        ["boot", "--profile", "linux-pvh", "--kernel", "/no/such/vmlinuz",
-         "--host", "ssh://root@192.0.2.1", "--format", "json", "--artifacts", str(tmp_path)]
+        [
+            "boot",
+            "--profile",
+            "linux-pvh",
+            "--kernel",
+            "/no/such/vmlinuz",
+            "--host",
+            "ssh://root@192.0.2.1",
+            "--format",
+            "json",
+            "--artifacts",
+            str(tmp_path),
+        ]
     )
     out = capsys.readouterr().out
     assert rc == EXIT_BLOCKED
@@ -78,8 +96,9 @@ def test_json_is_one_object_for_a_blocked_boot_with_no_host_touched(
 
 
 def test_json_is_one_object_on_a_usage_error() -> None:
-    r = _xenpvh("check", SEED.as_posix(), "--profile", "linux-pvh", "--vcpus", "x",
-                "--format", "json")
+    r = _xenpvh(
+        "check", SEED.as_posix(), "--profile", "linux-pvh", "--vcpus", "x", "--format", "json"
+    )
     assert r.returncode == EXIT_BLOCKED
     assert json.loads(r.stdout)["verdict"] == "blocked"
 
@@ -112,8 +131,9 @@ def test_errors_are_one_line_however_long(capsys: pytest.CaptureFixture[str]) ->
 
 def test_check_takes_the_profiles_vcpus_and_reads_stdin() -> None:
     # freebsd-pvhv1's default is 7 vCPUs, like the seed console.
-    r = _xenpvh("check", "-", "--profile", "freebsd-pvhv1", "--format", "json",
-                input=SEED.read_text())
+    r = _xenpvh(
+        "check", "-", "--profile", "freebsd-pvhv1", "--format", "json", input=SEED.read_text()
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["verdict"] == "pass"
 

@@ -1,5 +1,5 @@
-"""The reports a whole BootRun writes today (through the old writers, until run.boot calls
-write_reports): schema-valid, and the live checker's line numbers are the HTML's anchors."""
+"""The reports a whole Session writes through the one writer (`write_reports`): schema-valid,
+and the live checker's line numbers are the HTML's anchors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from test_toolstack_fakes import FakeXenHost
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.profile import load_profile
 from xenpvh.report import read_console
-from xenpvh.run import BootRun
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
 
 PROFILE = load_profile("linux-pvh")
 
@@ -37,21 +38,16 @@ def test_a_boot_writes_valid_reports(host, tmp_path: Path, console: bytes, verdi
     ramdisk.write_bytes(b"initrd")
     host.console = console
     art = tmp_path / "art"
-    run = BootRun(
-        host,
-        PROFILE,
-        PROFILE.point(kernel=str(kernel), ramdisk=str(ramdisk)),
-        artifacts=art,
-        on_event=lambda e: None,
-        xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4}),
-        xenbus_grace=2.0,
-        timeout=30,
+    xs = FakeXenStore({"vbd": 4, "vif": 4})
+    request = BootRequest(
+        profile="linux-pvh", kernel=str(kernel), ramdisk=str(ramdisk), artifacts=art, attempts=1
     )
-    v = run.run()
+    session = Session(request, host=host, xenstore_factory=lambda h: xs)
+    v = session.run().verdict
     assert v.verdict is verdict, v.reason
     doc = json.loads((art / "verdict.json").read_text())
     validate_verdict_json(doc)
-    assert doc["point"] == "xl-vcpus2-mem256" and doc["run_id"] == run.run_id
+    assert doc["point"] == "xl-vcpus2-mem256" and doc["run_id"] == session.run_id
     assert {"console.log", "domain.cfg", "junit.xml", "report.html"} <= set(doc["artifacts"])
     suite = validate_junit((art / "junit.xml").read_text())
     assert {c.get("classname") for c in suite.findall("testcase")} == {

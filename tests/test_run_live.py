@@ -18,7 +18,6 @@ import pytest
 
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
-from xenpvh.run import BootRun
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.xl import Xl

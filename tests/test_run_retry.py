@@ -15,7 +15,7 @@ from test_run_boot import GOOD, FakeXenStore, _run
 from test_toolstack_fakes import FakeXenHost
 
 from xenpvh.check.decide import retryable
-from xenpvh.check.verdict import VerdictValue
+from xenpvh.check.verdict import Verdict, VerdictValue
 from xenpvh.host.base import EmulationFault, emulation_faults
 from xenpvh.host.nested import TCG_FAULTS, NestedHost
 from xenpvh.profile import load_profile

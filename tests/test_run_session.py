@@ -37,10 +37,10 @@ def kit(tmp_path: Path) -> tuple[str, str]:
     return str(k), str(r)
 
 
-def _session(host, kit, **kw) -> Session:
+def _session(fake_host, kit, **kw) -> Session:
     xs = FakeXenStore({"vbd": 4, "vif": 4})
     request = BootRequest(profile="linux-pvh", kernel=kit[0], ramdisk=kit[1], **kw)
-    return Session(request, host=host, xenstore_factory=lambda h: xs)
+    return Session(request, host=fake_host, xenstore_factory=lambda h: xs)
 
 
 def test_reports_agree_with_each_other_and_with_the_result(host, kit, tmp_path) -> None:

@@ -19,7 +19,6 @@ import pytest
 
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
-from xenpvh.run import BootRun
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.libvirt import Libvirt, os_machine
@@ -73,20 +72,22 @@ def test_libvirtd_offers_pvh_through_the_relay(host: Host) -> None:
 
 def test_linux_pvh_boots_with_libvirt(host: Host, tmp_path: Path) -> None:
     from xenpvh.build.guestkit import build_linux_guest_kit
-    from xenpvh.profile import load_profile
 
-    profile = load_profile("linux-pvh")
     kit = build_linux_guest_kit()
     lv = Libvirt(host)
     t0 = time.monotonic()
     try:
         # Retried only when the nested host's own emulation spoils the run (Session).
-        v = Session(
-            BootRequest(profile="linux-pvh", vcpus=2, toolstack="libvirt", artifacts=tmp_path),
-            host=host,
-            guest_kit=kit,
-            toolstack=lv,
-        ).run().verdict
+        v = (
+            Session(
+                BootRequest(profile="linux-pvh", vcpus=2, toolstack="libvirt", artifacts=tmp_path),
+                host=host,
+                guest_kit=kit,
+                toolstack=lv,
+            )
+            .run()
+            .verdict
+        )
     finally:
         lv.close()
     wall = time.monotonic() - t0

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from xenpvh.check.verdict import Verdict
+from xenpvh.check.verdict import Verdict, VerdictValue
 from xenpvh.errors import BlockedError
 from xenpvh.profile.domain import DomainSpec
 
@@ -226,6 +226,13 @@ def cmd_boot(args: argparse.Namespace) -> int:
         result = session.run()
     verdict = result.verdict
     document, junit = _written(result, session)
+    if verdict.verdict in (VerdictValue.BLOCKED, VerdictValue.BROKEN):
+        # The one-line error on stderr, as for every command; stdout keeps its format.
+        from xenpvh.cli.console import print_error
+
+        print_error(err, str(verdict.verdict), verdict.reason)
+        if args.format == "text" and not verdict.stages:
+            return verdict.exit_code
     print_verdict(verdict, args.format, document=document, junit=junit)
     return verdict.exit_code
 

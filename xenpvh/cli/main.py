@@ -59,8 +59,7 @@ class _Parser(argparse.ArgumentParser):
 def _wants_json(argv: Sequence[str]) -> bool:
     argv = list(argv)
     return "--format=json" in argv or any(
-        a == "--format" and i + 1 < len(argv) and argv[i + 1] == "json"
-        for i, a in enumerate(argv)
+        a == "--format" and i + 1 < len(argv) and argv[i + 1] == "json" for i, a in enumerate(argv)
     )
 
 
@@ -109,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("boot", "boot one profile point on real Xen and check it", False),
         ("run", "build patched trees, then boot and check on what was built", True),
     ):
-        p = sub.add_parser(name, help=helptext, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, help=helptext, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         _add_point_args(p)
         _add_host_args(p)
         p.add_argument("--toolstack", choices=["xl", "libvirt"], default="xl")
@@ -259,8 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def fail_json(verdict: str, reason: str) -> None:
         if as_json:
-            _print_json({"verdict": verdict, "reason": reason, "failed_stage": None,
-                         "stages": []})
+            _print_json({"verdict": verdict, "reason": reason, "failed_stage": None, "stages": []})
 
     try:
         return int(args.func(args))

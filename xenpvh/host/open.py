@@ -52,17 +52,15 @@ def open_host(
 
         host = LocalHost()
     else:
-        from xenpvh.host.ssh import SSHAddress, SSHHost, SSHOptions
+        from xenpvh.host.ssh import SSHHost
 
-        if request.spec.startswith("ssh://"):
-            opts = SSHOptions(identity=request.identity, known_hosts=request.known_hosts)
-            host = SSHHost(SSHAddress.parse(request.spec), options=opts)
-        elif request.inventory is not None:
+        if request.inventory is not None:
             host = SSHHost.from_inventory(request.inventory, request.spec)
         else:
-            raise BlockedError(
-                f"--host {request.spec!r}: expected 'nested', 'local', ssh://user@host[:port], "
-                "or a host name together with --inventory FILE"
+            # ssh://user@host[:port], user@host[:port], host, or a ~/.ssh/config alias
+            # (ProxyJump included); host keys are verified.
+            host = SSHHost.from_spec(
+                request.spec, identity=request.identity, known_hosts=request.known_hosts
             )
     try:
         yield host

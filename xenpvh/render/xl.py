@@ -217,7 +217,7 @@ def render_xl_config(spec: DomainSpec, xen: XenVersion | str) -> str:
         raise RenderError(
             f"PVHv2 (mode pvh) needs Xen >= 4.10, got {ver}; on Xen 4.4-4.8 boot a PVHv1 "
             "profile instead (e.g. freebsd-pvhv1; `xenpvh profiles` lists them), or a profile "
-            "of your own with mode = \"pvhv1\""
+            'of your own with mode = "pvhv1"'
         )
     v2 = ver >= PVHV2_FIRST
 

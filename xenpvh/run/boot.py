@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,6 @@ from xenpvh.host.base import Host, emulation_faults
 from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DiskSpec, DomainSpec
 from xenpvh.profile.model import Profile
-from xenpvh.report.atomic import atomic_write_text
 from xenpvh.run.events import (
     TRANSITIONS,
     DeviceCheckEvent,
@@ -48,9 +46,10 @@ from xenpvh.run.events import (
     VerdictEvent,
 )
 from xenpvh.toolstack.base import Domain, Prepared, Toolstack
-from xenpvh.toolstack.registry import get_toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
+from xenpvh.toolstack.registry import get_toolstack
 from xenpvh.toolstack.xenstore import DeviceState, XenStore
+from xenpvh.util.fs import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
     from xenpvh.build.guestkit import GuestKit
@@ -79,14 +78,6 @@ EventCallback = Callable[[object], None]
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -340,7 +331,7 @@ class BootRun:
             run_id=self.run_id,
             kernel=kernel,
             ramdisk=ramdisk,
-            kernel_id=lambda p: _sha256(p)[:16],
+            kernel_id=lambda p: sha256_file(p)[:16],
             remote_root=self.remote_root,
         )
         scripts = self._hotplug_scripts()

@@ -315,8 +315,12 @@ class Session:
         if self.hypervisor is not None:
             verdict.stages.insert(0, self.hypervisor)
         if self.artifacts is None:
-            # Nothing ran and nothing was made: no directory is left behind.
-            return SessionResult(verdict, Path(), {})
+            if self.request.artifacts is None:
+                # Nothing ran and nothing was made: no directory is left behind.
+                return SessionResult(verdict, Path(), {})
+            # The caller named a results directory (a CI job reads it): it gets a verdict.
+            self.artifacts = Path(self.request.artifacts)
+            self.artifacts.mkdir(parents=True, exist_ok=True)
         verdict.meta["artifacts"] = str(self.artifacts)
         verdict.meta["session_id"] = self.run_id
         return SessionResult(verdict, self.artifacts, self._write(verdict))
