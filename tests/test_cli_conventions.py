@@ -143,3 +143,17 @@ def test_config_render_names_the_profile_for_an_old_xen(capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "freebsd-pvhv1" in err or "pvhv1 profile" in err
     assert "use mode pvhv1" not in err
+
+
+def test_host_provision_is_a_real_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """It once died with ImportError (`provision_command` never existed); a bad address is
+    now `blocked` before ansible or ssh runs."""
+    rc = main(["host", "provision", "ssh://root@-oProxyCommand=x", "--format", "json"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_BLOCKED and "ImportError" not in err
+
+
+@pytest.mark.parametrize("bad", ["noequals", "1x=y", "@/nonexistent/vars.json"])
+def test_provision_extra_vars_are_checked(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["host", "provision", "ssh://root@box", "-e", bad])
+    assert rc == EXIT_BLOCKED and "--extra-vars" in capsys.readouterr().err

@@ -140,6 +140,19 @@ def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(kit, tmp_path
     assert b"login:" in (art / "console.log").read_bytes()
     assert (art / "host-serial.log").read_text() == "Xen\n"
     assert list(host.domains) == ["Domain-0"]
+    # verdict.json, junit.xml and report.html tell the same story.
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(art / "junit.xml").getroot()
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props.get("verdict") == "pass"
+    assert "broken" in " ".join(v or "" for k, v in props.items() if "attempt" in (k or ""))
+    classnames = {c.get("classname") for c in suite.iter("testcase")}
+    attempt_suite = ET.parse(art / "attempt-1" / "junit.xml").getroot()
+    assert classnames == {c.get("classname") for c in attempt_suite.iter("testcase")}
+    page = (art / "report.html").read_text()
+    assert "attempt-1" in page and "tcg-svm-double-delivery" in page
+    assert saved["run_id"] in page
 
 
 @pytest.mark.parametrize(

@@ -304,22 +304,52 @@ def cmd_host_provision(args: argparse.Namespace) -> int:
     from xenpvh.provision import provision_ssh
 
     console = _err()
+    extra = _extra_vars(args.extra_vars)
     result = provision_ssh(
         args.address,
         identity=Path(args.identity) if args.identity else None,
         known_hosts=Path(args.known_hosts) if args.known_hosts else None,
         xen_artifact=args.xen_artifact,
+        extra_vars=extra,
+        log=Path(args.log) if args.log else None,
         progress=console,
     )
-    line = (
-        f"provisioned {args.address}: ok={result.ok} changed={result.changed} "
-        f"failed={result.failed} unreachable={result.unreachable}; log {result.log}"
-    )
+    counts = {
+        "ok": result.ok,
+        "changed": result.changed,
+        "failed": result.failed,
+        "unreachable": result.unreachable,
+        "log": str(result.log),
+    }
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"address": args.address, **counts}, indent=2) + "\n")
+    line = f"provisioned {args.address}: " + " ".join(f"{k}={v}" for k, v in counts.items())
     if result.failed or result.unreachable:
-        console.print(f"[bold red]provisioning failed:[/] {escape(line)}")
+        console.print(f"[bold red]provisioning failed:[/] {escape(line)}", soft_wrap=True)
         return 3 if result.unreachable else 1
-    console.print(escape(line))
+    console.print(escape(line), soft_wrap=True)
     return EXIT_PASS
+
+
+def _extra_vars(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings and `@FILE` (a JSON object), later ones winning."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if item.startswith("@"):
+            path = Path(item[1:])
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise BlockedError(f"--extra-vars {item}: cannot read a JSON object: {e}") from e
+            if not isinstance(data, dict):
+                raise BlockedError(f"--extra-vars {item}: not a JSON object")
+            out.update(data)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise BlockedError(f"--extra-vars {item!r}: expected KEY=VALUE or @FILE.json")
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------- builds

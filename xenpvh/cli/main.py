@@ -145,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--identity", default=None)
     pr.add_argument("--known-hosts", default=None)
     pr.add_argument("--xen-artifact", default=None, help="a built Xen (cache id or path)")
+    pr.add_argument(
+        "--extra-vars",
+        "-e",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|@FILE.json",
+        help="role variables, as ansible-playbook -e (repeatable)",
+    )
+    pr.add_argument("--log", default=None, help="ansible's output (default: under the cache)")
+    pr.add_argument("--format", choices=["text", "json"], default="text")
     pr.set_defaults(func=c.cmd_host_provision)
 
     p = sub.add_parser("build", help="build patched source trees")
