@@ -33,8 +33,8 @@ from xenpvh.host.nested import (
     NestedRecord,
     NestedState,
     QemuConfig,
-    _prune_warm,
     detect_accel,
+    prune_warm,
     reap_stale_run_dirs,
 )
 from xenpvh.host.qmp import Qmp
@@ -124,7 +124,7 @@ def test_prune_warm_keeps_most_recent(tmp_path: Path) -> None:
         f = tmp_path / f"warm-{i}.qcow2"
         f.write_bytes(b"")
         os.utime(f, (1000 + i, 1000 + i))
-    _prune_warm(tmp_path, keep=3)
+    prune_warm(tmp_path, keep=3)
     assert sorted(p.name for p in tmp_path.glob("warm-*")) == [
         "warm-2.qcow2",
         "warm-3.qcow2",

@@ -1,27 +1,12 @@
-"""NestedHost: a real Xen host that xenpvh boots itself under QEMU on this machine.
-
-QEMU's multiboot loader starts Xen (an ELF image) with the Debian dom0 kernel and initrd as
-modules; the dom0 runs from the cached image (`image.py`) with `snapshot=on`, so every boot
-starts pristine.  Once ssh answers (with the image's pinned host key) and `xl list` works,
-the host is `ready` and every Host call is delegated to an SSHHost on the forwarded port.
-
-Warm start (default): the first up() of a configuration boots cold once and saves the ready
-machine (`savevm` into a qcow2 overlay of the image, kept beside it in the cache); later
-up() calls resume a throw-away copy of it with `-loadvm` (~5-10 s instead of ~75 s+ cold).
-If resuming fails, up() boots cold.  `warm=False` always boots cold.
-
-States: absent → booting → ready → stopping → stopped, and failed from booting/ready.
-A QEMU process never outlives the process that started it (PR_SET_PDEATHSIG, atexit and the
-context manager), unless `up(detach=True)`: then a state file lets a later process find it.
-"""
+"""NestedHost: the lifecycle of a Xen host under QEMU (boot cold or warm, wait for ssh and
+`xl list`, stop, adopt a detached one) and the Host protocol, delegated to an SSHHost on the
+forwarded port."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import ctypes
-import enum
-import json
 import os
 import shutil
 import signal
@@ -30,256 +15,42 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pexpect.spawnbase import SpawnBase
 from rich.console import Console
 from rich.status import Status
 
-from xenpvh.build.qemu import QemuBinary, fingerprint, resolve_qemu
+from xenpvh.build.qemu import QemuBinary, resolve_qemu
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
 from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe
-from xenpvh.host.qmp import Qmp
+from xenpvh.host.nested.qemu import (
+    DEFAULT_XEN_CMDLINE,
+    TCG_FAULTS,
+    QemuConfig,
+    detect_accel,
+    free_port,
+    ssh_banner_ready,
+)
+from xenpvh.host.nested.reap import RUN_DIR_PREFIX, reap_stale_run_dirs
+from xenpvh.host.nested.record import NestedRecord, NestedState, NestedStatus, state_dir
+from xenpvh.host.nested.warm import (
+    WARM_KEEP,
+    WARM_SNAPSHOT,
+    copy_sparse,
+    create_overlay,
+    prune_warm,
+    savevm,
+    warm_key,
+)
 from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
-from xenpvh.util.fs import cache_root, flock, sha256_bytes, sha256_file
+from xenpvh.util.fs import flock
 
-DEFAULT_XEN_CMDLINE = (
-    "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all"
-)
-QEMU = "qemu-system-x86_64"
-# Guest crashes caused by QEMU/TCG's software SVM, not by the guest or Xen.  Debian's QEMU
-# (7.2 and every later release) re-delivers an interrupt that VMRUN injected; Linux PVH guests
-# then die in their interrupt entry code (`BUG: ENTRY_TRAMPOLINE stack guard page was hit`),
-# measured here on 1 of 20 plain guest-kit boots and more often the longer a guest runs in
-# user space.  The trigger line alone is not enough: the judge must find the upcall taken
-# while its own entry stub ran with IF=0 (see xenpvh.check.faults), which no real CPU does.
-# xenpvh's patched QEMU fixes it; a host running Debian's (or a user's) QEMU declares it.
-TCG_FAULTS: tuple[EmulationFault, ...] = (
-    EmulationFault(
-        name="tcg-svm-double-delivery",
-        pattern=r"BUG: ENTRY_TRAMPOLINE stack guard page was hit",
-        why=(
-            "QEMU TCG's nested SVM delivered Xen's upcall a second time while the guest's "
-            "entry code ran with interrupts off (a fault of this QEMU, not of the guest; "
-            "`--qemu patched` fixes it)"
-        ),
-        confirm="xen-upcall-redelivered",
-    ),
-)
-# The internal snapshot name of a booted, ready host inside a warm-*.qcow2 file.
-WARM_SNAPSHOT = "xenpvh-ready"
-# Bump when what a warm snapshot contains changes in a way its key would not see.
-WARM_VERSION = 1
-# Saved machine states kept per image (each is a qcow2 holding dom0's disk delta and RAM).
-WARM_KEEP = 3
 # Lines of the serial log quoted when a boot fails.
 SERIAL_TAIL = 40
-
-
-class NestedState(enum.Enum):
-    ABSENT = "absent"
-    BOOTING = "booting"
-    READY = "ready"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-# -- accelerator ---------------------------------------------------------------------------
-
-
-def detect_accel(dev: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module")) -> str:
-    """ "kvm" only where /dev/kvm can run an ordinary guest (kvm_intel/kvm_amd); else "tcg".
-
-    A paravirtual KVM module (kvm_pvm) also provides /dev/kvm but needs a special guest
-    kernel, so its mere presence proves nothing.
-    """
-    if not dev.exists() or not os.access(dev, os.R_OK | os.W_OK):
-        return "tcg"
-    if (sys_module / "kvm_pvm").exists():
-        return "tcg"
-    if (sys_module / "kvm_intel").exists() or (sys_module / "kvm_amd").exists():
-        return "kvm"
-    return "tcg"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def ssh_banner_ready(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Does something on host:port speak ssh (send an `SSH-` banner)?"""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-# -- the QEMU command line -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QemuConfig:
-    """Everything that shapes the QEMU command line; `argv()` is pure."""
-
-    xen: Path
-    vmlinuz: Path
-    initrd: Path
-    disk: Path
-    dom0_cmdline: str
-    ssh_port: int
-    serial_log: Path
-    monitor: Path
-    xen_cmdline: str = DEFAULT_XEN_CMDLINE
-    accel: str = "tcg"
-    memory: str = "3G"
-    cpus: int = 2
-    qemu: str = QEMU
-    snapshot: bool = True
-    # "single" or "multi" (MTTCG); None keeps QEMU's default.
-    tcg_thread: str | None = None
-    disk_format: str = "raw"
-    # Name of an internal snapshot (in a qcow2 disk) to resume from instead of booting.
-    loadvm: str | None = None
-
-    def validate(self) -> None:
-        # QEMU's multiboot loader splits -initrd at commas: a comma in a path or in dom0's
-        # command line would silently become another module.
-        for what, value in (
-            ("dom0 kernel path", str(self.vmlinuz)),
-            ("dom0 initrd path", str(self.initrd)),
-            ("dom0 command line", self.dom0_cmdline),
-            ("disk path", str(self.disk)),
-        ):
-            if "," in value:
-                raise BlockedError(f"{what} {value!r} must not contain ',' (QEMU separator)")
-        for what, value in (("xen command line", self.xen_cmdline), ("dom0", self.dom0_cmdline)):
-            if any(c in value for c in "\n\r\0"):
-                raise BlockedError(f"{what} command line must be one line: {value!r}")
-        if self.accel not in ("kvm", "tcg"):
-            raise BlockedError(f"accel must be 'kvm' or 'tcg', not {self.accel!r}")
-        if not 1 <= self.ssh_port <= 65535:
-            raise BlockedError(f"ssh port {self.ssh_port} out of range")
-        if self.disk_format not in ("raw", "qcow2"):
-            raise BlockedError(f"disk format must be raw or qcow2, not {self.disk_format!r}")
-        if self.loadvm is not None and (self.snapshot or self.disk_format != "qcow2"):
-            # The internal snapshot lives in the qcow2 file; QEMU exits on -loadvm with
-            # snapshot=on.
-            raise BlockedError("loadvm needs a qcow2 disk without snapshot=on")
-
-    def argv(self) -> list[str]:
-        self.validate()
-        if self.accel == "kvm":
-            accel = ["-accel", "kvm", "-cpu", "host"]
-        else:
-            # +npt: without it Xen finds no HAP and Debian's Xen (no shadow paging) cannot
-            # create PVH guests at all.
-            tcg = "tcg" if self.tcg_thread is None else f"tcg,thread={self.tcg_thread}"
-            accel = ["-accel", tcg, "-cpu", "qemu64,+svm,+npt"]
-        drive = f"file={self.disk},if=virtio,format={self.disk_format}"
-        if self.snapshot:
-            drive += ",snapshot=on"
-        resume = ["-loadvm", self.loadvm] if self.loadvm is not None else []
-        return [
-            self.qemu,
-            "-nodefaults",
-            "-machine",
-            "pc",
-            *accel,
-            "-m",
-            self.memory,
-            "-smp",
-            str(self.cpus),
-            "-kernel",
-            str(self.xen),
-            "-append",
-            self.xen_cmdline,
-            "-initrd",
-            f"{self.vmlinuz} {self.dom0_cmdline},{self.initrd}",
-            "-drive",
-            drive,
-            "-netdev",
-            f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
-            "-device",
-            "virtio-net-pci,netdev=n0",
-            "-serial",
-            f"file:{self.serial_log}",
-            "-display",
-            "none",
-            "-vga",
-            "none",
-            "-no-reboot",
-            "-qmp",
-            f"unix:{self.monitor},server=on,wait=off",
-            *resume,
-        ]
-
-
-# -- the state file ------------------------------------------------------------------------
-
-
-def state_dir() -> Path:
-    rt = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(rt) / "xenpvh" / "nested" if rt else cache_root("nested")
-
-
-@dataclass(frozen=True)
-class NestedRecord:
-    """What a later process needs to find, reach and stop a detached nested host."""
-
-    pid: int
-    ssh_port: int
-    serial_log: str
-    monitor: str
-    run_dir: str
-    client_key: str
-    known_hosts: str
-    started: float
-    qemu: str = QEMU
-    # The Xen image it booted ("" for the image's own, Debian's): a later `xenpvh boot`
-    # reuses an `up` host only when it runs the Xen that boot asks for.
-    xen: str = ""
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> NestedRecord | None:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError) as e:
-            raise BrokenError(f"nested host state file {path} is corrupt: {e}") from e
-
-    def alive(self, proc: Path = Path("/proc")) -> bool:
-        """Is pid still *our* QEMU (not a recycled pid)?"""
-        try:
-            cmdline = (proc / str(self.pid) / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        if not cmdline or Path(cmdline[0].decode(errors="replace")).name != Path(self.qemu).name:
-            return False
-        return f"unix:{self.monitor},server=on,wait=off".encode() in cmdline
-
-
-@dataclass(frozen=True)
-class NestedStatus:
-    state: NestedState
-    pid: int | None = None
-    ssh_port: int | None = None
-    serial_log: Path | None = None
-    uptime: float | None = None
 
 
 # -- the host ------------------------------------------------------------------------------
@@ -462,7 +233,7 @@ class NestedHost:
             else:
                 disk = self._tmp / "warm.qcow2"
                 self._log("nested host: copying the saved machine state")
-                _copy_sparse(warm_from, disk)
+                copy_sparse(warm_from, disk)
                 self._start_qemu(image, detach, disk=disk, loadvm=WARM_SNAPSHOT)
                 self.times.warm = True
                 self._wait_ready(self.warm_timeout)
@@ -598,20 +369,17 @@ class NestedHost:
         return self._image
 
     def _warm_key(self, image: DomImage) -> str:
-        xen = self.xen_image or image.xen
-        inputs = {
-            "v": WARM_VERSION,
-            "image": image.dir.name,
-            "xen": sha256_file(xen),
-            "xen_cmdline": self.xen_cmdline,
-            "dom0_cmdline": self.dom0_cmdline or image.dom0_cmdline,
-            "memory": self.memory,
-            "cpus": self.cpus,
-            "accel": self.accel or detect_accel(),
-            "tcg_thread": self.tcg_thread,
-            "qemu": fingerprint(self._ensure_qemu()),
-        }
-        return sha256_bytes(json.dumps(inputs, sort_keys=True).encode())[:16]
+        return warm_key(
+            image,
+            xen=self.xen_image or image.xen,
+            xen_cmdline=self.xen_cmdline,
+            dom0_cmdline=self.dom0_cmdline or image.dom0_cmdline,
+            memory=self.memory,
+            cpus=self.cpus,
+            accel=self.accel or detect_accel(),
+            tcg_thread=self.tcg_thread,
+            qemu=self._ensure_qemu(),
+        )
 
     def _warm_snapshot(self, image: DomImage) -> Path | None:
         """The saved state of this configuration booted to ready; made on first use by one
@@ -628,23 +396,7 @@ class NestedHost:
             part = image.dir / f".warm-{key}-{os.getpid()}.qcow2"
             t0 = time.monotonic()
             try:
-                subprocess.run(
-                    [
-                        "qemu-img",
-                        "create",
-                        "-q",
-                        "-f",
-                        "qcow2",
-                        "-F",
-                        "raw",
-                        "-b",
-                        str(image.disk),
-                        str(part),
-                    ],
-                    check=True,
-                    capture_output=True,
-                    timeout=60,
-                )
+                create_overlay(image.disk, part)
                 self._tmp = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
                 self._start_qemu(image, False, disk=part)
                 self._wait_ready(self.boot_timeout)
@@ -652,12 +404,7 @@ class NestedHost:
                 self._ssh.run(["sync"], timeout=60, check=True)
                 self._ssh.close()
                 try:
-                    with Qmp(Path(self._record.monitor), timeout=30) as q:
-                        out = q.hmp(f"savevm {WARM_SNAPSHOT}", timeout=900)
-                        if out.strip():
-                            raise BrokenError(f"savevm failed: {out.strip()}")
-                        if WARM_SNAPSHOT not in q.hmp("info snapshots"):
-                            raise BrokenError("savevm left no snapshot")
+                    savevm(Path(self._record.monitor))
                 except BrokenError as e:
                     self._log(f"[yellow]nested host: cannot save the machine state: {e}[/]")
                     return None
@@ -667,7 +414,7 @@ class NestedHost:
                 self._stop(graceful=False)
                 part.unlink(missing_ok=True)
             self._log(f"nested host: machine state saved in {time.monotonic() - t0:.0f}s")
-            _prune_warm(image.dir, keep=WARM_KEEP)
+            prune_warm(image.dir, keep=WARM_KEEP)
         return path
 
     def _start_qemu(
@@ -936,52 +683,6 @@ class NestedHost:
     def _log(self, msg: str) -> None:
         if self.console is not None:
             self.console.log(msg)
-
-
-RUN_DIR_PREFIX = "xenpvh-nested-"
-
-
-def reap_stale_run_dirs(
-    tmp: Path | None = None, *, min_age: float = 600.0, proc: Path = Path("/proc")
-) -> list[Path]:
-    """Remove run dirs (with their throw-away disk copies) left by processes killed before
-    they could clean up: older than min_age and named by no running process's command line."""
-    base = Path(tmp or tempfile.gettempdir())
-    now = time.time()
-    candidates = [
-        d
-        for d in base.glob(f"{RUN_DIR_PREFIX}*")
-        if d.is_dir() and now - d.stat().st_mtime > min_age
-    ]
-    if not candidates:
-        return []
-    in_use = b""
-    for p in proc.glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            in_use += p.read_bytes() + b"\n"
-    removed = []
-    for d in candidates:
-        if str(d).encode() not in in_use:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed
-
-
-def _copy_sparse(src: Path, dst: Path) -> None:
-    # cp keeps holes and uses reflinks where the filesystem has them.
-    r = subprocess.run(
-        ["cp", "--sparse=always", "--reflink=auto", "--", str(src), str(dst)],
-        capture_output=True,
-        timeout=600,
-    )
-    if r.returncode != 0:
-        raise BrokenError(f"copying {src} failed: {r.stderr.decode(errors='replace')}")
-
-
-def _prune_warm(d: Path, *, keep: int) -> None:
-    files = sorted(d.glob("warm-*.qcow2"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[keep:]:
-        old.unlink(missing_ok=True)
 
 
 def _ssh_options(key: Path, known_hosts: Path, *, connect_timeout: float = 15.0) -> SSHOptions:
