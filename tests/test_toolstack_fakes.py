@@ -175,7 +175,7 @@ class FakeXenHost:
             return err(f"fake xl: unknown {argv}")
         if cmd == "sh" and args[0] == "-c":
             # The run's shell snippets, by their text (data comes as positional args).
-            from xenpvh.run.boot import MISSING_SCRIPT, SCRATCH_SCRIPT
+            from xenpvh.run.remote import MISSING_SCRIPT, SCRATCH_SCRIPT
 
             script, params = args[1], args[3:]
             if script == MISSING_SCRIPT:

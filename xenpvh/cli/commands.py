@@ -150,8 +150,9 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
 def preview_point(point: DomainSpec) -> DomainSpec:
     """The point with the paths a run would give it, through the run's own preparation code
-    (`xenpvh.run.boot.remote_paths`); content hashes and the run id shown as placeholders."""
-    from xenpvh.run.boot import GUESTKIT_PREFIX, remote_paths
+    (`xenpvh.run.remote.remote_paths`); content hashes and the run id shown as placeholders."""
+    from xenpvh.run.boot import GUESTKIT_PREFIX
+    from xenpvh.run.remote import remote_paths
 
     def local(value: str | None) -> Path | None:
         if not value:

@@ -15,12 +15,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import re
 import secrets
-import socket
 import threading
 import time
 import traceback
@@ -32,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 from xenpvh.check.checker import EventKind, StageChecker, StageEvent
 from xenpvh.check.decide import HostFault, RunFacts, decide_run
 from xenpvh.check.faults import judge as judge_fault
-from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+from xenpvh.check.verdict import StageResult, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host, emulation_faults
 from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
-from xenpvh.profile.domain import DiskSpec, DomainSpec
+from xenpvh.profile.domain import DomainSpec
 from xenpvh.profile.model import Profile
+from xenpvh.run import lease, remote
+from xenpvh.run.devices import XENBUS_STAGE, DeviceCheck, device_failure
 from xenpvh.run.events import (
     TRANSITIONS,
     DeviceCheckEvent,
@@ -45,10 +44,19 @@ from xenpvh.run.events import (
     RunStateEvent,
     VerdictEvent,
 )
+from xenpvh.run.lease import DOMAIN_PREFIX, LEASE_FIND, LEASE_SLACK, RUN_ID, parse_leases
+from xenpvh.run.remote import (
+    MISSING_SCRIPT,
+    REMOTE_ROOT,
+    SCRATCH_FS,
+    SCRATCH_SCRIPT,
+    remote_paths,
+)
+from xenpvh.run.timings import Timings
 from xenpvh.toolstack.base import Domain, Prepared, Toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.registry import get_toolstack
-from xenpvh.toolstack.xenstore import DeviceState, XenStore
+from xenpvh.toolstack.xenstore import XenStore
 from xenpvh.util.fs import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
@@ -56,20 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REMOTE_ROOT = "/var/lib/xenpvh"
 GUESTKIT_PREFIX = "@guestkit:"
-RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
-LEASE_FIND = ("-mindepth", "2", "-maxdepth", "2", "-name", "lease")
-LEASE_FIND += ("-exec", "head", "-v", "-c", "4096", "--", "{}", "+")
-# Seconds a run's lease outlives its own deadline (collect + destroy time).
-LEASE_SLACK = 600.0
-XENBUS_STAGE = "xenbus"
-DOMAIN_PREFIX = "xenpvh-"
-# Shell snippets run with their data as positional arguments (never in the script text).
-MISSING_SCRIPT = 'for f do [ -s "$f" ] || printf "%s\\n" "$f"; done'
-SCRATCH_SCRIPT = 'truncate -s "$1" -- "$2" && shift 2 && "$@"'
-# Only these can be made on the host without extra tools; others must be given as targets.
-SCRATCH_FS = {"ext4": ["mkfs.ext4", "-q", "-F"]}
 # Console lines longer than this are split when looking for a host's emulation faults.
 MAX_FAULT_LINE = 64 * 1024
 
@@ -78,50 +73,6 @@ EventCallback = Callable[[object], None]
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
-@dataclasses.dataclass
-class Timings:
-    """Monotonic timestamps of one run (None: not reached)."""
-
-    start: float
-    create: float | None = None  # just before `xl create`
-    created: float | None = None  # `xl create -p` returned
-    attached: float | None = None  # console client holds the console
-    unpaused: float | None = None
-    first_byte: float | None = None
-    decided: float | None = None  # the verdict was known
-    deciding_arrival: float | None = None  # arrival of the console chunk that decided it
-    collected: float | None = None
-    destroyed: float | None = None
-
-    def meta(self) -> dict[str, float | None]:
-        def d(a: float | None, b: float | None) -> float | None:
-            return round(b - a, 3) if a is not None and b is not None else None
-
-        return {
-            "create_to_verdict_s": d(self.create, self.decided),
-            "xl_create_s": d(self.create, self.created),
-            "console_attach_s": d(self.created, self.attached),
-            "unpause_to_verdict_s": d(self.unpaused, self.decided),
-            "harness_overhead_s": d(self.deciding_arrival, self.decided),
-            "verdict_to_destroyed_s": d(self.decided, self.destroyed),
-            "collect_s": d(self.decided, self.collected),
-            "destroy_s": d(self.collected or self.decided, self.destroyed),
-            "run_s": d(self.start, self.destroyed),
-        }
-
-
-@dataclasses.dataclass
-class _DeviceCheck:
-    """The XenStore check that runs once the xenbus stage passed on the console."""
-
-    started: float
-    deadline: float
-    next_poll: float = 0.0
-    result: str = "pending"  # "pending" | "connected" | "stuck"
-    devices: list[DeviceState] = dataclasses.field(default_factory=list)
-    problem: str = ""
 
 
 class BootRun:
@@ -178,7 +129,7 @@ class BootRun:
         self.domain: Domain | None = None
         self.capture: ConsoleCapture | None = None
         self.checker: StageChecker | None = None
-        self.device_check: _DeviceCheck | None = None
+        self.device_check: DeviceCheck | None = None
         self.collect_errors: list[str] = []
         self.swept: list[str] = []
         self._create_attempted = False
@@ -356,23 +307,13 @@ class BootRun:
         self._run_dir_made = True
         self._write_lease()
         self._sweep()
-        # Kernels and scripts live under content-addressed names: one round trip tells
-        # which are there already, and only those that are not are sent.
-        wanted = [remote for _, remote in uploads]
-        wanted += [path for _, path in self._scripts.values()]
-        missing = self._missing(wanted)
-        for local, remote in uploads:
-            if remote in missing:
-                self.host.put(local, remote, mode=0o644)
-        for script, path in self._scripts.values():
-            if path in missing:
-                self.host.put_bytes(script.text.encode(), path, mode=0o755)
+        remote.upload(self.host, uploads, list(self._scripts.values()))
         for orig, d in zip(point.disks, disks, strict=True):
             if orig.target:
                 if not self.host.run(["test", "-e", d.target]).ok:
                     raise BlockedError(f"disk {d.vdev}: target {d.target} does not exist")
                 continue
-            self._make_scratch(d, orig)
+            remote.make_scratch(self.host, d, orig)
         self.host.put_bytes(self.prepared.config.encode(), self.cfg_remote, mode=0o644)
 
     def _hotplug_scripts(self) -> dict[str, str]:
@@ -385,54 +326,22 @@ class BootRun:
         }
         return {kind: path for kind, (_, path) in self._scripts.items()}
 
-    def _missing(self, paths: list[str]) -> set[str]:
-        """Which of `paths` (content-addressed files) the host lacks or has empty."""
-        if not paths:
-            return set()
-        # The paths are arguments, never part of the script text.
-        r = self.host.run(
-            ["sh", "-c", MISSING_SCRIPT, "sh", *paths],
-            timeout=60,
-        )
-        if not r.ok:
-            return set(paths)
-        return {line for line in r.out.splitlines() if line} & set(paths)
-
     def _write_lease(self) -> None:
-        """Claim our domain: a sweep by a concurrent run on this host leaves it alone until
-        the lease expires (a crashed run's lease expires, so its leftovers get swept)."""
-        lease = {
-            "domain": self.domain_name,
-            "run_id": self.run_id,
-            "owner": f"{socket.gethostname()}:{os.getpid()}",
-            "expires": time.time() + self.timeout + LEASE_SLACK,
-        }
-        self.host.put_bytes((json.dumps(lease) + "\n").encode(), f"{self.run_dir}/lease")
+        lease.write_lease(
+            self.host,
+            self.run_dir,
+            domain=self.domain_name,
+            run_id=self.run_id,
+            timeout=self.timeout,
+        )
 
     def _sweep(self) -> None:
         """Destroy `xenpvh-` domains of runs whose lease expired (or that have none), and
         remove the expired runs' directories."""
-        runs = f"{self.remote_root}/runs"
-        # head -v labels every file, so a torn lease cannot run into the next one.
-        r = self.host.run(
-            ["find", runs, *LEASE_FIND],
-            timeout=60,
+        live, stale_dirs = lease.live_and_stale(
+            self.host, self.remote_root, run_id=self.run_id, domain=self.domain_name
         )
-        live, stale_dirs = [self.domain_name], []
-        for run_id, text in parse_leases(r.out, runs):
-            # A lease is data on the host: its run id must look like one of ours before it
-            # names anything we keep or delete.
-            if not RUN_ID.fullmatch(run_id):
-                continue
-            try:
-                expires = float(json.loads(text)["expires"])
-            except (ValueError, KeyError, TypeError):
-                expires = 0.0  # a torn lease: its run is not protected
-            if expires > time.time():
-                live.append(f"{DOMAIN_PREFIX}{run_id}")
-            elif run_id != self.run_id:
-                stale_dirs.append(f"{runs}/{run_id}")
-        self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=tuple(live))
+        self.swept = self.toolstack.sweep(DOMAIN_PREFIX, keep=live)
         if stale_dirs:
             self.host.run(["rm", "-rf", "--", *stale_dirs], check=True)
 
@@ -440,28 +349,6 @@ class BootRun:
     def cfg_remote(self) -> str:
         name = self.prepared.filename if self.prepared else "domain.cfg"
         return f"{self.run_dir}/{name}"
-
-    def _make_scratch(self, d: DiskSpec, orig: DiskSpec) -> None:
-        assert orig.size_mb is not None
-        size = f"{orig.size_mb}M"
-        if orig.fs is None:
-            self.host.run(["truncate", "-s", size, "--", d.target], check=True)
-            return
-        # One round trip: the size, path and mkfs argv are arguments, not script text.
-        self.host.run(
-            [
-                "sh",
-                "-c",
-                SCRATCH_SCRIPT,
-                "sh",
-                size,
-                d.target,
-                *SCRATCH_FS[orig.fs],
-                d.target,
-            ],
-            check=True,
-            timeout=300,
-        )
 
     # -- create -----------------------------------------------------------------------------
 
@@ -504,7 +391,7 @@ class BootRun:
                 for ev in events:
                     self._emit(ev)
                     if _is_pass(ev, XENBUS_STAGE) and self.device_check is None:
-                        self.device_check = _DeviceCheck(arrival, arrival + self.xenbus_grace)
+                        self.device_check = DeviceCheck(arrival, arrival + self.xenbus_grace)
                 if checker.done:
                     self.times.deciding_arrival = arrival if data else None
                     self.times.decided = time.monotonic()
@@ -530,7 +417,7 @@ class BootRun:
                 self.times.decided = time.monotonic()
                 return checker.finish(f"run deadline of {self.timeout:g}s exceeded")
 
-    def _poll_devices(self, check: _DeviceCheck) -> None:
+    def _poll_devices(self, check: DeviceCheck) -> None:
         now = time.monotonic()
         if now < check.next_poll:
             return
@@ -539,24 +426,19 @@ class BootRun:
         xs = self._xenstore()
         devices = xs.device_states(self.domain.domid)
         tty = xs.console_tty(self.domain.domid)
-        check.devices = devices
-        problems = [d.describe() for d in devices if not d.connected]
-        for kind, n in (("vbd", len(self.spec.disks)), ("vif", len(self.spec.vifs))):
-            have = sum(1 for d in devices if d.kind == kind)
-            if have != n:
-                problems.append(f"{kind}: {have} device(s) in xenstore, expected {n}")
-        if not tty:
-            problems.append(f"/local/domain/{self.domain.domid}/console/tty missing")
-        if not problems:
-            check.result = "connected"
+        problems = check.judge(
+            devices,
+            tty,
+            domid=self.domain.domid,
+            disks=len(self.spec.disks),
+            vifs=len(self.spec.vifs),
+        )
+        if check.result == "connected":
             self._start_early_dump()
             self._emit(
                 DeviceCheckEvent("connected", self._t(), tuple(d.describe() for d in devices))
             )
-            return
-        check.problem = "; ".join(problems)
-        if time.monotonic() >= check.deadline:
-            check.result = "stuck"
+        elif check.result == "stuck":
             self._emit(DeviceCheckEvent("stuck", self._t(), tuple(problems)))
 
     def _start_early_dump(self) -> None:
@@ -585,32 +467,10 @@ class BootRun:
     def _t(self) -> float:
         return round(time.monotonic() - self.times.start, 3)
 
-    def _device_failure(self, check: _DeviceCheck) -> Verdict:
+    def _device_failure(self, check: DeviceCheck) -> Verdict:
         """Fail the xenbus stage naming the stuck devices; later stages are not reached."""
         base = self._checker_verdict("xenbus device check failed")
-        reason = (
-            f"xenbus: device(s) not Connected {self.xenbus_grace:g}s after the xenbus stage: "
-            f"{check.problem}"
-        )
-        stages: list[StageResult] = []
-        seen_xenbus = False
-        for s in base.stages:
-            if s.name == XENBUS_STAGE:
-                seen_xenbus = True
-                stages.append(
-                    dataclasses.replace(s, status=StageStatus.FAILED, detail=check.problem)
-                )
-            elif seen_xenbus:
-                stages.append(StageResult(name=s.name))
-            else:
-                stages.append(s)
-        return Verdict(
-            verdict=VerdictValue.FAIL,
-            reason=reason,
-            failed_stage=XENBUS_STAGE,
-            stages=stages,
-            meta=dict(base.meta),
-        )
+        return device_failure(base, check.problem, self.xenbus_grace)
 
     def _checker_verdict(self, reason: str) -> Verdict:
         return self.checker.verdict if self.checker.done else self.checker.finish(reason)
@@ -761,49 +621,6 @@ class BootRun:
         return meta
 
 
-def remote_paths(
-    point: DomainSpec,
-    *,
-    run_id: str,
-    kernel: Path | None,
-    ramdisk: Path | None,
-    kernel_id: Callable[[Path], str],
-    remote_root: str = REMOTE_ROOT,
-) -> DomainSpec:
-    """`point` with the host-side paths a run gives it: kernel and ramdisk in the
-    content-addressed `kernels/` (`<id>-<name>`), scratch disks in the run's directory.
-    Pure: `xenpvh config render` previews a run's config with it."""
-    run_dir = f"{remote_root}/runs/{run_id}"
-    kernels_dir = f"{remote_root}/kernels"
-    disks = tuple(
-        d if d.target else dataclasses.replace(d, target=f"{run_dir}/{d.vdev}.img", format="raw")
-        for d in point.disks
-    )
-    return dataclasses.replace(
-        point,
-        kernel=f"{kernels_dir}/{kernel_id(kernel)}-{kernel.name}" if kernel else point.kernel,
-        ramdisk=f"{kernels_dir}/{kernel_id(ramdisk)}-{ramdisk.name}" if ramdisk else None,
-        disks=disks,
-    )
-
-
-def parse_leases(out: str, runs: str) -> list[tuple[str, str]]:
-    """(run id, lease text) from `head -v` output of <runs>/<id>/lease files."""
-    found: list[tuple[str, str]] = []
-    header = re.compile(rf"^==> {re.escape(runs)}/([^/]+)/lease <==$")
-    current: str | None = None
-    body: list[str] = []
-    for line in [*out.splitlines(), "==> <end> <=="]:
-        if line.startswith("==> ") and line.endswith(" <=="):
-            if current is not None:
-                found.append((current, "\n".join(body).strip()))
-            m = header.match(line)
-            current, body = (m.group(1) if m else None), []
-        elif current is not None:
-            body.append(line)
-    return found
-
-
 def _is_pass(ev: object, stage: str) -> bool:
     return isinstance(ev, StageEvent) and ev.stage == stage and ev.kind == EventKind.PASSED
 
@@ -812,4 +629,20 @@ def _stage_names(profile: Any) -> list[str]:
     return [getattr(s, "name", s) for s in getattr(profile, "stages", ())]
 
 
-__all__ = ["BootRun", "Timings", "new_run_id"]
+__all__ = [
+    "DOMAIN_PREFIX",
+    "GUESTKIT_PREFIX",
+    "LEASE_FIND",
+    "LEASE_SLACK",
+    "MISSING_SCRIPT",
+    "REMOTE_ROOT",
+    "RUN_ID",
+    "SCRATCH_FS",
+    "SCRATCH_SCRIPT",
+    "XENBUS_STAGE",
+    "BootRun",
+    "Timings",
+    "new_run_id",
+    "parse_leases",
+    "remote_paths",
+]
