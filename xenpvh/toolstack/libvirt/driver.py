@@ -1,36 +1,11 @@
-"""The `libvirt` driver: libvirt's libxl ("xen") driver in the dom0, reached through a Host.
-
-libvirt's libxl driver only loads in a privileged libvirtd on the real dom0, so the client
-side (libvirt-python, here) talks to that daemon over its unix socket.  We reach the socket
-the same way for every Host: `host.open_stream` starts a tiny relay on the dom0 (python3,
-argv only) spliced to `/var/run/libvirt/libvirt-sock`, and `SocketRelay` offers it as a
-private unix socket here (0700 directory) that `xen+unix:///system?socket=...` connects to.
-No shell string is built and ssh host keys stay verified by the Host itself.
-
-libvirt-python calls block without a bound (a wedged libvirtd or a dead relay hangs them), so
-every call runs in a worker thread with a deadline; on expiry the connection is torn down
-(which unblocks the worker) and BrokenError is raised.  libvirt's default error handler
-prints every error to stderr; a silent one is registered instead -- errors still arrive as
-exceptions.
-
-Run order (xenpvh.run.boot): prepare -> sweep -> create (define + start paused) ->
-verify_pvh -> console -> unpause -> ... -> collect -> destroy (destroy + undefine, always).
-libvirt's libxl domains are ordinary libxl domains, so the console (`xl console` over a
-pty, xenconsoled log fallback), the PVH proof (`xl list -l` c_info.type) and XenStore are
-shared with the xl driver.
-"""
+"""The `libvirt` driver class: the connection to libvirtd (relayed over the Host, every call
+under a deadline) and the Toolstack protocol on top of it."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import socket
-import tempfile
 import threading
-import time
 import weakref
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,10 +14,18 @@ import libvirt
 from rich.console import Console
 
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
-from xenpvh.host.base import ByteStream, Host
+from xenpvh.host.base import Host
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.toolstack.base import Domain, Prepared, check_domain_name
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
+from xenpvh.toolstack.libvirt.domain_xml import caps_os_types, os_machine, xml_name
+from xenpvh.toolstack.libvirt.errors import (
+    LibvirtCallError,
+    quiet_error_handler,
+    translate,
+    version_string,
+)
+from xenpvh.toolstack.libvirt.relay import SocketRelay
 from xenpvh.toolstack.xenstore import relay_argv
 from xenpvh.toolstack.xl import Xl, parse_info
 from xenpvh.toolstack.xl import version_string as xl_version_string
@@ -57,222 +40,6 @@ MIN_XEN = (4, 10)
 PVH_MACHINE = "xenpvh"
 # Host-side log excerpts are bounded: a runaway log must not fill the artifacts.
 LOG_TAIL_BYTES = 1024 * 1024
-
-# Errors that mean libvirt refused *our* description of the domain (verdict blocked).
-_INPUT_ERRORS = frozenset(
-    {
-        libvirt.VIR_ERR_XML_ERROR,
-        libvirt.VIR_ERR_XML_DETAIL,
-        libvirt.VIR_ERR_XML_INVALID_SCHEMA,
-        libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
-    }
-)
-
-
-class LibvirtCallError(BrokenError):
-    """A libvirt call failed; `code` is libvirt's error code (VIR_ERR_*)."""
-
-    def __init__(self, what: str, code: int, message: str) -> None:
-        self.what = what
-        self.code = code
-        super().__init__(f"libvirt {what}: {message}")
-
-
-class LibvirtInputError(BlockedError):
-    """libvirt refused the domain description itself (bad XML, unsupported config)."""
-
-    def __init__(self, what: str, code: int, message: str) -> None:
-        self.what = what
-        self.code = code
-        super().__init__(f"libvirt {what} refused the domain XML: {message}")
-
-
-def _quiet_error_handler(_ctx: object, _err: object) -> None:
-    """libvirt's default handler prints to stderr; errors reach us as exceptions anyway."""
-
-
-def translate(what: str, e: libvirt.libvirtError) -> XenpvhError:
-    code = e.get_error_code() or 0
-    msg = e.get_error_message() or str(e)
-    if code in _INPUT_ERRORS:
-        return LibvirtInputError(what, code, msg)
-    return LibvirtCallError(what, code, msg)
-
-
-def version_string(v: int) -> str:
-    """libvirt encodes versions as major*1e6 + minor*1e3 + release: 4017005 -> "4.17.5"."""
-    if v <= 0:
-        raise BrokenError(f"libvirt reported hypervisor version {v!r}")
-    major, rest = divmod(v, 1_000_000)
-    minor, release = divmod(rest, 1_000)
-    return f"{major}.{minor}.{release}"
-
-
-def xml_name(xml: str, *, where: str = "domain XML") -> str:
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as e:
-        raise BlockedError(f"{where}: not well-formed XML: {e}") from e
-    name = root.findtext("name")
-    if root.tag != "domain" or not name:
-        raise BlockedError(f"{where}: no <domain><name>")
-    return name.strip()
-
-
-def os_machine(xml: str) -> tuple[str, str]:
-    """(`<os><type>` text, its machine attribute) of a domain XML ('' when absent)."""
-    try:
-        el = ET.fromstring(xml).find("os/type")
-    except ET.ParseError as e:
-        raise BrokenError(f"libvirt returned malformed domain XML: {e}") from e
-    if el is None:
-        return "", ""
-    return (el.text or "").strip(), el.get("machine", "")
-
-
-def caps_os_types(caps: str) -> set[str]:
-    """The guest OS types a connection's capabilities XML offers (e.g. xen, xenpvh, hvm)."""
-    try:
-        root = ET.fromstring(caps)
-    except ET.ParseError as e:
-        raise BrokenError(f"libvirt capabilities are not XML: {e}") from e
-    return {(t.text or "").strip() for t in root.iterfind("guest/os_type")}
-
-
-# -- the socket relay ----------------------------------------------------------------------
-
-
-class SocketRelay:
-    """A private local unix socket whose every connection is spliced to a new host stream.
-
-    States: new -> listening (start) -> closed (close).  One accept thread; two pump threads
-    per connection.  Closing shuts everything down, which also unblocks a libvirt call stuck
-    on the socket (it sees EOF).
-    """
-
-    POLL = 0.5  # how often blocked pumps look at the stop flag
-
-    def __init__(self, open_stream: Callable[[], ByteStream], *, label: str = "relay") -> None:
-        self._open_stream = open_stream
-        self.label = label
-        self.state = "new"
-        self.path = ""
-        self._dir = ""
-        self._server: socket.socket | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._peers: list[tuple[socket.socket, ByteStream]] = []
-        self._threads: list[threading.Thread] = []
-        self.errors: list[str] = []
-
-    def start(self) -> str:
-        if self.state != "new":
-            raise BrokenError(f"{self.label}: cannot start a relay that is {self.state}")
-        self._dir = tempfile.mkdtemp(prefix="xenpvh-libvirt-")
-        os.chmod(self._dir, 0o700)  # only we may connect: the socket is root on the dom0
-        self.path = os.path.join(self._dir, "libvirt-sock")
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            srv.bind(self.path)
-            srv.listen(4)
-            srv.settimeout(self.POLL)
-        except OSError:
-            srv.close()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise
-        self._server = srv
-        self.state = "listening"
-        self._spawn(self._accept_loop, "accept")
-        return self.path
-
-    def _spawn(self, fn: Callable[..., None], what: str, *args: Any) -> None:
-        t = threading.Thread(target=fn, args=args, name=f"xenpvh-{self.label}-{what}", daemon=True)
-        self._threads.append(t)
-        t.start()
-
-    def _accept_loop(self) -> None:
-        assert self._server is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return  # closed
-            try:
-                stream = self._open_stream()
-            except Exception as e:  # the client sees EOF; the reason is kept for errors
-                self.errors.append(f"opening the host stream failed: {e}")
-                conn.close()
-                continue
-            conn.settimeout(self.POLL)
-            stream.settimeout(self.POLL)
-            with self._lock:
-                self._peers.append((conn, stream))
-            self._spawn(self._to_host, "up", conn, stream)
-            self._spawn(self._from_host, "down", conn, stream)
-
-    def _to_host(self, conn: socket.socket, stream: ByteStream) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                stream.sendall(data)
-        except Exception as e:
-            self.errors.append(f"local -> host: {e}")
-        finally:
-            self._hangup(conn, stream)
-
-    def _from_host(self, conn: socket.socket, stream: ByteStream) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = stream.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                conn.sendall(data)
-        except Exception as e:
-            self.errors.append(f"host -> local: {e}")
-        finally:
-            self._hangup(conn, stream)
-
-    def _hangup(self, conn: socket.socket, stream: ByteStream) -> None:
-        # Either side ending ends both: libvirt's RPC has no half-closed state worth keeping.
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            conn.close()
-        with contextlib.suppress(Exception):
-            stream.close()
-
-    def close(self) -> None:
-        if self.state == "closed":
-            return
-        self.state = "closed"
-        self._stop.set()
-        if self._server is not None:
-            with contextlib.suppress(OSError):
-                self._server.close()
-        with self._lock:
-            peers, self._peers = self._peers, []
-        for conn, stream in peers:
-            self._hangup(conn, stream)
-        # One shared bound: every pump notices the stop flag within POLL seconds.
-        deadline = time.monotonic() + 2 * self.POLL + 1
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(max(0.0, deadline - time.monotonic()))
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-
-# -- the driver ----------------------------------------------------------------------------
 
 
 def _release(holder: dict[str, Any]) -> None:
@@ -339,7 +106,7 @@ class Libvirt:
         """The open connection (opened on first use, reopened after a failure)."""
         # Process-global and cheap: (re)asserted on every use, so another library that
         # installed its own handler cannot make us print to stderr.
-        libvirt.registerErrorHandler(_quiet_error_handler, None)
+        libvirt.registerErrorHandler(quiet_error_handler, None)
         conn = self._held.get("conn")
         if conn is not None:
             return conn
@@ -655,17 +422,3 @@ class Libvirt:
 
     def _host_out(self, argv: list[str]) -> str:
         return self.host.run(argv, timeout=self.timeout, check=True).out[-LOG_TAIL_BYTES:]
-
-
-__all__ = [
-    "LIBVIRT_SOCKET",
-    "Libvirt",
-    "LibvirtCallError",
-    "LibvirtInputError",
-    "SocketRelay",
-    "caps_os_types",
-    "os_machine",
-    "translate",
-    "version_string",
-    "xml_name",
-]
