@@ -71,6 +71,16 @@ def print_error(console: Console, kind: str, exc: BaseException) -> None:
         console.print(escape(str(note)), soft_wrap=True)
 
 
+def report_failure(console: Console, exc: BlockedError | BrokenError) -> int:
+    """Print why a build command stopped (blocked: our input, broken: the machinery); its
+    exit code."""
+    if isinstance(exc, BlockedError):
+        print_error(console, "blocked", exc)
+        return EXIT_BLOCKED
+    print_error(console, "broken", exc)
+    return EXIT_BROKEN
+
+
 def build_xen_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build xen --tree SPEC [--patches DIR|FILE] [--config FRAG] [--rebuild]`."""
     from xenpvh.build.builder import build_xen
@@ -89,12 +99,8 @@ def build_xen_command(args: argparse.Namespace, console: Console | None = None) 
                 rebuild=bool(args.rebuild),
                 progress=progress,
             )
-    except BlockedError as exc:
-        print_error(console, "blocked", exc)
-        return EXIT_BLOCKED
-    except BrokenError as exc:
-        print_error(console, "broken", exc)
-        return EXIT_BROKEN
+    except (BlockedError, BrokenError) as exc:
+        return report_failure(console, exc)
     console.print(escape(built.cache.describe()), soft_wrap=True)
     # One line per artifact, never folded: the paths are for copying.
     console.print(f"version  {escape(built.version)}", soft_wrap=True)
@@ -119,12 +125,8 @@ def build_qemu_command(args: argparse.Namespace, console: Console | None = None)
             qemu = build_qemu(
                 spec, jobs=int(args.jobs or 2), rebuild=bool(args.rebuild), progress=progress
             )
-    except BlockedError as exc:
-        print_error(console, "blocked", exc)
-        return EXIT_BLOCKED
-    except BrokenError as exc:
-        print_error(console, "broken", exc)
-        return EXIT_BROKEN
+    except (BlockedError, BrokenError) as exc:
+        return report_failure(console, exc)
     console.print(f"version  {escape(qemu.version)}", soft_wrap=True)
     console.print(f"image    {escape(str(qemu.path))}", soft_wrap=True)
     console.print(f"key      {qemu.build_key}", soft_wrap=True)
@@ -149,12 +151,8 @@ def guestkit_command(args: argparse.Namespace, console: Console | None = None) -
             kit = build_linux_guest_kit(
                 Path(cache_dir) if cache_dir else None, console=console, progress=progress
             )
-    except BlockedError as exc:
-        print_error(console, "blocked", exc)
-        return EXIT_BLOCKED
-    except BrokenError as exc:
-        print_error(console, "broken", exc)
-        return EXIT_BROKEN
+    except (BlockedError, BrokenError) as exc:
+        return report_failure(console, exc)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from pexpect.spawnbase import SpawnBase
 
-from xenpvh.errors import CommandFailed
+from xenpvh.errors import BlockedError, CommandFailed
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,11 @@ def emulation_faults(host: object) -> tuple[EmulationFault, ...]:
     """The faults a host declares (none unless it has an `emulation_faults` attribute)."""
     faults = getattr(host, "emulation_faults", ())
     return tuple(faults) if isinstance(faults, tuple | list) else ()
+
+
+def argv_list(argv: Sequence[str]) -> list[str]:
+    """A command as the list of strings every Host runs; BlockedError for a shell string or
+    an empty command."""
+    if isinstance(argv, str | bytes) or not argv:
+        raise BlockedError(f"a command must be a non-empty argv list, not {argv!r}")
+    return [str(a) for a in argv]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.base import CommandResult
+from xenpvh.host.base import CommandResult, argv_list
 from xenpvh.util.fs import atomic_write_bytes, sha256_file
 
 
@@ -73,7 +73,7 @@ class LocalHost:
         input: bytes | None = None,
         check: bool = False,
     ) -> CommandResult:
-        argv = _argv(argv)
+        argv = argv_list(argv)
         try:
             p = subprocess.run(
                 argv,
@@ -119,14 +119,14 @@ class LocalHost:
         shutil.copyfile(src, local)
 
     def spawn(self, argv: Sequence[str], *, timeout: float = 30.0) -> pexpect.spawn:
-        argv = _argv(argv)
+        argv = argv_list(argv)
         try:
             return pexpect.spawn(argv[0], argv[1:], timeout=timeout, encoding=None)
         except pexpect.ExceptionPexpect as e:
             raise BrokenError(f"cannot spawn {argv[0]!r}: {e}") from e
 
     def open_stream(self, argv: Sequence[str]) -> PipeStream:
-        argv = _argv(argv)
+        argv = argv_list(argv)
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -137,12 +137,6 @@ class LocalHost:
 
     def close(self) -> None:
         pass
-
-
-def _argv(argv: Sequence[str]) -> list[str]:
-    if isinstance(argv, str | bytes) or not argv:
-        raise BlockedError(f"a command must be a non-empty argv list, not {argv!r}")
-    return [str(a) for a in argv]
 
 
 __all__ = ["LocalHost", "PipeStream"]

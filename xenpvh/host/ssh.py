@@ -28,7 +28,7 @@ import paramiko
 from pexpect.socket_pexpect import SocketSpawn
 
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.base import CommandResult
+from xenpvh.host.base import CommandResult, argv_list
 from xenpvh.host.ssh_target import (
     InventoryEntry,
     SSHAddress,
@@ -481,9 +481,7 @@ def _control_code(char: str) -> int:
 
 
 def _argv(argv: Sequence[str]) -> list[str]:
-    if isinstance(argv, str | bytes) or not argv:
-        raise BlockedError(f"a command must be a non-empty argv list, not {argv!r}")
-    out = [str(a) for a in argv]
+    out = argv_list(argv)
     if any("\0" in a for a in out):
         raise BlockedError(f"argv {out!r} contains a NUL byte")
     return out
