@@ -380,26 +380,36 @@ def test_debian_mirror_from_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 # -- real QEMU, failure paths --------------------------------------------------------------
 
 
-def _qemu_pids() -> set[int]:
+def _qemu_pids(marker: Path) -> set[int]:
+    """QEMUs whose command line names `marker` (the test's own directory): a QEMU another
+    process runs on this machine at the same time is not this test's leak."""
     out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+    mine = set()
+    for pid in out.stdout.split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(marker).encode() in cmdline:
+            mine.add(int(pid))
+    return mine
 
 
 @pytest.mark.host
 def test_qemu_refusing_the_xen_image_is_broken(tmp_path: Path) -> None:
     junk = tmp_path / "not-xen.elf"
     junk.write_bytes(b"this is not a multiboot image\n" * 100)
-    before = _qemu_pids()
+    before = _qemu_pids(tmp_path)
     h = NestedHost(xen_image=junk, artifacts=tmp_path / "art", state_file=tmp_path / "s.json")
     with pytest.raises(BrokenError, match="QEMU exited"):
         h.up()
     assert h.state is NestedState.FAILED
-    assert _qemu_pids() <= before
+    assert _qemu_pids(tmp_path) <= before
 
 
 @pytest.mark.host
 def test_boot_deadline_is_broken_and_reaps_qemu(tmp_path: Path) -> None:
-    before = _qemu_pids()
+    before = _qemu_pids(tmp_path)
     h = NestedHost(
         boot_timeout=4, warm=False, artifacts=tmp_path / "art", state_file=tmp_path / "s.json"
     )
@@ -409,7 +419,7 @@ def test_boot_deadline_is_broken_and_reaps_qemu(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 60
     assert "(XEN)" in str(ei.value)  # the hypervisor console is quoted
     assert h.state is NestedState.FAILED
-    assert _qemu_pids() <= before
+    assert _qemu_pids(tmp_path) <= before
 
 
 # -- real Xen ------------------------------------------------------------------------------
@@ -430,7 +440,7 @@ on_reboot = "destroy"
 @pytest.mark.xen
 @pytest.mark.host
 def test_nested_xen_boots_and_runs_a_pvh_guest(tmp_path: Path) -> None:
-    before = _qemu_pids()
+    before = _qemu_pids(tmp_path)
     # warm: resumes the saved machine state (made by one cold boot on first use).
     with NestedHost(artifacts=tmp_path, warm=True) as h:
         assert h.state is NestedState.READY
@@ -474,13 +484,13 @@ def test_nested_xen_boots_and_runs_a_pvh_guest(tmp_path: Path) -> None:
 
     assert h.state is NestedState.STOPPED
     assert not Path(f"/proc/{pid}").exists()
-    assert _qemu_pids() <= before
+    assert _qemu_pids(tmp_path) <= before
 
 
 @pytest.mark.xen
 @pytest.mark.host
 def test_nested_cold_boot(tmp_path: Path) -> None:
-    before = _qemu_pids()
+    before = _qemu_pids(tmp_path)
     h = NestedHost(artifacts=tmp_path, warm=False)
     h.up()
     try:
@@ -494,7 +504,7 @@ def test_nested_cold_boot(tmp_path: Path) -> None:
     finally:
         h.down()
     assert h.state is NestedState.STOPPED
-    assert _qemu_pids() <= before
+    assert _qemu_pids(tmp_path) <= before
     assert b"Xen version 4." in (tmp_path / "host-serial.log").read_bytes()
 
 
@@ -597,6 +607,10 @@ def test_boot_reuses_only_an_up_host_running_the_asked_xen(
     try:
         rec = dataclasses.replace(rec, pid=fake.pid, monitor=str(monitor), qemu=system_qemu)
         rec.save(tmp_path / "xenpvh" / "nested" / "state.json")
+        # Popen returns before the child has exec'd: its command line is Python's until then.
+        deadline = time.monotonic() + 5
+        while not rec.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         if not rec.alive():
             pytest.skip("cannot fake a live QEMU command line here")
         reused = _running_nested_host(None, "system", None)
