@@ -209,7 +209,10 @@ def _safe(name: str) -> str:
 
 @pytest.fixture
 def boot_guest(
-    request: pytest.FixtureRequest, xen_host: Any, tmp_path: Path
+    request: pytest.FixtureRequest,
+    xen_host: Any,
+    tmp_path: Path,
+    record_testsuite_property: Callable[[str, object], None],
 ) -> Callable[..., BootResult]:
     """A function that boots one profile point on the session's host through a
     `xenpvh.run.session.Session` and returns a `BootResult` (verdict + artifacts dir).
@@ -251,16 +254,25 @@ def boot_guest(
             artifacts=artifacts,
         )
         result = Session(req, host=xen_host).run()
-        _attach(request.node, result.verdict, result.artifacts, n)
+        _attach(request.node, result.verdict, result.artifacts, n, record_testsuite_property)
         return BootResult(result.verdict, result.artifacts)
 
     return boot
 
 
-def _attach(item: pytest.Item, verdict: Verdict, artifacts: Path, n: int) -> None:
-    """Stages into the test's report: user_properties (junit_family xunit1 writes them as
-    properties) and a report section (every family writes it to system-out); never
-    record_property, which pytest refuses under xunit2."""
+def _attach(
+    item: pytest.Item,
+    verdict: Verdict,
+    artifacts: Path,
+    n: int,
+    record_suite: Callable[[str, object], None] | None = None,
+) -> None:
+    """A boot's verdict and stages into the JUnit file the CI server reads, valid in every
+    junit_family: xunit2 (pytest's default, the schema Jenkins and GitLab read) has no
+    testcase properties, so there they become testsuite properties named after the test
+    (`record_testsuite_property`); xunit1 gets testcase properties (`user_properties`).
+    Never `record_property`, which pytest refuses under xunit2.  A report section carries
+    the same lines to the terminal and, with junit_logging, to system-out."""
     prefix = f"xenpvh.{n}." if n else "xenpvh."
     props = [
         (f"{prefix}verdict", str(verdict.verdict)),
@@ -272,5 +284,10 @@ def _attach(item: pytest.Item, verdict: Verdict, artifacts: Path, n: int) -> Non
         t = "" if s.t is None else f" t={s.t:.2f}s"
         props.append((f"{prefix}stage.{s.name}", f"{s.status}{t}"))
         lines.append(f"{s.name:<12} {s.status}{t}")
-    item.user_properties.extend(props)
+    if item.config.getini("junit_family") == "xunit2":
+        if record_suite is not None:
+            for name, value in props:
+                record_suite(f"{item.nodeid}::{name}", value)
+    else:
+        item.user_properties.extend(props)
     item.add_report_section("call", f"xenpvh boot {n}", "\n".join(lines))
