@@ -157,3 +157,48 @@ def test_host_provision_is_a_real_command(capsys: pytest.CaptureFixture[str]) ->
 def test_provision_extra_vars_are_checked(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["host", "provision", "ssh://root@box", "-e", bad])
     assert rc == EXIT_BLOCKED and "--extra-vars" in capsys.readouterr().err
+
+
+def test_host_provision_prints_the_recap_as_one_json_object(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the ansible live test reads: the recap counts and the log, from the command."""
+    import xenpvh.provision as provision
+    from xenpvh.provision import ProvisionResult
+
+    seen: dict[str, object] = {}
+
+    def fake_provision_ssh(address: str, **kw: object) -> ProvisionResult:
+        seen.update(kw, address=address)
+        return ProvisionResult(changed=3, ok=40, failed=0, log=tmp_path / "p.log")
+
+    monkeypatch.setattr(provision, "provision_ssh", fake_provision_ssh)
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text('{"xen_host_libvirt": false}')
+    rc = main(
+        [
+            "host",
+            "provision",
+            "ssh://root@box",
+            "-e",
+            f"@{vars_file}",
+            "-e",
+            "a=b",
+            "--log",
+            str(tmp_path / "p.log"),
+            "--format",
+            "json",
+        ]
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert doc == {
+        "address": "ssh://root@box",
+        "ok": 40,
+        "changed": 3,
+        "failed": 0,
+        "unreachable": 0,
+        "log": str(tmp_path / "p.log"),
+    }
+    assert seen["extra_vars"] == {"xen_host_libvirt": False, "a": "b"}
+    assert seen["log"] == tmp_path / "p.log"
