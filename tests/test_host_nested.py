@@ -587,7 +587,7 @@ def test_boot_reuses_only_an_up_host_running_the_asked_xen(
     """`xenpvh boot` uses the host `xenpvh host nested up` left running (a real process
     standing in for QEMU: alive() checks the pid's command line), unless it runs another Xen
     or XENPVH_NESTED_FRESH=1 asks for a fresh one."""
-    from xenpvh.frontend import _running_nested_host
+    from xenpvh.host.open import running_nested_host as _running_nested_host
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.delenv("XENPVH_NESTED_FRESH", raising=False)
