@@ -202,3 +202,26 @@ def test_host_provision_prints_the_recap_as_one_json_object(
     }
     assert seen["extra_vars"] == {"xen_host_libvirt": False, "a": "b"}
     assert seen["log"] == tmp_path / "p.log"
+
+
+def test_sigterm_takes_the_interrupt_path_and_exits_143() -> None:
+    """What CI runners and systemd send: no traceback, a documented exit code.  (`check -`
+    waits on its standard input, a pipe we never close.)"""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xenpvh", "check", "-", "--profile", "linux-pvh"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)  # past the imports, into the read
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err

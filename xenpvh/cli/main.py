@@ -7,8 +7,10 @@ and presents what comes back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,6 +20,19 @@ from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 
 EXIT_PASS, EXIT_FAIL, EXIT_BLOCKED, EXIT_BROKEN, EXIT_BUG = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI runners, systemd, timeout(1)) taking the Ctrl-C path: the guest is
+    destroyed, the nested host stopped and the verdict written before the command exits."""
+
+    reason = "terminated (SIGTERM)"
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
 
 EPILOG = """\
 exit status:
@@ -27,6 +42,7 @@ exit status:
   3  broken             infrastructure failed (host unreachable, QEMU died, xenstored dead)
   4  internal error     a bug of xenpvh; the traceback is in a log file (its path is printed)
   130 interrupted       Ctrl-C / SIGINT
+  143 terminated        SIGTERM (cleaned up as after Ctrl-C)
 
 environment:
   XDG_CACHE_HOME        build cache, nested host image and logs under $XDG_CACHE_HOME/xenpvh
@@ -262,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xenpvh.cli.console import err_console, print_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding program)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)
     err = err_console()
@@ -285,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error(err, "blocked", e)
         fail_json("blocked", str(e))
         return EXIT_BLOCKED
+    except Terminated:
+        print_error(err, "terminated", "SIGTERM")
+        fail_json("broken", "terminated (SIGTERM)")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print_error(err, "interrupted", "Ctrl-C")
         fail_json("broken", "interrupted")

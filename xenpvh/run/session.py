@@ -148,8 +148,9 @@ class Session:
                 return self._without_boot(value, str(e))
             # The host went away after the runs (closing it failed): the runs stand.
             log.warning("after the runs: %s", e)
-        except KeyboardInterrupt:
-            self._write_interrupted("interrupted (KeyboardInterrupt)")
+        except KeyboardInterrupt as e:
+            # A front end may say what interrupted it (the CLI's SIGTERM does).
+            self._write_interrupted(str(getattr(e, "reason", "interrupted (KeyboardInterrupt)")))
             raise
         except Exception as e:
             self._write_interrupted(f"internal error: {type(e).__name__}: {e}", bug=True)
