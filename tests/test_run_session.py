@@ -131,3 +131,22 @@ def test_ctrl_c_leaves_a_verdict_json_and_no_guest(host, kit, tmp_path) -> None:
     doc = json.loads((tmp_path / "art" / "verdict.json").read_text())
     assert doc["verdict"] == "broken" and "interrupted" in doc["reason"]
     assert not [p for p in os.listdir(tmp_path / "art") if p.startswith(".")]  # no temp files
+
+
+def test_an_interrupt_that_says_why_is_named_in_the_verdict(host, kit, tmp_path) -> None:
+    """The CLI's SIGTERM arrives as a KeyboardInterrupt carrying its reason."""
+    host.console = GOOD
+
+    class Terminated(KeyboardInterrupt):
+        reason = "terminated (SIGTERM)"
+
+    def stop(ev: object) -> None:
+        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
+            raise Terminated
+
+    s = _session(host, kit, artifacts=tmp_path / "art")
+    s.on_event = stop
+    with pytest.raises(Terminated):
+        s.run()
+    doc = json.loads((tmp_path / "art" / "verdict.json").read_text())
+    assert doc["verdict"] == "broken" and doc["reason"] == "terminated (SIGTERM)"
