@@ -19,6 +19,7 @@ from xenpvh.check.verdict import Verdict, VerdictValue
 from xenpvh.host.base import EmulationFault, emulation_faults
 from xenpvh.host.nested import TCG_FAULTS, NestedHost
 from xenpvh.profile import load_profile
+from xenpvh.run.events import VerdictEvent
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import AttemptEvent, Session
 
@@ -120,9 +121,14 @@ def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(kit, tmp_path
     art.mkdir()
     (art / "host-serial.log").write_text("Xen\n")
 
+    at_verdict: list[dict] = []
+
     def on_event(e: object) -> None:
         if isinstance(e, AttemptEvent):
             host.console = GOOD  # the next attempt's guest boots fine
+        if isinstance(e, VerdictEvent) and e.verdict == "pass":
+            # Written before the destroy, it already lists every attempt.
+            at_verdict.append(json.loads((art / "verdict.json").read_text()))
 
     try:
         result = _session(host, kit, tmp_path, on_event=on_event).run()
@@ -134,6 +140,7 @@ def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(kit, tmp_path
     assert v.meta["attempts"][0]["emulation_fault"] == "tcg-svm-double-delivery"
     saved = json.loads((art / "verdict.json").read_text())
     assert saved["verdict"] == "pass"
+    assert [a["verdict"] for a in at_verdict[0]["attempts"]] == ["broken", "pass"]
     assert [a["verdict"] for a in saved["attempts"]] == ["broken", "pass"]
     assert b"ENTRY_TRAMPOLINE" in (art / "attempt-1" / "console.log").read_bytes()
     assert json.loads((art / "attempt-1" / "verdict.json").read_text())["verdict"] == "broken"

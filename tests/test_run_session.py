@@ -117,36 +117,32 @@ def test_bad_input_is_blocked_before_any_host(host, kit, tmp_path, kw, needle) -
     assert host.calls == []
 
 
-def test_ctrl_c_leaves_a_verdict_json_and_no_guest(host, kit, tmp_path) -> None:
+class Terminated(KeyboardInterrupt):
+    """What the CLI raises on SIGTERM: a KeyboardInterrupt carrying its reason."""
+
+    reason = "terminated (SIGTERM)"
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "reason"),
+    [
+        (KeyboardInterrupt, "interrupted (KeyboardInterrupt)"),
+        (Terminated, "terminated (SIGTERM)"),
+    ],
+)
+def test_an_interrupt_leaves_a_verdict_json_naming_it_and_no_guest(
+    host, kit, tmp_path, interrupt: type[KeyboardInterrupt], reason: str
+) -> None:
     host.console = GOOD
-
-    def interrupt(ev: object) -> None:
-        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
-            raise KeyboardInterrupt
-
-    s = _session(host, kit, artifacts=tmp_path / "art")
-    s.on_event = interrupt
-    with pytest.raises(KeyboardInterrupt):
-        s.run()
-    doc = json.loads((tmp_path / "art" / "verdict.json").read_text())
-    assert doc["verdict"] == "broken" and "interrupted" in doc["reason"]
-    assert not [p for p in os.listdir(tmp_path / "art") if p.startswith(".")]  # no temp files
-
-
-def test_an_interrupt_that_says_why_is_named_in_the_verdict(host, kit, tmp_path) -> None:
-    """The CLI's SIGTERM arrives as a KeyboardInterrupt carrying its reason."""
-    host.console = GOOD
-
-    class Terminated(KeyboardInterrupt):
-        reason = "terminated (SIGTERM)"
 
     def stop(ev: object) -> None:
         if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
-            raise Terminated
+            raise interrupt
 
     s = _session(host, kit, artifacts=tmp_path / "art")
     s.on_event = stop
-    with pytest.raises(Terminated):
+    with pytest.raises(interrupt):
         s.run()
     doc = json.loads((tmp_path / "art" / "verdict.json").read_text())
-    assert doc["verdict"] == "broken" and doc["reason"] == "terminated (SIGTERM)"
+    assert doc["verdict"] == "broken" and doc["reason"] == reason
+    assert not [p for p in os.listdir(tmp_path / "art") if p.startswith(".")]  # no temp files

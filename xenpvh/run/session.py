@@ -254,7 +254,8 @@ class Session:
                 # The verdict is known and the guest not yet destroyed: if no other attempt
                 # follows, the reports are written now.
                 if not retryable(verdict) or n == total:
-                    self._write(self._decide([*self.attempts, verdict]))
+                    attempts = [*self.attempts, verdict]
+                    self._write(self._decide(attempts), attempts)
 
             run = BootRun(
                 host,
@@ -286,33 +287,50 @@ class Session:
         if len(attempts) > 1:
             verdict.meta["attempts"] = [
                 {
-                    "attempt": i,
-                    "verdict": str(v.verdict),
-                    "reason": v.reason,
-                    "emulation_fault": v.meta.get("emulation_fault"),
-                    "artifacts": self.attempt_dirs[i - 1]
-                    if i - 1 < len(self.attempt_dirs)
-                    else None,
+                    "attempt": a.number,
+                    "verdict": a.verdict,
+                    "reason": a.reason,
+                    "emulation_fault": a.emulation_fault,
+                    "artifacts": a.artifacts,
                 }
-                for i, v in enumerate(attempts, start=1)
+                for a in self._attempt_records(attempts)
             ]
         if self.artifacts is not None:
             verdict.meta["artifacts"] = str(self.artifacts)
         verdict.meta.setdefault("session_id", self.run_id)
         return verdict
 
+    def _attempt_records(self, attempts: list[Verdict]) -> tuple[Any, ...]:
+        """Each attempt as the reports list it (`xenpvh.report.Attempt`); the last one's
+        files are the run directory itself, earlier ones' are in `attempt-N/`."""
+        from xenpvh.report import Attempt
+
+        return tuple(
+            Attempt(
+                number=i,
+                verdict=str(v.verdict),
+                reason=v.reason,
+                emulation_fault=v.meta.get("emulation_fault"),  # type: ignore[arg-type]
+                artifacts=self.attempt_dirs[i - 1] if i - 1 < len(self.attempt_dirs) else None,
+            )
+            for i, v in enumerate(attempts, start=1)
+        )
+
     def _finish(self) -> SessionResult:
-        verdict = self._decide(self.attempts) if self.attempts or self.hypervisor else None
-        if verdict is None:  # pragma: no cover - run() always boots or fails the hypervisor
-            raise AssertionError("session finished without a verdict")
-        reports = self._write(verdict)
+        # run() gets here with attempts, or with a failed hypervisor stage and none.
+        verdict = self._decide(self.attempts)
+        reports = self._write(verdict, self.attempts)
         assert self.artifacts is not None
         return SessionResult(verdict, self.artifacts, reports)
 
+    def _unreached(self, value: VerdictValue, reason: str) -> Verdict:
+        """A verdict with the profile's stages, none reached (nothing of the guest ran)."""
+        stages = [StageResult(s.name) for s in self.profile.stages] if self.profile else []
+        return Verdict(value, reason, stages=stages)
+
     def _without_boot(self, value: VerdictValue, reason: str) -> SessionResult:
         """Blocked or broken before any guest ran: the profile's stages, none reached."""
-        stages = [StageResult(s.name) for s in self.profile.stages] if self.profile else []
-        verdict = Verdict(value, reason, stages=stages)
+        verdict = self._unreached(value, reason)
         if self.hypervisor is not None:
             verdict.stages.insert(0, self.hypervisor)
         if self.artifacts is None:
@@ -331,8 +349,7 @@ class Session:
         if self.artifacts is None:
             return
         with contextlib.suppress(Exception):
-            stages = [StageResult(s.name) for s in self.profile.stages] if self.profile else []
-            v = Verdict(VerdictValue.BROKEN, reason, stages=stages)
+            v = self._unreached(VerdictValue.BROKEN, reason)
             if bug:
                 v.meta["traceback"] = traceback.format_exc(limit=30)
             self._write(v)
@@ -345,20 +362,19 @@ class Session:
             return point_name(self.request.toolstack, self.point)
         return f"{self.request.toolstack}-point"
 
-    def report_for(self, verdict: Verdict) -> Any:
-        """The one writer's input for `verdict` (a `xenpvh.report.RunReport`)."""
-        from xenpvh.report import Attempt, RunReport
+    def report_for(
+        self,
+        verdict: Verdict,
+        attempts: list[Verdict] | None = None,
+        *,
+        run_id: str | None = None,
+        artifacts: Path | None = None,
+    ) -> Any:
+        """The one writer's input for `verdict` (a `xenpvh.report.RunReport`); `attempts`
+        are the verdicts it was decided from (default: the attempts so far)."""
+        from xenpvh.report import RunReport
 
-        attempts = tuple(
-            Attempt(
-                number=i,
-                verdict=str(v.verdict),
-                reason=v.reason,
-                emulation_fault=v.meta.get("emulation_fault"),  # type: ignore[arg-type]
-                artifacts=self.attempt_dirs[i - 1] if i - 1 < len(self.attempt_dirs) else None,
-            )
-            for i, v in enumerate(self.attempts, start=1)
-        )
+        records = self._attempt_records(self.attempts if attempts is None else attempts)
         timings = {
             k: v for k, v in verdict.meta.items() if k.endswith("_s") and isinstance(v, float)
         }
@@ -366,37 +382,27 @@ class Session:
             verdict=verdict,
             profile=self.profile.name if self.profile else str(self.request.profile),
             point=self.point_name,
-            run_id=self.run_id,
+            run_id=run_id or self.run_id,
             host=self.host_name,
             started_at=self.started_at,
             finished_at=time.time(),
-            artifacts=self.artifacts,
-            attempts=attempts if len(attempts) > 1 else (),
+            artifacts=artifacts or self.artifacts,
+            attempts=records if len(records) > 1 else (),
             timings=timings,
         )
 
-    def _write(self, verdict: Verdict) -> dict[str, Path]:
+    def _write(self, verdict: Verdict, attempts: list[Verdict] | None = None) -> dict[str, Path]:
         from xenpvh.report import write_reports
 
         assert self.artifacts is not None
-        return write_reports(self.report_for(verdict))
+        return write_reports(self.report_for(verdict, attempts))
 
     def _write_attempt(self, verdict: Verdict, n: int, where: Path) -> None:
         """An earlier attempt's directory gets its own reports, so it reads on its own."""
-        from xenpvh.report import RunReport, write_reports
+        from xenpvh.report import write_reports
 
-        assert self.profile is not None and self.point is not None
         write_reports(
-            RunReport(
-                verdict=verdict,
-                profile=self.profile.name,
-                point=self.point_name,
-                run_id=f"{self.run_id}-attempt{n}",
-                host=self.host_name,
-                started_at=self.started_at,
-                finished_at=time.time(),
-                artifacts=where,
-            )
+            self.report_for(verdict, [], run_id=f"{self.run_id}-attempt{n}", artifacts=where)
         )
 
     # -- helpers ----------------------------------------------------------------------------
