@@ -165,3 +165,23 @@ def test_check_file_strict_keyword(tmp_path: Path) -> None:
     log.write_bytes(CONSOLE)
     assert check_file(log, LINUX, 2, 1, 1).verdict is VerdictValue.PASS
     assert check_file(log, LINUX, 2, 1, 1, strict_devices=True).failed_stage == "xenbus"
+
+
+# Lines only xenpvh's own guest kit prints (xenpvh/build/guestkit.py INIT_TEMPLATE).
+KIT_ONLY = [
+    "xenpvh-init: started, kernel 6.1.0-18-amd64",
+    "xenpvh-init: netfront eth0 up",
+    "xenpvh-init: /dev/xvda mounted on /mnt",
+]
+
+
+def test_no_shipped_profile_relies_on_the_guest_kits_own_lines() -> None:
+    """A verdict must be right for guests xenpvh did not build: no pattern of any shipped
+    profile may match a line only the guest kit prints (its `login:` prompt is getty's)."""
+    from xenpvh.profile import list_profiles
+
+    for profile in list_profiles():
+        patterns = [p for s in profile.stages for p in s.patterns()]
+        for line in KIT_ONLY:
+            hits = [p.name for p in patterns if p.regex.search(line)]
+            assert hits == [], (profile.name, line, hits)
