@@ -151,6 +151,8 @@ def test_notices_are_bounded() -> None:
 
 LINUX_NOT_PVH = [
     ("pv-boot", "[    0.000000] Booting paravirtualized kernel on Xen"),
+    ("pv-boot", "[    0.000000] Booting kernel on Xen"),  # newer banner
+    ("hvm-boot", "[    0.000000] Booting kernel on Xen HVM"),
     ("pv-hypervisor", "[    0.000000] Hypervisor detected: Xen PV"),
     ("hvm-boot", "[    0.000000] Booting paravirtualized kernel on Xen HVM"),
     ("hvm-firmware", "[    0.000000] DMI: Xen HVM domU, BIOS 4.17.5 01/01/2024"),

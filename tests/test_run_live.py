@@ -158,7 +158,10 @@ def test_missing_init_fails_on_the_panic_line(host, profile, guest_kit, tmp_path
     _record_times("rdinit-missing", v)
     assert v.verdict == VerdictValue.FAIL, v.reason
     assert "deadline" not in v.reason.lower(), v.reason
-    assert "panic" in v.reason.lower(), v.reason
+    # The panic names the root mount ("VFS: Unable to mount root fs" / "No working init
+    # found"): blamed on root-mount, whatever stage was in progress.
+    assert v.reason.startswith("forbidden pattern"), v.reason
+    assert v.failed_stage == "root-mount", v.reason
     failed = next(s for s in v.stages if s.name == v.failed_stage)
     assert "Kernel panic" in failed.evidence, failed
 

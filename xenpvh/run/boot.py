@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import math
 import re
 import secrets
 import threading
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GUESTKIT_PREFIX = "@guestkit:"
+# Seconds between XenStore device readings while the guest still probes its devices.
+XENSTORE_POLL_WAITING = 2.0
 # Console lines longer than this are split when looking for a host's emulation faults.
 MAX_FAULT_LINE = 64 * 1024
 
@@ -437,7 +440,9 @@ class BootRun:
         now = time.monotonic()
         if now < check.next_poll:
             return
-        check.next_poll = now + 0.5
+        # Before the grace is armed the guest is still probing its devices and dom0 is busy
+        # with their hotplug: read XenStore gently then, briskly once only it is awaited.
+        check.next_poll = now + (XENSTORE_POLL_WAITING if check.deadline == math.inf else 0.5)
         assert self.domain is not None and self.spec is not None
         xs = self._xenstore()
         devices = xs.device_states(self.domain.domid)
