@@ -45,7 +45,7 @@ from xenpvh.util.fs import atomic_write_text, cache_root, flock, sha256_bytes, s
 log = logging.getLogger(__name__)
 
 # Bump when the build steps change in a way the key would not otherwise see.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SUITE = "bookworm"
 HOSTNAME = "debian12-pvh"
 # The guest's disk: whole-disk ext4 (a partition table would only add a step to both boot
@@ -358,6 +358,10 @@ class DebianGuestBuilder:
             for stale in [*self.cache.glob(".tmp-*"), self.cache / key]:
                 _rmtree_quiet(stale)
             guest = self._build(key, versions)
+            # Entries of older recipes or versions are of no further use (~250 MB each).
+            for old in self.cache.iterdir():
+                if old.name != key and re.fullmatch(r"[0-9a-f]{24}", old.name):
+                    _rmtree_quiet(old)
         return GuestBuildReport(guest, False, time.monotonic() - t0)
 
     def _versions(self) -> dict[str, str]:
@@ -542,6 +546,16 @@ class DebianGuestBuilder:
         }
 
     def _clean(self, root: Path) -> None:
+        # The dpkg excludes, applied to what debootstrap's first stage unpacked without dpkg.
+        for d in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale"):
+            for p in sorted((root / d).rglob("*"), reverse=True):
+                if p.name == "copyright" and d == "usr/share/doc":
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    with contextlib.suppress(OSError):
+                        p.rmdir()  # kept when a copyright file is left inside
+                else:
+                    p.unlink()
         for d in ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/debconf"):
             for p in (root / d).glob("*"):
                 if p.is_file() and p.suffix in {".deb", ""} | {".bin", ".dat-old"}:
