@@ -348,9 +348,9 @@ class BootRun:
         remote.upload(self.host, uploads, list(self._scripts.values()))
         for orig, d in zip(point.disks, disks, strict=True):
             if d.vdev in images:
-                base, sent = guest_disk.ensure_on_host(self.host, images[d.vdev], self.remote_root)
+                base, took = guest_disk.ensure_on_host(self.host, images[d.vdev], self.remote_root)
                 copied = guest_disk.copy_for_run(self.host, base, d.target)
-                self.disk_copies[d.vdev] = {"send_s": round(sent, 3), "copy_s": round(copied, 3)}
+                self.disk_copies[d.vdev] = {**took, "copy_s": round(copied, 3)}
                 continue
             if orig.target:
                 if not self.host.run(["test", "-e", d.target]).ok:

@@ -42,24 +42,27 @@ class PackedImage:
         return f"{remote_root}/{IMAGES_DIR}/{self.sha256[:16]}-{self.name}"
 
 
-def ensure_on_host(host: Host, image: PackedImage, remote_root: str) -> tuple[str, float]:
-    """The image's path on the host (sent and unpacked when missing) and the seconds that
-    took (0.0 when it was there)."""
+def ensure_on_host(
+    host: Host, image: PackedImage, remote_root: str
+) -> tuple[str, dict[str, float]]:
+    """The image's path on the host (sent and unpacked when missing) and the seconds the
+    send and the unpack took (both 0.0 when it was there)."""
     base = image.remote_path(remote_root)
     if host.run(["test", "-s", base]).ok:
-        return base, 0.0
+        return base, {"send_s": 0.0, "unpack_s": 0.0}
     t0 = time.monotonic()
     host.run(["mkdir", "-p", "--", f"{remote_root}/{IMAGES_DIR}"], check=True)
     pack_remote = f"{base}.tar.gz"
     host.put(image.pack, pack_remote, mode=0o644)
+    t1 = time.monotonic()
     host.run(
         ["sh", "-c", UNPACK_SCRIPT, "sh", pack_remote, image.member, base],
         check=True,
         timeout=900,
     )
-    seconds = time.monotonic() - t0
-    log.info("sent %s to %s in %.1f s", image.pack.name, base, seconds)
-    return base, seconds
+    took = {"send_s": round(t1 - t0, 3), "unpack_s": round(time.monotonic() - t1, 3)}
+    log.info("sent %s to %s: %s", image.pack.name, base, took)
+    return base, took
 
 
 def copy_for_run(host: Host, base: str, dest: str) -> float:
