@@ -198,3 +198,33 @@ def test_an_unknown_image_is_blocked(host, guest, tmp_path) -> None:
     _, v = _boot(host, guest, tmp_path, dataclasses.replace(point, disks=(bad,)))
     assert v.verdict == VerdictValue.BLOCKED
     assert "@debian-guest:floppy" in v.reason
+
+
+# --------------------------------------------------------------------------- real consoles
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+@pytest.mark.parametrize(
+    ("sample", "profile", "vcpus"),
+    [
+        ("debian12-systemd-pvh-login.log", "debian-pvh", 1),
+        ("debian12-systemd-pvh-grub-login.log", "debian-pvh-grub", 2),
+    ],
+)
+def test_real_debian_consoles_pass_offline(sample: str, profile: str, vcpus: int) -> None:
+    """Consoles of the guest on the nested host (kernel from the image; through PVH GRUB)."""
+    from xenpvh.check.checker import check_file
+
+    v = check_file(SAMPLES / sample, load_profile(profile), vcpus=vcpus, disks=1, vifs=1)
+    assert v.verdict == VerdictValue.PASS, v.reason
+    text = (SAMPLES / sample).read_text(errors="replace")
+    # What Debian's 6.1 kernel prints per device: blkfront one line per disk; for the vif
+    # only the rename udev asks for (net/core), nothing from netfront itself.
+    assert "blkfront: xvda: flush diskcache" in text
+    assert "vif vif-0 enX0: renamed from eth0" in text
+    # A PVH boot that Linux names "Xen HVM" as the hypervisor it detected: that line is not
+    # a sign of an HVM guest (the x86 hypervisor entry is the same for both).
+    assert "Hypervisor detected: Xen HVM" in text
+    assert "kernel on Xen PVH" in text
