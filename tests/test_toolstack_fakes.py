@@ -54,6 +54,7 @@ class FakeXenHost:
         self.console_delay = 0.02
         self.children: list[pexpect.spawn] = []
         self.fail: dict[str, CommandResult] = {}  # argv[0:2] joined -> canned failure
+        self.interfaces: set[str] = {"lo", "eth0", "xenbr0"}  # /sys/class/net/*
 
     # -- Host protocol ----------------------------------------------------------------------
 
@@ -175,12 +176,15 @@ class FakeXenHost:
             return err(f"fake xl: unknown {argv}")
         if cmd == "sh" and args[0] == "-c":
             # The run's shell snippets, by their text (data comes as positional args).
-            from xenpvh.run.remote import MISSING_SCRIPT, SCRATCH_SCRIPT
+            from xenpvh.run.remote import MISSING_SCRIPT, NO_IFACE_SCRIPT, SCRATCH_SCRIPT
 
             script, params = args[1], args[3:]
             if script == MISSING_SCRIPT:
                 gone = [p for p in params if not self.files.get(p)]
                 return ok("".join(f"{p}\n" for p in gone).encode())
+            if script == NO_IFACE_SCRIPT:
+                gone = [b for b in params if b not in self.interfaces]
+                return ok("".join(f"{b}\n" for b in gone).encode())
             if script == SCRATCH_SCRIPT:
                 self.files[params[1]] = b""
                 return self.run(tuple(params[2:]))  # as the shell would run it

@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
     g.add_argument("--cache-dir", default=None)
     g.set_defaults(func=c.cmd_build_guestkit)
+    from xenpvh.cli import debian_guest
+
+    debian_guest.add_parser(bsub)
     return parser
 
 

@@ -36,7 +36,7 @@ from xenpvh.host.base import Host, emulation_faults
 from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.profile.model import Profile
-from xenpvh.run import lease, remote
+from xenpvh.run import guest_disk, lease, remote
 from xenpvh.run.devices import XENBUS_STAGE, DeviceCheck, device_failure
 from xenpvh.run.events import (
     TRANSITIONS,
@@ -61,6 +61,7 @@ from xenpvh.toolstack.xenstore import XenStore
 from xenpvh.util.fs import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
+    from xenpvh.build.debian_guest import DebianGuest
     from xenpvh.build.guestkit import GuestKit
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 GUESTKIT_PREFIX = "@guestkit:"
 # Seconds between XenStore device readings while the guest still probes its devices.
 XENSTORE_POLL_WAITING = 2.0
+# Files of the Debian guest (xenpvh.build.debian_guest): vmlinuz, initrd, grub, disk.
+DEBIAN_GUEST_PREFIX = "@debian-guest:"
 # Console lines longer than this are split when looking for a host's emulation faults.
 MAX_FAULT_LINE = 64 * 1024
 
@@ -143,6 +146,9 @@ class BootRun:
         self._early_dump: tuple[float, str] | None = None
         self._early_dump_thread: threading.Thread | None = None
         self._decided_pass = False
+        self._debian_guest: DebianGuest | None = None
+        # vdev -> seconds the per-run copy of a built disk image took (and its first send).
+        self.disk_copies: dict[str, dict[str, float]] = {}
 
     # -- state machine ----------------------------------------------------------------------
 
@@ -243,7 +249,26 @@ class BootRun:
                     f"{what} {value!r}: unknown guest kit item {key!r} (known: vmlinuz, initrd)"
                 )
             return Path(paths[key])
+        if value.startswith(DEBIAN_GUEST_PREFIX):
+            return self._debian_guest_files().item(value[len(DEBIAN_GUEST_PREFIX) :])
         return Path(value).expanduser()
+
+    def _debian_guest_files(self) -> DebianGuest:
+        if self._debian_guest is None:
+            from xenpvh.build.debian_guest import ensure_debian_guest
+
+            self._debian_guest = ensure_debian_guest()
+        return self._debian_guest
+
+    def _disk_image(self, target: str, vdev: str) -> guest_disk.PackedImage:
+        """The built image a disk's `@...` target names (only the Debian guest's disk)."""
+        if target != f"{DEBIAN_GUEST_PREFIX}disk":
+            raise BlockedError(
+                f"disk {vdev}: target {target!r} names no built image "
+                f"(known: {DEBIAN_GUEST_PREFIX}disk)"
+            )
+        guest = self._debian_guest_files()
+        return guest_disk.PackedImage(guest.disk_pack, guest.disk.name, guest.disk_sha256)
 
     def _guest_kit(self) -> GuestKit:
         if callable(self.guest_kit):
@@ -278,6 +303,11 @@ class BootRun:
                 )
             if d.size_mb is not None and not 1 <= d.size_mb <= 64 * 1024:
                 raise BlockedError(f"disk {d.vdev}: size_mb {d.size_mb} out of range 1-65536")
+        images = {
+            d.vdev: self._disk_image(d.target, d.vdev)
+            for d in point.disks
+            if remote.is_image_ref(d.target)
+        }
 
         kernels_dir = f"{self.remote_root}/kernels"
         spec = remote_paths(
@@ -302,7 +332,15 @@ class BootRun:
         # 2. Render for the Xen this host runs (RenderError: blocked, still nothing made).
         self.prepared = self.toolstack.prepare(self.spec)
         atomic_write_text(self.artifacts / self.prepared.filename, self.prepared.config)
-        # 3. Side effects on the host.
+        # 3. Side effects on the host, once it is known to have every vif's bridge (a bridge
+        # the host lacks is our input being wrong for this host: blocked, nothing made).
+        bridges = sorted({v.bridge for v in self.spec.vifs})
+        lacking = remote.missing_interfaces(self.host, bridges)
+        if lacking:
+            raise BlockedError(
+                f"vif bridge(s) {', '.join(lacking)} do not exist on host {self.host.name} "
+                f"(no such network interface; vifs: {', '.join(v.bridge for v in self.spec.vifs)})"
+            )
         dirs = [kernels_dir, self.run_dir, "/var/lock"]
         if self._scripts:
             dirs.append(f"{self.remote_root}/scripts")
@@ -312,6 +350,11 @@ class BootRun:
         self._sweep()
         remote.upload(self.host, uploads, list(self._scripts.values()))
         for orig, d in zip(point.disks, disks, strict=True):
+            if d.vdev in images:
+                base, took = guest_disk.ensure_on_host(self.host, images[d.vdev], self.remote_root)
+                copied = guest_disk.copy_for_run(self.host, base, d.target)
+                self.disk_copies[d.vdev] = {**took, "copy_s": round(copied, 3)}
+                continue
             if orig.target:
                 if not self.host.run(["test", "-e", d.target]).ok:
                     raise BlockedError(f"disk {d.vdev}: target {d.target} does not exist")
@@ -641,6 +684,8 @@ class BootRun:
             }
         if self.swept:
             meta["swept_stale_domains"] = self.swept
+        if self.disk_copies:
+            meta["disk_copies"] = self.disk_copies
         if self.collect_errors:
             meta["collect_errors"] = self.collect_errors
         return meta
@@ -664,6 +709,7 @@ def _stage_names(profile: Any) -> list[str]:
 
 
 __all__ = [
+    "DEBIAN_GUEST_PREFIX",
     "DOMAIN_PREFIX",
     "GUESTKIT_PREFIX",
     "LEASE_FIND",

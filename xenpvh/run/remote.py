@@ -16,6 +16,8 @@ REMOTE_ROOT = "/var/lib/xenpvh"
 # Shell snippets run with their data as positional arguments (never in the script text).
 MISSING_SCRIPT = 'for f do [ -s "$f" ] || printf "%s\\n" "$f"; done'
 SCRATCH_SCRIPT = 'truncate -s "$1" -- "$2" && shift 2 && "$@"'
+# Prints each argument that names no network interface on the host (a vif's bridge).
+NO_IFACE_SCRIPT = 'for b do [ -e "/sys/class/net/$b" ] || printf "%s\\n" "$b"; done'
 # Only these can be made on the host without extra tools; others must be given as targets.
 SCRATCH_FS = {"ext4": ["mkfs.ext4", "-q", "-F"]}
 
@@ -30,12 +32,15 @@ def remote_paths(
     remote_root: str = REMOTE_ROOT,
 ) -> DomainSpec:
     """`point` with the host-side paths a run gives it: kernel and ramdisk in the
-    content-addressed `kernels/` (`<id>-<name>`), scratch disks in the run's directory.
+    content-addressed `kernels/` (`<id>-<name>`), scratch disks and per-run copies of built
+    images (`@...` targets) in the run's directory.
     Pure: `xenpvh config render` previews a run's config with it."""
     run_dir = f"{remote_root}/runs/{run_id}"
     kernels_dir = f"{remote_root}/kernels"
     disks = tuple(
-        d if d.target else dataclasses.replace(d, target=f"{run_dir}/{d.vdev}.img", format="raw")
+        d
+        if d.target and not is_image_ref(d.target)
+        else dataclasses.replace(d, target=f"{run_dir}/{d.vdev}.img", format="raw")
         for d in point.disks
     )
     return dataclasses.replace(
@@ -44,6 +49,19 @@ def remote_paths(
         ramdisk=f"{kernels_dir}/{kernel_id(ramdisk)}-{ramdisk.name}" if ramdisk else None,
         disks=disks,
     )
+
+
+def is_image_ref(target: str) -> bool:
+    """A disk target naming a built image (`@debian-guest:disk`), not a path on the host."""
+    return target.startswith("@")
+
+
+def missing_interfaces(host: Host, names: Sequence[str]) -> list[str]:
+    """Which of `names` (vif bridges) are no network interface on the host."""
+    if not names:
+        return []
+    r = host.run(["sh", "-c", NO_IFACE_SCRIPT, "sh", *names], timeout=60, check=True)
+    return [line for line in r.out.splitlines() if line in names]
 
 
 def missing(host: Host, paths: list[str]) -> set[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from xenpvh.errors import BlockedError
 from xenpvh.host.request import HostRequest
+from xenpvh.profile.domain import DiskSpec, VifSpec
 
 # Bounds on what a point may ask for: far above any real PVH test guest, far below what
 # would take a host down or make a run pointless.  Named in the error when exceeded.
@@ -54,6 +55,9 @@ class BootRequest:
     timeout: float = 900.0
     # A name for the run's reports (JUnit testsuite/classname); derived when None.
     point_name: str | None = None
+    # The point's disks and vifs instead of the profile's (None: the profile's).
+    disks: tuple[DiskSpec, ...] | None = None
+    vifs: tuple[VifSpec, ...] | None = None
 
     def validate(self) -> None:
         """BlockedError naming the first thing wrong with the request itself."""

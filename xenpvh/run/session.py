@@ -172,6 +172,8 @@ class Session:
             kernel=req.kernel,
             ramdisk=req.ramdisk,
             cmdline=cmdline,
+            disks=req.disks,
+            vifs=req.vifs,
         )
         if req.xen_build is not None:
             from xenpvh.build.tree import TreeSpec
