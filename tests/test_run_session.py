@@ -105,6 +105,8 @@ def test_blocked_request_touches_no_host_and_leaves_no_directory(host, kit, tmp_
         ({"memory_mb": 999_999_999}, "memory must be"),
         ({"cmdline_append": "x" * 100_000}, "at most 4096"),
         ({"cmdline_append": "a\nb"}, "one line"),
+        ({"cmdline_append": 'quiet" extra="x'}, "cmdline: refusing"),
+        ({"cmdline_append": "a'b"}, "cmdline: refusing"),
         ({"timeout": float("inf")}, "timeout"),
         ({"toolstack": "xm"}, "toolstack"),
         ({"host": HostRequest(qemu="nonsense")}, "--qemu"),
@@ -115,6 +117,27 @@ def test_bad_input_is_blocked_before_any_host(host, kit, tmp_path, kw, needle) -
     v = s.run().verdict
     assert v.verdict is VerdictValue.BLOCKED and needle in v.reason
     assert host.calls == []
+
+
+def test_hostile_cmdline_is_blocked_before_a_host_is_opened(kit, tmp_path) -> None:
+    """The input alone decides it: no host is opened (a nested host would boot, a lab box
+    be dialled) just to refuse it."""
+    opened: list[object] = []
+
+    def opener(req, artifacts):
+        opened.append(req)
+        raise AssertionError("a host was opened")
+
+    request = BootRequest(
+        profile="linux-pvh",
+        kernel=kit[0],
+        ramdisk=kit[1],
+        cmdline_append='x" extra="on_crash=\'preserve\'',
+        host=HostRequest(spec="ssh://root@192.0.2.1:1"),
+        artifacts=tmp_path / "art",
+    )
+    v = Session(request, open_host=opener).run().verdict
+    assert v.verdict is VerdictValue.BLOCKED and "cmdline" in v.reason and not opened
 
 
 class Terminated(KeyboardInterrupt):

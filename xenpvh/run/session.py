@@ -173,6 +173,9 @@ class Session:
             ramdisk=req.ramdisk,
             cmdline=cmdline,
         )
+        from xenpvh.run.preflight import check_renderable
+
+        check_renderable(self.point, req.toolstack)  # a hostile cmdline: blocked, no host
         if req.xen_build is not None:
             from xenpvh.build.tree import TreeSpec
 
