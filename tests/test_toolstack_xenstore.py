@@ -271,8 +271,10 @@ def test_alive_probe(xenstored: FakeXenstored, sockdir: Path) -> None:
         xs.alive()
     mute = FakeXenstored(sockdir / "mute", guest_store(), mute=True)
     try:
-        with XenStore(LocalHost(), socket_path=str(mute.path), timeout=0.5) as xs:
-            with pytest.raises(BrokenError, match="no reply within 0.5s"):
-                xs.alive()
+        with (
+            XenStore(LocalHost(), socket_path=str(mute.path), timeout=0.5) as xs,
+            pytest.raises(BrokenError, match=r"no reply within 0\.5s"),
+        ):
+            xs.alive()
     finally:
         mute.close()
