@@ -74,10 +74,8 @@ def decide_run(facts: RunFacts) -> Verdict:
         verdict.failed_stage or any(s.status is StageStatus.FAILED for s in verdict.stages)
     ):
         verdict = _unblame(verdict, verdict.verdict, verdict.reason)
-    if facts.infrastructure_problem and verdict.verdict is not VerdictValue.BLOCKED:
-        was = f"{verdict.verdict}" + (
-            f" at {verdict.failed_stage}" if verdict.failed_stage else ""
-        )
+    if facts.infrastructure_problem and verdict.verdict in (VerdictValue.FAIL, VerdictValue.PASS):
+        was = f"{verdict.verdict}" + (f" at {verdict.failed_stage}" if verdict.failed_stage else "")
         verdict = _unblame(
             verdict,
             VerdictValue.BROKEN,

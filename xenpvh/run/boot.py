@@ -45,6 +45,7 @@ from xenpvh.run.events import (
     VerdictEvent,
 )
 from xenpvh.run.lease import DOMAIN_PREFIX, LEASE_FIND, LEASE_SLACK, RUN_ID, parse_leases
+from xenpvh.run.liveness import XenStoreProbe
 from xenpvh.run.remote import (
     MISSING_SCRIPT,
     REMOTE_ROOT,
@@ -97,6 +98,7 @@ class BootRun:
         on_decided: Callable[[Verdict], None] | None = None,
         checker_factory: Callable[..., StageChecker] | None = None,
         xenstore_factory: Callable[[Host], XenStore] | None = None,
+        xenstore_probe_interval: float = 5.0,
     ) -> None:
         self.host = host
         self.profile = profile
@@ -140,6 +142,14 @@ class BootRun:
         self._early_dump: tuple[float, str] | None = None
         self._early_dump_thread: threading.Thread | None = None
         self._decided_pass = False
+        self._xs_lock = threading.Lock()  # the probe's thread may open the connection
+        # xenstored answering, whichever stage is in progress (xenpvh.run.liveness).
+        self._probe = XenStoreProbe(
+            self._xenstore,
+            host=getattr(host, "name", "host"),
+            interval=xenstore_probe_interval,
+            timeout=xenstore_timeout,
+        )
 
     # -- state machine ----------------------------------------------------------------------
 
@@ -201,7 +211,10 @@ class BootRun:
                 self._collect()
                 self.times.collected = time.monotonic()
             fault = self._host_fault() if verdict.verdict == VerdictValue.FAIL else None
-            verdict = decide_run(RunFacts(guest=verdict, host_fault=fault))
+            infra = self._infrastructure_problem(verdict)
+            verdict = decide_run(
+                RunFacts(guest=verdict, host_fault=fault, infrastructure_problem=infra)
+            )
             self._enter(RunState.REPORT)
             verdict.meta.update(self._meta())
             if self.on_decided is not None:
@@ -380,6 +393,7 @@ class BootRun:
         deadline = self.times.start + self.timeout
         capture = self.capture
         while True:
+            self._probe.check()  # BrokenError once xenstored stopped answering
             # The read doubles as the loop's pacing (it waits up to 0.1 s for bytes).
             data = capture.read(0.1)
             arrival = time.monotonic()
@@ -460,9 +474,22 @@ class BootRun:
     def _xenstore(self) -> XenStore:
         """One XenStore connection for the whole run: starting the relay costs an ssh
         channel and a python3 start on a slow dom0, too much to repeat every poll."""
-        if self._xs is None:
-            self._xs = self._exits.enter_context(self._xenstore_factory(self.host))
-        return self._xs
+        with self._xs_lock:
+            if self._xs is None:
+                self._xs = self._exits.enter_context(self._xenstore_factory(self.host))
+            return self._xs
+
+    def _infrastructure_problem(self, verdict: Verdict) -> str:
+        """xenstored's death, when it may have stalled the guest: a fail decided by a
+        deadline or an ended console (no console line as evidence) is asked about once
+        more; any verdict is, when a probe already failed."""
+        problem = self._probe.problem()
+        if problem or verdict.verdict != VerdictValue.FAIL or self.domain is None:
+            return problem
+        failed = next((s for s in verdict.stages if s.name == verdict.failed_stage), None)
+        if failed is not None and failed.evidence:
+            return ""  # the guest's own console line decided it
+        return self._probe.final()
 
     def _t(self) -> float:
         return round(time.monotonic() - self.times.start, 3)
