@@ -15,16 +15,12 @@ lease holds.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from xenpvh.host.base import Host
+from xenpvh.util.owner import current_owner, process_start, this_machine
 
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 LEASE_FIND = ("-mindepth", "2", "-maxdepth", "2", "-name", "lease")
@@ -39,49 +35,6 @@ CONSOLE_LOG = re.compile(rf"guest-{DOMAIN_PREFIX}({RUN_ID.pattern})\.log")
 ORPHAN_AGE_MIN = 30
 
 
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a lease: a process, and the machine it can be checked on."""
-
-    name: str  # host:pid, for people
-    machine: str  # boot id + PID namespace: where `pid` means this process
-    pid: int
-    started: int  # the process's start time (clock ticks after boot): pids are reused
-
-
-def _read(path: str) -> str:
-    with contextlib.suppress(OSError):
-        return Path(path).read_text().strip()
-    return ""
-
-
-def this_machine() -> str:
-    """Processes with the same value share a PID space: the kernel's boot id and the PID
-    namespace (two containers on one kernel do not)."""
-    try:
-        ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        ns = 0
-    return f"{_read('/proc/sys/kernel/random/boot_id')}/{ns}"
-
-
-def process_start(pid: int, proc: Path = Path("/proc")) -> int | None:
-    """Field 22 of /proc/PID/stat (start time), or None when there is no such process."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def current_owner() -> Owner:
-    pid = os.getpid()
-    return Owner(f"{socket.gethostname()}:{pid}", this_machine(), pid, process_start(pid) or 0)
-
-
 def owner_gone(lease: dict[str, object], *, machine: str | None = None) -> bool:
     """True when the lease's owner is a process of this machine that no longer runs."""
     if lease.get("detached") is True:
@@ -94,8 +47,7 @@ def owner_gone(lease: dict[str, object], *, machine: str | None = None) -> bool:
         return False  # an older lease, or another tool's: expiry decides
     if their_machine != (machine or this_machine()) or not their_machine.split("/")[0]:
         return False
-    now_started = process_start(pid)
-    return now_started is None or now_started != started
+    return process_start(pid) != started
 
 
 def write_lease(host: Host, run_dir: str, *, domain: str, run_id: str, timeout: float) -> None:
