@@ -169,3 +169,39 @@ def test_an_interrupt_leaves_a_verdict_json_naming_it_and_no_guest(
     doc = json.loads((tmp_path / "art" / "verdict.json").read_text())
     assert doc["verdict"] == "broken" and doc["reason"] == reason
     assert not [p for p in os.listdir(tmp_path / "art") if p.startswith(".")]  # no temp files
+
+
+def test_a_killed_run_leaves_a_verdict_json_saying_so(kit, tmp_path) -> None:
+    """SIGKILL cannot be caught: the run dir holds a verdict.json from its start, and a run
+    killed before its verdict leaves that one (broken, naming the process)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    art = tmp_path / "art"
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_run_boot import FakeXenStore
+from test_toolstack_fakes import FakeXenHost
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
+host = FakeXenHost()
+host.console = b"Booting paravirtualized kernel on Xen PVH\\n"
+req = BootRequest(profile="linux-pvh", kernel={kit[0]!r}, ramdisk={kit[1]!r}, artifacts={str(art)!r})
+Session(req, host=host, xenstore_factory=lambda h: FakeXenStore()).run()
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    try:
+        deadline = time.monotonic() + 30
+        while not (art / "console.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (art / "console.log").exists(), "the run never started watching"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    doc = json.loads((art / "verdict.json").read_text())
+    assert doc["verdict"] == "broken" and doc["failed_stage"] is None
+    assert f"pid {child.pid}" in doc["reason"] and "killed" in doc["reason"]
+    assert doc["meta"]["provisional"] is True
