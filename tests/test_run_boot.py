@@ -508,3 +508,18 @@ def test_a_panic_is_the_guests_fail_even_with_xenstored_dead(host, kit, tmp_path
     assert v.verdict == VerdictValue.FAIL and "forbidden pattern" in v.reason
     assert "alive" not in xs.calls
     _no_guest_left(host, run)
+
+
+def test_more_memory_than_the_host_has_is_blocked_before_create(host, kit, tmp_path) -> None:
+    """Within the static bound (1 TiB) but more than this host has free: the host's own
+    figure decides, after connecting and before `xl create` (which would fail as broken)."""
+    point = PROFILE.point(kernel=str(kit[0]), ramdisk=str(kit[1]), memory_mb=100_000)
+    run, _ = _run(host, point, tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BLOCKED and v.failed_stage is None
+    assert "memory 100000 MiB: host fake-dom0 has 1843 MiB free for guests of 3071" in v.reason
+    assert not [c for c in host.calls if c[:2] == ("xl", "create")]
+    _no_guest_left(host, run)
+    ok = PROFILE.point(kernel=str(kit[0]), ramdisk=str(kit[1]), memory_mb=1843)
+    host.console = GOOD
+    assert _run(host, ok, tmp_path / "ok")[0].run().verdict == VerdictValue.PASS

@@ -132,7 +132,7 @@ def test_hostile_cmdline_is_blocked_before_a_host_is_opened(kit, tmp_path) -> No
         profile="linux-pvh",
         kernel=kit[0],
         ramdisk=kit[1],
-        cmdline_append='x" extra="on_crash=\'preserve\'',
+        cmdline_append="x\" extra=\"on_crash='preserve'",
         host=HostRequest(spec="ssh://root@192.0.2.1:1"),
         artifacts=tmp_path / "art",
     )
@@ -189,7 +189,9 @@ from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 host = FakeXenHost()
 host.console = b"Booting paravirtualized kernel on Xen PVH\\n"
-req = BootRequest(profile="linux-pvh", kernel={kit[0]!r}, ramdisk={kit[1]!r}, artifacts={str(art)!r})
+req = BootRequest(
+    profile="linux-pvh", kernel={kit[0]!r}, ramdisk={kit[1]!r}, artifacts={str(art)!r}
+)
 Session(req, host=host, xenstore_factory=lambda h: FakeXenStore()).run()
 """
     child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})

@@ -25,6 +25,8 @@ release                : 6.1.0-28-amd64
 version                : #1 SMP PREEMPT_DYNAMIC Debian 6.1.119-1
 machine                : x86_64
 nr_cpus                : 2
+total_memory           : 3071
+free_memory            : 1843
 xen_major              : 4
 xen_minor              : 17
 xen_extra              : .5

@@ -46,6 +46,7 @@ from xenpvh.run.events import (
 )
 from xenpvh.run.lease import DOMAIN_PREFIX, LEASE_FIND, LEASE_SLACK, RUN_ID, parse_leases
 from xenpvh.run.liveness import XenStoreProbe
+from xenpvh.run.preflight import check_host_memory
 from xenpvh.run.remote import (
     MISSING_SCRIPT,
     REMOTE_ROOT,
@@ -320,6 +321,9 @@ class BootRun:
         self._run_dir_made = True
         self._write_lease()
         self._sweep()
+        # After the sweep (dead runs' domains gave their memory back), before any upload.
+        info = self.prepared.host_info if not self.swept else self._xl_info()
+        check_host_memory(info, self.spec.memory_mb, host=self.host.name)
         remote.upload(self.host, uploads, list(self._scripts.values()))
         for orig, d in zip(point.disks, disks, strict=True):
             if orig.target:
@@ -328,6 +332,11 @@ class BootRun:
                 continue
             remote.make_scratch(self.host, d, orig)
         self.host.put_bytes(self.prepared.config.encode(), self.cfg_remote, mode=0o644)
+
+    def _xl_info(self) -> str:
+        from xenpvh.toolstack.xl import Xl
+
+        return Xl(self.host).info_text()
 
     def _hotplug_scripts(self) -> dict[str, str]:
         """Device kind -> script path on the host, for the scripts the host declares

@@ -38,4 +38,25 @@ def check_renderable(point: DomainSpec, toolstack: str) -> None:
         render_xl_config(spec, _XEN_FOR_MODE.get(point.mode, "4.17"))
 
 
-__all__ = ["check_renderable"]
+def check_host_memory(xl_info: str, memory_mb: int, *, host: str) -> None:
+    """BlockedError when the host cannot give the guest `memory_mb` MiB (Xen's free memory
+    from `xl info`, read after the sweep reclaimed dead runs' domains and before create): the
+    request asks more than this host has, named with the figures."""
+    from xenpvh.errors import BlockedError
+    from xenpvh.toolstack.xl import parse_info
+
+    try:
+        info = parse_info(xl_info)
+        free = int(info["free_memory"])
+        total = int(info.get("total_memory", "0") or 0)
+    except Exception:  # no figures (an odd toolstack): xl create will say it
+        return
+    if memory_mb > free:
+        of = f" of {total} MiB" if total else ""
+        raise BlockedError(
+            f"memory {memory_mb} MiB: host {host} has {free} MiB free for guests{of} "
+            "(xl info free_memory); ask for less (--memory)"
+        )
+
+
+__all__ = ["check_host_memory", "check_renderable"]
