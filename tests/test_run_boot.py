@@ -523,3 +523,43 @@ def test_more_memory_than_the_host_has_is_blocked_before_create(host, kit, tmp_p
     ok = PROFILE.point(kernel=str(kit[0]), ramdisk=str(kit[1]), memory_mb=1843)
     host.console = GOOD
     assert _run(host, ok, tmp_path / "ok")[0].run().verdict == VerdictValue.PASS
+
+
+def test_ctrl_c_during_a_hanging_destroy_is_honoured_at_once(host, kit, tmp_path) -> None:
+    """The host froze: `xl destroy` hangs on ssh.  A Ctrl-C then ends the run at once; the
+    destroy is not started a second time (the next run's sweep reclaims the domain)."""
+    host.console = GOOD
+    orig = host._answer
+    destroys: list[float] = []
+
+    def answer(argv):
+        if argv[:2] == ("xl", "destroy"):
+            destroys.append(time.monotonic())
+            raise KeyboardInterrupt  # what Ctrl-C does to a wait on ssh
+        return orig(argv)
+
+    host._answer = answer  # type: ignore[method-assign]
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert len(destroys) == 1
+
+
+def test_an_unreachable_host_is_not_waited_on_again_after_the_destroy(host, kit, tmp_path):
+    host.console = GOOD
+    orig = host._answer
+    after: list[tuple[str, ...]] = []
+
+    def answer(argv):
+        if argv[:2] == ("xl", "destroy"):
+            raise BrokenError("ssh: timed out after 60s running xl destroy")
+        if any(a[:2] == ("xl", "destroy") for a in host.calls[:-1]):
+            after.append(argv)
+        return orig(argv)
+
+    host._answer = answer  # type: ignore[method-assign]
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BROKEN and "destroying" in v.reason
+    assert after == []
+    host._answer = orig  # type: ignore[method-assign]

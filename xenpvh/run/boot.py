@@ -30,7 +30,7 @@ from xenpvh.check.checker import EventKind, StageChecker, StageEvent
 from xenpvh.check.decide import HostFault, RunFacts, decide_run
 from xenpvh.check.faults import judge as judge_fault
 from xenpvh.check.verdict import StageResult, Verdict, VerdictValue
-from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+from xenpvh.errors import BlockedError, BrokenError, CommandFailed, XenpvhError
 from xenpvh.host.base import Host, emulation_faults
 from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DomainSpec
@@ -143,6 +143,7 @@ class BootRun:
         self._early_dump: tuple[float, str] | None = None
         self._early_dump_thread: threading.Thread | None = None
         self._decided_pass = False
+        self._destroy_started = False
         self._xs_lock = threading.Lock()  # the probe's thread may open the connection
         # xenstored answering, whichever stage is in progress (xenpvh.run.liveness).
         self._probe = XenStoreProbe(
@@ -198,8 +199,12 @@ class BootRun:
         try:
             verdict = self._finish(verdict)
         except KeyboardInterrupt as e:
-            # A second Ctrl-C during cleanup: finish the destroy anyway, then give up.
-            self._destroy_quietly()
+            # Ctrl-C during cleanup: a destroy not yet tried is tried once; one that was under
+            # way when it came is not started again (a frozen host would hold the user for
+            # minutes more).  What is left, the next run's sweep reclaims at once: this
+            # process's lease ends with it.
+            if not self._destroy_started:
+                self._destroy_quietly()
             pending = pending or e
         if pending is not None:
             raise pending
@@ -600,6 +605,7 @@ class BootRun:
 
     def _destroy(self) -> str:
         """Tear everything down; returns a problem description ('' when clean)."""
+        self._destroy_started = True
         problems: list[str] = []
         if self.capture is not None:
             self.capture.close()
@@ -611,6 +617,8 @@ class BootRun:
                 self.toolstack.destroy(self.domain_name)
             except Exception as e:
                 problems.append(f"destroying {self.domain_name} failed: {e}")
+                if isinstance(e, BrokenError) and not isinstance(e, CommandFailed):
+                    return "; ".join(problems)  # the host does not answer: no more waiting
         if self._run_dir_made:
             try:
                 console_log = f"/var/log/xen/console/guest-{self.domain_name}.log"
