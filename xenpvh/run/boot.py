@@ -576,6 +576,11 @@ class BootRun:
     def _collect(self) -> None:
         assert self.domain is not None
         domid = self.domain.domid
+        problem = self._probe.problem()
+        if problem:
+            # xl and XenStore would each wait out their deadlines before the verdict.
+            self.collect_errors.append(f"skipped: {problem}")
+            return
         # Best effort: evidence that cannot be fetched is noted in the verdict's meta, it
         # does not change what the guest did.  The hypervisor log (an ssh exec) and the
         # XenStore dump (the relay's own channel) are fetched side by side: on a TCG dom0
