@@ -56,10 +56,10 @@ def _on_stage(stage: str, action: Callable[[], None]) -> Callable[[object], None
     done: list[bool] = []
 
     def on_event(ev: object) -> None:
-        if not done and isinstance(ev, StageEvent) and ev.stage == stage:
-            if ev.kind == EventKind.PASSED:
-                done.append(True)
-                action()
+        passed = isinstance(ev, StageEvent) and ev.kind == EventKind.PASSED
+        if not done and passed and ev.stage == stage:  # type: ignore[attr-defined]
+            done.append(True)
+            action()
 
     return on_event
 
@@ -297,7 +297,7 @@ def test_sigterm_to_a_boot_with_its_own_nested_host_leaves_nothing(tmp_path: Pat
     _wait_for_console(proc, art, b"smp: Brought up")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     seconds = round(time.monotonic() - t0, 1)
     assert proc.returncode == 143, err.decode(errors="replace")[-2000:]
     doc = json.loads((art / "verdict.json").read_text())
