@@ -79,6 +79,9 @@ XENBUS_STATES = {
 CONNECTED = 4
 # Requests per pipelined batch: small enough that replies never fill the relay's pipes.
 BATCH = 64
+# A dump walks a subtree level by level (tens of round trips on a slow dom0): its deadline
+# is this many timeouts from its first call.
+DUMP_BUDGET = 3.0
 
 
 def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
@@ -222,13 +225,15 @@ class XenStore:
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
-    def _operation(self) -> Iterator[None]:
+    def _operation(self, calls: float = 1.0) -> Iterator[None]:
         """One operation (one call, or many): one thread at a time, one deadline counted
-        from its first call (an operation inside another shares the outer one's)."""
+        from its first call, `calls` x the timeout (an operation inside another shares the
+        outer one's)."""
         with self._lock:
             outer = self.connection.operation_deadline is not None
             if not outer:
-                self.connection.operation_deadline = time.monotonic() + self.connection.timeout
+                budget = self.connection.timeout * calls
+                self.connection.operation_deadline = time.monotonic() + budget
             try:
                 yield
             finally:
@@ -343,7 +348,7 @@ class XenStore:
 
         Walked level by level with pipelined requests, printed depth-first.
         """
-        with self._operation():
+        with self._operation(DUMP_BUDGET):
             return self._dump(path, max_nodes=max_nodes, max_depth=max_depth)
 
     def _dump(self, path: str | bytes, *, max_nodes: int, max_depth: int) -> str:
@@ -429,7 +434,7 @@ class XenStore:
 
     def domain_dump(self, domid: int) -> str:
         """The domain's own subtree plus its backends in dom0 (for artifacts)."""
-        with self._operation():
+        with self._operation(DUMP_BUDGET):
             return self._domain_dump(domid)
 
     def _domain_dump(self, domid: int) -> str:
