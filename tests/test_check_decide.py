@@ -70,3 +70,29 @@ def test_the_last_attempt_decides() -> None:
     ok = Verdict(VerdictValue.PASS, "ok", None, [])
     assert decide_session([broken, ok]).verdict is VerdictValue.PASS
     assert decide_session([ok, broken]).verdict is VerdictValue.BROKEN
+
+
+@pytest.mark.parametrize("value", [VerdictValue.BROKEN, VerdictValue.BLOCKED])
+def test_an_error_verdict_never_carries_a_failed_stage(value: VerdictValue) -> None:
+    """An infrastructure error in mid-watch (QEMU killed, xenstored gone) is decided while a
+    stage is in progress: the stage in progress is not-reached, not failed, and JUnit
+    counts one error, no failure."""
+    err = Verdict(value, "xenstore: no reply within 10s", "xenbus", _fail_at_login().stages)
+    v = decide_run(RunFacts(err))
+    assert v.verdict is value and v.failed_stage is None
+    assert [s.status for s in v.stages] == [StageStatus.PASSED, StageStatus.NOT_REACHED]
+    assert v.reason == "xenstore: no reply within 10s"
+
+
+def test_an_infrastructure_fault_seen_during_the_boot_makes_a_fail_broken() -> None:
+    v = decide_run(RunFacts(_fail_at_login(), infrastructure_problem="xenstored not answering"))
+    assert v.verdict is VerdictValue.BROKEN and not retryable(v) and v.failed_stage is None
+    assert v.meta["infrastructure_error"] == "xenstored not answering"
+    assert "guest verdict was fail at login" in v.reason
+    assert all(s.status is not StageStatus.FAILED for s in v.stages)
+    passed = Verdict(VerdictValue.PASS, "ok", None, [])
+    v = decide_run(RunFacts(passed, infrastructure_problem="xenstored not answering"))
+    assert v.verdict is VerdictValue.BROKEN
+    blocked = Verdict(VerdictValue.BLOCKED, "bad input", None, [])
+    v = decide_run(RunFacts(blocked, infrastructure_problem="xenstored not answering"))
+    assert v.verdict is VerdictValue.BLOCKED  # our input stays the first thing to fix

@@ -284,3 +284,19 @@ def test_pattern_without_literal_uses_line_scan(tmp_path: Path) -> None:
     assert not c.done
     c.feed(b"host login:\n")
     assert c.done and c.verdict.verdict is VerdictValue.PASS
+
+
+def test_a_stage_deadline_counts_from_the_previous_stage_not_the_run_start(profile) -> None:
+    """ap-launch has 120 s from early-init's completion: early-init passing late (100 s into
+    the console) leaves ap-launch its full 120 s, not 20."""
+    clock = FakeClock()
+    c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=clock)
+    c.feed(b"\n")  # the first byte: the console started
+    clock.now += 100
+    head = SEED_BYTES[: SEED_BYTES.index(b"Calibrating TSC")]
+    assert any(e.stage == "early-init" and e.kind is EventKind.PASSED for e in c.feed(head))
+    clock.now += 119
+    assert c.poll() == [] and not c.done
+    clock.now += 2
+    (ev,) = c.poll()
+    assert (ev.kind, ev.stage) == (EventKind.FAILED, "ap-launch")

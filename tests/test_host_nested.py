@@ -540,6 +540,33 @@ def test_reap_stale_run_dirs(tmp_path: Path) -> None:
     assert not old.exists() and used.exists() and fresh.exists()
 
 
+def test_a_killed_owners_run_dir_is_reaped_at_once_and_a_live_owners_kept(tmp_path: Path) -> None:
+    """A process SIGKILLed while its nested host booted leaves its run dir (a copy of the
+    saved machine state, hundreds of MB): the next start removes it at once, whatever its
+    age, since its owner no longer runs; a running owner's dir stays."""
+    from xenpvh.host.nested.reap import make_run_dir
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    script = (
+        "import sys, time; from xenpvh.host.nested.reap import make_run_dir; "
+        "from pathlib import Path; print(make_run_dir(Path(sys.argv[1])), flush=True); "
+        "time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp)], stdout=subprocess.PIPE, text=True
+    )
+    killed = Path(child.stdout.readline().strip())
+    (killed / "warm.qcow2").write_bytes(b"x" * 4096)
+    assert reap_stale_run_dirs(tmp) == []  # its owner still runs
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    mine = make_run_dir(tmp)
+    assert reap_stale_run_dirs(tmp) == [killed]
+    assert not killed.exists() and mine.exists()
+
+
 def _debugfs_cat(disk: Path, path: str) -> str:
     r = subprocess.run(
         ["debugfs", "-R", f"cat {path}", str(disk)], capture_output=True, text=True, check=True

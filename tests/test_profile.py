@@ -70,7 +70,7 @@ def test_point_overrides_and_validation() -> None:
     assert p.point().vcpus == 2  # the profile is not mutated
     with pytest.raises(BlockedError, match="vcpus must be an integer >= 1"):
         p.point(vcpus=0)
-    with pytest.raises(BlockedError, match="memory_mb must be >= 32"):
+    with pytest.raises(BlockedError, match="memory_mb must be 32-"):
         p.point(memory_mb=4)
     with pytest.raises(BlockedError, match="duplicate disk vdev"):
         p.point(disks=[DiskSpec(size_mb=1), DiskSpec(size_mb=1)])
@@ -114,7 +114,18 @@ def test_unknown_top_key(tmp_path: Path) -> None:
         ("pattern = 'panic: '", "pattern = '[panic'", "forbidden[0]: bad regex '[panic'"),
         ("vcpus = 2", 'vcpus = "two"', "domain.vcpus: must be int, got str"),
         ("vcpus = 2", "vcpus = true", "domain.vcpus: must be int, got bool"),
-        ("vcpus = 2", "vcpus = 0", "domain.vcpus: must be >= 1"),
+        ("vcpus = 2", "vcpus = 0", "domain.vcpus: must be 1-512, got 0"),
+        ("vcpus = 2", "vcpus = 100000", "domain.vcpus: must be 1-512, got 100000"),
+        ("vcpus = 2", "vcpus = 2\nmemory_mb = 999999999", "domain.memory_mb: must be 32-1048576"),
+        ("vcpus = 2", f"vcpus = 2\ncmdline = '{'x' * 100_000}'", "at most 4096"),
+        ("deadline = 10\nrequired = ['login ok']", "deadline = inf", "must be > 0 and <= 86400"),
+        ("deadline = 10\nrequired = ['login ok']", "deadline = nan", "must be > 0 and <= 86400"),
+        ("deadline = 10\nrequired = ['login ok']", "deadline = -1", "must be > 0 and <= 86400"),
+        # Catastrophic backtracking in Python's re: RE2 runs it in linear time instead ...
+        # ... and refuses what it cannot run in linear time, naming the pattern.
+        ("pattern = 'panic: '", "pattern = '(a)\\1'", "forbidden[0]: bad regex '(a)\\\\1'"),
+        ("pattern = 'panic: '", "pattern = '(?=panic)p'", "look-arounds"),
+        ("pattern = 'panic: '", f"pattern = '{'a' * 2000}'", "at most 1024"),
         (
             "required = ['early-init ok']",
             "required = 'early-init ok'",
@@ -189,3 +200,39 @@ def test_required_literals() -> None:
     assert required_literals(r"(?P<dev>xn\d+): <Virtual") == (": <Virtual",)
     assert required_literals(r"\d+ widgets|x") == ()  # a branch without a literal
     assert required_literals(r"(?i)login:") == ()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'name = "caf\xe9"\n', "not UTF-8 (byte 0xe9 at offset 11)"),
+        (bytes(range(256)) * 4, "a binary file (NUL byte at offset 0)"),
+        (b"[" * 100_000, "invalid TOML"),
+    ],
+)
+def test_unreadable_profile_files_are_one_line_profile_errors(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "odd.toml"
+    path.write_bytes(content)
+    with pytest.raises(ProfileError) as e:
+        load_profile(str(path))
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_catastrophic_pattern_runs_in_linear_time(tmp_path: Path) -> None:
+    """`(a+)+$` backtracks exponentially in Python's re (23 characters: ~0.2 s, every extra
+    one doubles it); the profile's engine answers a 64 KiB hostile line at once."""
+    import time
+
+    from xenpvh.check.checker import StageChecker
+
+    path = write(tmp_path, "")
+    path.write_text(path.read_text().replace("pattern = 'panic: '", "pattern = '(a+)+$'", 1))
+    profile = load_profile(str(path))
+    checker = StageChecker(profile, vcpus=1, disks=0, vifs=0, clock=None)
+    t0 = time.process_time()
+    checker.feed(("a" * 65_000 + "!\n").encode())
+    assert time.process_time() - t0 < 1.0
+    assert not checker.done

@@ -14,6 +14,7 @@ from test_toolstack_fakes import FakeXenHost
 
 from xenpvh.check.checker import StageEvent
 from xenpvh.check.verdict import StageStatus, VerdictValue
+from xenpvh.errors import BrokenError
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.run import BootRun, RunState, RunStateEvent
@@ -36,9 +37,28 @@ GOOD = (
 
 
 class FakeXenStore:
-    def __init__(self, states: dict[str, int]) -> None:
-        self.states = states
+    """XenStore at its protocol boundary, able to report every failure the device check and
+    the liveness probe exist to catch: frontend `states` per kind, `backend` states,
+    `devices` (how many of each kind XenStore lists), `tty` (None: the node is missing) and
+    `dead` (every call raises BrokenError, as a xenstored that stopped answering does at its
+    deadline; tests set it mid-run)."""
+
+    def __init__(
+        self,
+        states: dict[str, int] | None = None,
+        *,
+        devices: dict[str, int] | None = None,
+        backend: dict[str, int] | None = None,
+        tty: str | None = "/dev/pts/4",
+        dead: bool = False,
+    ) -> None:
+        self.states = states or {"vbd": 4, "vif": 4}
+        self.devices = devices or {"vbd": 1, "vif": 1}
+        self.backend = backend or {"vbd": 4, "vif": 4}
+        self.tty = tty
+        self.dead = dead
         self.opened = 0
+        self.calls: list[str] = []
 
     def __enter__(self):
         self.opened += 1
@@ -47,24 +67,37 @@ class FakeXenStore:
     def __exit__(self, *exc) -> None:
         pass
 
+    def _call(self, what: str) -> None:
+        self.calls.append(what)
+        if self.dead:
+            raise BrokenError("xenstore on fake-dom0: no reply within 10s (xenstored dead)")
+
+    def alive(self) -> None:
+        self._call("alive")
+
     def device_states(self, domid: int) -> list[DeviceState]:
+        self._call("device_states")
         be = f"/local/domain/0/backend/{{}}/{domid}"
+        first = {"vbd": 51712, "vif": 0}
         return [
             DeviceState(
                 k,
-                d,
-                f"/local/domain/{domid}/device/{k}/{d}",
+                str(first[k] + i),
+                f"/local/domain/{domid}/device/{k}/{first[k] + i}",
                 self.states[k],
-                be.format(k) + f"/{d}",
-                4,
+                be.format(k) + f"/{first[k] + i}",
+                self.backend[k],
             )
-            for k, d in (("vbd", "51712"), ("vif", "0"))
+            for k in ("vbd", "vif")
+            for i in range(self.devices[k])
         ]
 
-    def console_tty(self, domid: int) -> str:
-        return "/dev/pts/4"
+    def console_tty(self, domid: int) -> str | None:
+        self._call("console_tty")
+        return self.tty
 
     def domain_dump(self, domid: int) -> str:
+        self._call("domain_dump")
         return f'/local/domain/{domid} = ""\n'
 
 
@@ -91,8 +124,10 @@ def _point(kernel: str, ramdisk: str | None) -> DomainSpec:
     return PROFILE.point(kernel=kernel, ramdisk=ramdisk)
 
 
-def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=None, timeout=30):
-    xs = FakeXenStore(states or {"vbd": 4, "vif": 4})
+def _run(
+    host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=None, timeout=30, xs=None
+):
+    xs = xs or FakeXenStore(states or {"vbd": 4, "vif": 4})
     events: list[object] = []
     run = BootRun(
         host,
@@ -104,6 +139,7 @@ def _run(host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=No
         xenstore_factory=lambda h: xs,
         xenbus_grace=grace,
         timeout=timeout,
+        xenstore_probe_interval=0.2,
     )
     return run, events
 
@@ -394,3 +430,154 @@ def test_hotplug_scripts_the_host_declares_are_uploaded_once_and_used(kit, tmp_p
         assert host.files[block.remote_path("/var/lib/xenpvh")] == block.text.encode()
     finally:
         host.close()
+
+
+@pytest.mark.parametrize(
+    ("xs", "needle"),
+    [
+        (FakeXenStore(devices={"vbd": 0, "vif": 1}), "vbd: 0 device(s) in xenstore, expected 1"),
+        (FakeXenStore(devices={"vbd": 2, "vif": 1}), "vbd: 2 device(s) in xenstore, expected 1"),
+        (FakeXenStore(devices={"vbd": 1, "vif": 0}), "vif: 0 device(s) in xenstore, expected 1"),
+        (FakeXenStore(tty=None), "/local/domain/1/console/tty missing"),
+        (FakeXenStore(backend={"vbd": 6, "vif": 4}), "backend/vbd/1/51712/state=6 (Closed)"),
+        (FakeXenStore({"vbd": 1, "vif": 4}), "device/vbd/51712/state=1 (Initialising)"),
+    ],
+    ids=["no-disk", "extra-disk", "no-vif", "no-tty", "backend-closed", "frontend-stuck"],
+)
+def test_xenstore_device_check_fails_xenbus_naming_the_problem(host, kit, tmp_path, xs, needle):
+    """Every failure the device check exists to catch, reported by the fake the way
+    xenstored reports it, fails the xenbus stage naming it."""
+    host.console = GOOD
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, grace=0.5)
+    v = run.run()
+    assert v.verdict == VerdictValue.FAIL and v.failed_stage == "xenbus", v.reason
+    assert needle in v.reason
+    _no_guest_left(host, run)
+
+
+def _broken_without_a_failed_stage(v) -> None:
+    assert v.verdict == VerdictValue.BROKEN and v.failed_stage is None, v.reason
+    assert all(s.status != StageStatus.FAILED for s in v.stages)
+    assert "xenstore" in v.reason and "fake-dom0" in v.reason
+
+
+def test_xenstored_dead_before_xenbus_is_broken_not_a_guest_fail(host, kit, tmp_path) -> None:
+    """xenstored stops answering while the guest is before xenbus (the guest then waits
+    for its devices forever): broken at once, not `fail (xenbus)` at the stage deadline."""
+    xs = FakeXenStore()
+    host.console = b"".join(GOOD.splitlines(keepends=True)[:3])  # stalls before xenbus
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
+            xs.dead = True
+
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, on_event=on_event)
+    t0 = time.monotonic()
+    v = run.run()
+    assert time.monotonic() - t0 < 5  # the probe, not the 30 s run deadline
+    _broken_without_a_failed_stage(v)
+    assert "xenstored on fake-dom0 stopped answering" in v.reason
+    by = {s.name: s.status for s in v.stages}
+    assert by["ap-launch"] == StageStatus.PASSED and by["xenbus"] == StageStatus.NOT_REACHED
+    _no_guest_left(host, run)
+
+
+def test_xenstored_dead_after_xenbus_is_broken(host, kit, tmp_path) -> None:
+    xs = FakeXenStore()
+    host.console = b"".join(GOOD.splitlines(keepends=True)[:6])  # stalls before login
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, StageEvent) and ev.stage == "xenbus" and ev.kind == "passed":
+            xs.dead = True
+
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, on_event=on_event)
+    v = run.run()
+    _broken_without_a_failed_stage(v)
+    assert {s.name: s.status for s in v.stages}["xenbus"] != StageStatus.FAILED
+    _no_guest_left(host, run)
+
+
+def test_a_deadline_fail_asks_xenstored_before_blaming_the_guest(host, kit, tmp_path) -> None:
+    """The probe had not caught it yet when the deadline struck: the final probe does."""
+    xs = FakeXenStore()
+    host.console = b"".join(GOOD.splitlines(keepends=True)[:3])
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, timeout=2)
+    run._probe.interval = 3600.0  # no periodic probe: only the final one
+    run._probe._next = time.monotonic() + 3600.0
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
+            xs.dead = True
+
+    run.on_event = on_event
+    v = run.run()
+    _broken_without_a_failed_stage(v)
+    assert "guest verdict was fail at xenbus" in v.reason
+    _no_guest_left(host, run)
+
+
+def test_a_panic_is_the_guests_fail_even_with_xenstored_dead(host, kit, tmp_path) -> None:
+    """A console line decided it: no probe is asked, the guest's fail stands."""
+    xs = FakeXenStore(dead=True)
+    host.console = GOOD[:120] + b"Kernel panic - not syncing: No working init found.\n"
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs)
+    run._probe._next = time.monotonic() + 3600.0
+    v = run.run()
+    assert v.verdict == VerdictValue.FAIL and "forbidden pattern" in v.reason
+    assert "alive" not in xs.calls
+    _no_guest_left(host, run)
+
+
+def test_more_memory_than_the_host_has_is_blocked_before_create(host, kit, tmp_path) -> None:
+    """Within the static bound (1 TiB) but more than this host has free: the host's own
+    figure decides, after connecting and before `xl create` (which would fail as broken)."""
+    point = PROFILE.point(kernel=str(kit[0]), ramdisk=str(kit[1]), memory_mb=100_000)
+    run, _ = _run(host, point, tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BLOCKED and v.failed_stage is None
+    assert "memory 100000 MiB: host fake-dom0 has 1843 MiB free for guests of 3071" in v.reason
+    assert not [c for c in host.calls if c[:2] == ("xl", "create")]
+    _no_guest_left(host, run)
+    ok = PROFILE.point(kernel=str(kit[0]), ramdisk=str(kit[1]), memory_mb=1843)
+    host.console = GOOD
+    assert _run(host, ok, tmp_path / "ok")[0].run().verdict == VerdictValue.PASS
+
+
+def test_ctrl_c_during_a_hanging_destroy_is_honoured_at_once(host, kit, tmp_path) -> None:
+    """The host froze: `xl destroy` hangs on ssh.  A Ctrl-C then ends the run at once; the
+    destroy is not started a second time (the next run's sweep reclaims the domain)."""
+    host.console = GOOD
+    orig = host._answer
+    destroys: list[float] = []
+
+    def answer(argv):
+        if argv[:2] == ("xl", "destroy"):
+            destroys.append(time.monotonic())
+            raise KeyboardInterrupt  # what Ctrl-C does to a wait on ssh
+        return orig(argv)
+
+    host._answer = answer  # type: ignore[method-assign]
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert len(destroys) == 1
+
+
+def test_an_unreachable_host_is_not_waited_on_again_after_the_destroy(host, kit, tmp_path):
+    host.console = GOOD
+    orig = host._answer
+    after: list[tuple[str, ...]] = []
+
+    def answer(argv):
+        if argv[:2] == ("xl", "destroy"):
+            raise BrokenError("ssh: timed out after 60s running xl destroy")
+        if any(a[:2] == ("xl", "destroy") for a in host.calls[:-1]):
+            after.append(argv)
+        return orig(argv)
+
+    host._answer = answer  # type: ignore[method-assign]
+    run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.BROKEN and "destroying" in v.reason
+    assert after == []
+    host._answer = orig  # type: ignore[method-assign]

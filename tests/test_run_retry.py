@@ -41,6 +41,9 @@ LOOKALIKE = BOOT_START + (
     b"[   28.655130] Kernel panic - not syncing: Fatal exception in interrupt\n"
 )
 PROFILE = load_profile("linux-pvh")
+# Every guest crash below is decided at its panic line, not by a deadline: a test that
+# reached its verdict through the run deadline would prove nothing about the panic.
+PANIC = "forbidden pattern 'kernel-panic'"
 
 
 class TcgHost(FakeXenHost):
@@ -76,19 +79,20 @@ def test_emulation_fault_on_a_tcg_host_is_broken_and_retryable(kit, tmp_path) ->
     # the meta, with the lines that gave it away.
     assert v.failed_stage is None and v.meta["guest_failed_stage"] == "login"
     assert "guest verdict was fail" in v.reason and "ENTRY_TRAMPOLINE" in v.reason
+    assert f"guest verdict was fail at login: {PANIC}" in v.reason
     assert "asm_sysvec_xen_hvm_callback+0x0/0x20 ran with IF=0" in v.reason
 
 
 def test_lookalike_crash_without_the_evidence_stays_a_guest_fail_on_tcg(kit, tmp_path) -> None:
     v = _boot(TcgHost(), LOOKALIKE, kit, tmp_path)
-    assert v.verdict == VerdictValue.FAIL
+    assert v.verdict == VerdictValue.FAIL and PANIC in v.reason, v.reason
     assert not retryable(v)
     assert "emulation_fault" not in v.meta
 
 
 def test_same_crash_on_a_host_without_faults_is_a_guest_fail(kit, tmp_path) -> None:
     v = _boot(FakeXenHost(), CRASH, kit, tmp_path)
-    assert v.verdict == VerdictValue.FAIL
+    assert v.verdict == VerdictValue.FAIL and PANIC in v.reason, v.reason
     assert not retryable(v)
     assert "emulation_fault" not in v.meta
 
@@ -96,7 +100,7 @@ def test_same_crash_on_a_host_without_faults_is_a_guest_fail(kit, tmp_path) -> N
 def test_a_panic_without_the_signature_stays_a_fail_on_tcg(kit, tmp_path) -> None:
     panic = GOOD.replace(b"xenpvh-guest login: ", b"Kernel panic - not syncing: x\n")
     v = _boot(TcgHost(), panic, kit, tmp_path)
-    assert v.verdict == VerdictValue.FAIL
+    assert v.verdict == VerdictValue.FAIL and PANIC in v.reason, v.reason
 
 
 def _session(host: FakeXenHost, kit, tmp_path: Path, attempts: int = 3, on_event=None):
@@ -173,7 +177,7 @@ def test_a_guest_fail_is_never_retried(kit, tmp_path, console: bytes) -> None:
         v = _session(host, kit, tmp_path, on_event=events.append).run().verdict
     finally:
         host.close()
-    assert v.verdict == VerdictValue.FAIL
+    assert v.verdict == VerdictValue.FAIL and PANIC in v.reason, v.reason
     assert "attempts" not in v.meta
     assert not [e for e in events if isinstance(e, AttemptEvent)]
 

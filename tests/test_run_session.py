@@ -105,6 +105,8 @@ def test_blocked_request_touches_no_host_and_leaves_no_directory(host, kit, tmp_
         ({"memory_mb": 999_999_999}, "memory must be"),
         ({"cmdline_append": "x" * 100_000}, "at most 4096"),
         ({"cmdline_append": "a\nb"}, "one line"),
+        ({"cmdline_append": 'quiet" extra="x'}, "cmdline: refusing"),
+        ({"cmdline_append": "a'b"}, "cmdline: refusing"),
         ({"timeout": float("inf")}, "timeout"),
         ({"toolstack": "xm"}, "toolstack"),
         ({"host": HostRequest(qemu="nonsense")}, "--qemu"),
@@ -115,6 +117,27 @@ def test_bad_input_is_blocked_before_any_host(host, kit, tmp_path, kw, needle) -
     v = s.run().verdict
     assert v.verdict is VerdictValue.BLOCKED and needle in v.reason
     assert host.calls == []
+
+
+def test_hostile_cmdline_is_blocked_before_a_host_is_opened(kit, tmp_path) -> None:
+    """The input alone decides it: no host is opened (a nested host would boot, a lab box
+    be dialled) just to refuse it."""
+    opened: list[object] = []
+
+    def opener(req, artifacts):
+        opened.append(req)
+        raise AssertionError("a host was opened")
+
+    request = BootRequest(
+        profile="linux-pvh",
+        kernel=kit[0],
+        ramdisk=kit[1],
+        cmdline_append="x\" extra=\"on_crash='preserve'",
+        host=HostRequest(spec="ssh://root@192.0.2.1:1"),
+        artifacts=tmp_path / "art",
+    )
+    v = Session(request, open_host=opener).run().verdict
+    assert v.verdict is VerdictValue.BLOCKED and "cmdline" in v.reason and not opened
 
 
 class Terminated(KeyboardInterrupt):
@@ -146,3 +169,41 @@ def test_an_interrupt_leaves_a_verdict_json_naming_it_and_no_guest(
     doc = json.loads((tmp_path / "art" / "verdict.json").read_text())
     assert doc["verdict"] == "broken" and doc["reason"] == reason
     assert not [p for p in os.listdir(tmp_path / "art") if p.startswith(".")]  # no temp files
+
+
+def test_a_killed_run_leaves_a_verdict_json_saying_so(kit, tmp_path) -> None:
+    """SIGKILL cannot be caught: the run dir holds a verdict.json from its start, and a run
+    killed before its verdict leaves that one (broken, naming the process)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    art = tmp_path / "art"
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_run_boot import FakeXenStore
+from test_toolstack_fakes import FakeXenHost
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
+host = FakeXenHost()
+host.console = b"Booting paravirtualized kernel on Xen PVH\\n"
+req = BootRequest(
+    profile="linux-pvh", kernel={kit[0]!r}, ramdisk={kit[1]!r}, artifacts={str(art)!r}
+)
+Session(req, host=host, xenstore_factory=lambda h: FakeXenStore()).run()
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    try:
+        deadline = time.monotonic() + 30
+        while not (art / "console.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (art / "console.log").exists(), "the run never started watching"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    doc = json.loads((art / "verdict.json").read_text())
+    assert doc["verdict"] == "broken" and doc["failed_stage"] is None
+    assert f"pid {child.pid}" in doc["reason"] and "killed" in doc["reason"]
+    assert doc["meta"]["provisional"] is True

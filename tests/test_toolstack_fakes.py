@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,8 @@ release                : 6.1.0-28-amd64
 version                : #1 SMP PREEMPT_DYNAMIC Debian 6.1.119-1
 machine                : x86_64
 nr_cpus                : 2
+total_memory           : 3071
+free_memory            : 1843
 xen_major              : 4
 xen_minor              : 17
 xen_extra              : .5
@@ -55,6 +58,7 @@ class FakeXenHost:
         self.children: list[pexpect.spawn] = []
         self.fail: dict[str, CommandResult] = {}  # argv[0:2] joined -> canned failure
         self.interfaces: set[str] = {"lo", "eth0", "xenbr0"}  # /sys/class/net/*
+        self.mtimes: dict[str, float] = {}  # path (file or dir) -> mtime; default: now
 
     # -- Host protocol ----------------------------------------------------------------------
 
@@ -201,6 +205,19 @@ class FakeXenHost:
             start = int(args[1].lstrip("+")) - 1
             data = self.files.get(args[-1])
             return ok(data[start:]) if data is not None else err("No such file")
+        if cmd == "find" and "-mmin" in args:  # find ROOT... -mindepth 1 -maxdepth 1 -mmin +N
+            roots = [a.rstrip("/") + "/" for a in args[: args.index("-mindepth")]]
+            cutoff = time.time() - 60 * int(args[args.index("-mmin") + 1].lstrip("+"))
+            children = sorted(
+                {
+                    r + p[len(r) :].split("/")[0]
+                    for r in roots
+                    for p in self.files
+                    if p.startswith(r)
+                }
+            )
+            old = [c for c in children if self.mtimes.get(c, time.time()) < cutoff]
+            return ok("".join(f"{c}\n" for c in old).encode())
         if cmd == "find":  # find ROOT -mindepth 2 -maxdepth 2 -name lease -exec head -v ... +
             root = args[0].rstrip("/") + "/"
             hits = [

@@ -23,10 +23,13 @@ XS_DIRECTORY, XS_READ, XS_ERROR = 1, 2, 16
 class FakeXenstored:
     """A threaded xenstored: DIRECTORY and READ over a flat {path: value} store."""
 
-    def __init__(self, path: Path, store: dict[str, bytes], *, mute: bool = False) -> None:
+    def __init__(
+        self, path: Path, store: dict[str, bytes], *, mute: bool = False, delay: float = 0.0
+    ) -> None:
         self.path = path
         self.store = store
         self.mute = mute  # accept and read requests but never answer (a hung xenstored)
+        self.delay = delay  # seconds before each answer (a xenstored that barely keeps up)
         self.requests: list[tuple[int, bytes]] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
@@ -72,6 +75,7 @@ class FakeXenstored:
                     self.requests.append((op, payload))
                     if self.mute:
                         continue
+                    time.sleep(self.delay)
                     path = payload.rstrip(b"\0").decode()
                     if op == XS_READ and path in self.store:
                         rop, body = op, self.store[path]
@@ -244,3 +248,33 @@ def test_hung_xenstored_bounds_a_dump(sockdir: Path) -> None:
             assert time.monotonic() - t0 < 3
     finally:
         srv.close()
+
+
+def test_a_slow_xenstored_cannot_stretch_an_operation(sockdir: Path) -> None:
+    """Every request answered within the timeout, but the operation's calls share one
+    deadline counted from its first call: device_states (7 requests at 0.6 s) ends at 2 s."""
+    srv = FakeXenstored(sockdir / "socket", guest_store(), delay=0.6)
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path), timeout=2.0) as xs:
+            assert xs.read("/local/domain/7/name") == b"xenpvh-t"  # one call: in time
+            t0 = time.monotonic()
+            with pytest.raises(BrokenError, match="no reply within 2s"):
+                xs.device_states(7)
+            assert time.monotonic() - t0 < 3.0
+    finally:
+        srv.close()
+
+
+def test_alive_probe(xenstored: FakeXenstored, sockdir: Path) -> None:
+    xenstored.store["/local/domain/0/name"] = b"Domain-0"
+    with XenStore(LocalHost(), socket_path=str(xenstored.path)) as xs:
+        xs.alive()
+    mute = FakeXenstored(sockdir / "mute", guest_store(), mute=True)
+    try:
+        with (
+            XenStore(LocalHost(), socket_path=str(mute.path), timeout=0.5) as xs,
+            pytest.raises(BrokenError, match=r"no reply within 0\.5s"),
+        ):
+            xs.alive()
+    finally:
+        mute.close()

@@ -191,6 +191,28 @@ def xen_host(
         yield h
 
 
+@pytest.fixture(autouse=True)
+def _xenpvh_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every `xen` test (and its fixtures' teardown): no process it started (QEMU by
+    PID), no nested-host temp dir and no `xenpvh-` domain, run dir or console log on the
+    session's host may be left (`xenpvh.leaks`)."""
+    if request.node.get_closest_marker("xen") is None:
+        yield
+        return
+    from xenpvh import leaks
+
+    leaks.become_subreaper()
+    before = leaks.Snapshot()
+    yield
+    host = getattr(request.node, "funcargs", {}).get("xen_host")
+    if host is not None and leaks.session_host_parts(host) == (set(), set()):
+        host = None  # a lab box (other users' runs are theirs): processes and dirs only
+    keep_pids, keep_dirs = leaks.session_host_parts(host) if host is not None else (set(), set())
+    found = leaks.leaks(before, keep_pids=keep_pids, keep_dirs=keep_dirs, host=host)
+    if found:
+        pytest.fail("left behind by this test: " + "; ".join(found), pytrace=False)
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 

@@ -5,8 +5,12 @@ the XenStore device check's outcome when the run made one), a host fault the jud
 confirmed, the destroy's outcome and the hypervisor stage; a session's are the hypervisor
 stage and its attempts.  The rules, in order:
 
-1. Infrastructure beats the guest: a destroy that failed, or a host fault a judge confirmed,
-   makes the run `broken`; no guest stage is then blamed (`failed_stage` None, the stage
+0. Only a `fail` blames a stage: a `broken` or `blocked` verdict (an infrastructure error
+   in mid-watch, our input refused) never carries a failed stage, whatever stage was in
+   progress when it was decided; that stage shows `not-reached` with the reason in its detail.
+1. Infrastructure beats the guest: a destroy that failed, a host fault a judge confirmed, or
+   an infrastructure fault seen while the guest booted (xenstored not answering) makes the
+   run `broken`; no guest stage is then blamed (`failed_stage` None, the stage
    that had failed shows `not-reached` with the guest's reason kept in its detail), and the
    guest's own verdict stays in the reason and in `meta.guest_verdict`.
 2. A hypervisor stage that failed is the run's `fail` (the guest did not run on the Xen asked
@@ -40,6 +44,9 @@ class RunFacts:
     guest: Verdict  # the checker's (and device check's) verdict, or an error verdict
     host_fault: HostFault | None = None
     destroy_problem: str = ""
+    # An infrastructure fault seen while the guest ran (e.g. xenstored stopped answering):
+    # the guest's stage deadlines say nothing about the guest then.
+    infrastructure_problem: str = ""
 
 
 def _unblame(verdict: Verdict, value: VerdictValue, reason: str) -> Verdict:
@@ -61,8 +68,20 @@ def _unblame(verdict: Verdict, value: VerdictValue, reason: str) -> Verdict:
 
 
 def decide_run(facts: RunFacts) -> Verdict:
-    """One boot run's verdict from its facts (rule 1)."""
+    """One boot run's verdict from its facts (rules 0 and 1)."""
     verdict = facts.guest
+    if verdict.verdict in (VerdictValue.BROKEN, VerdictValue.BLOCKED) and (
+        verdict.failed_stage or any(s.status is StageStatus.FAILED for s in verdict.stages)
+    ):
+        verdict = _unblame(verdict, verdict.verdict, verdict.reason)
+    if facts.infrastructure_problem and verdict.verdict in (VerdictValue.FAIL, VerdictValue.PASS):
+        was = f"{verdict.verdict}" + (f" at {verdict.failed_stage}" if verdict.failed_stage else "")
+        verdict = _unblame(
+            verdict,
+            VerdictValue.BROKEN,
+            f"{facts.infrastructure_problem} (guest verdict was {was}: {verdict.reason})",
+        )
+        verdict.meta["infrastructure_error"] = facts.infrastructure_problem
     if facts.host_fault is not None and verdict.verdict is VerdictValue.FAIL:
         f = facts.host_fault
         verdict = _unblame(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from xenpvh.errors import ProfileError
+from xenpvh.profile.bounds import MAX_CMDLINE, MAX_MEMORY_MB, MAX_VCPUS
 from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
 from xenpvh.profile.model import (
     BLAME_LINES_MAX,
@@ -44,8 +45,13 @@ from xenpvh.profile.model import (
     Profile,
     StageSpec,
 )
+from xenpvh.profile.regex import PatternError, compile_console_pattern
 
 ENV_DIR = "XENPVH_GUESTCFG"
+# Bounds on what a profile may ask for (named in the error when exceeded): far above any
+# real profile, far below what would stall the loader or the host.
+MAX_PROFILE_BYTES = 1024 * 1024
+MAX_DEADLINE = 24 * 3600.0  # seconds, per stage
 
 _TOP_KEYS = {
     "name",
@@ -113,12 +119,37 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
     if not path.is_file():
         known = ", ".join(sorted(q.stem for q in guestcfg_dir().glob("*.toml"))) or "none"
         raise ProfileError(f"profile {text!r} not found (looked for {path}; known: {known})")
+    data = _read_toml(path)
+    return parse_profile(data, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML table; a ProfileError (one line, naming the file) for anything that
+    is not a reasonably sized UTF-8 TOML text: binary files, other encodings, huge files."""
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"{path}: {size} bytes; a profile may have at most {MAX_PROFILE_BYTES}"
+            )
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read: {e.strerror or e}") from e
+    if b"\0" in raw:
+        raise ProfileError(f"{path}: a binary file (NUL byte at offset {raw.index(0)}), not TOML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(
+            f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); TOML files "
+            "are UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: invalid TOML: {e}") from e
-    return parse_profile(data, path)
+    except RecursionError:
+        raise ProfileError(f"{path}: invalid TOML: nested too deeply") from None
 
 
 def list_profiles() -> list[Profile]:
@@ -256,14 +287,17 @@ def _parse_domain(ctx: _Ctx, raw: object, profile: str) -> DomainSpec:
     extra = {k: ctx.typed(v, f"domain.extra.{k}", str) for k, v in extra_raw.items()}
     vcpus = get("vcpus", int, 1)
     memory = get("memory_mb", int, 256)
-    if vcpus < 1:
-        raise ctx.err("domain.vcpus", f"must be >= 1, got {vcpus}")
-    if memory < 32:
-        raise ctx.err("domain.memory_mb", f"must be >= 32, got {memory}")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise ctx.err("domain.vcpus", f"must be 1-{MAX_VCPUS}, got {vcpus}")
+    if not 32 <= memory <= MAX_MEMORY_MB:
+        raise ctx.err("domain.memory_mb", f"must be 32-{MAX_MEMORY_MB} MiB, got {memory}")
+    cmdline = get("cmdline", str, "")
+    if len(cmdline) > MAX_CMDLINE:
+        raise ctx.err("domain.cmdline", f"{len(cmdline)} characters; at most {MAX_CMDLINE}")
     return DomainSpec(
         name=f"xenpvh-{profile}",
         kernel=get("kernel", str, ""),
-        cmdline=get("cmdline", str, ""),
+        cmdline=cmdline,
         ramdisk=get("ramdisk", str, None),
         memory_mb=memory,
         vcpus=vcpus,
@@ -309,8 +343,8 @@ def _parse_stage(ctx: _Ctx, raw: object, i: int) -> StageSpec:
     if "deadline" not in d:
         raise ctx.err(f"{key}.deadline", "missing (seconds from the previous stage)")
     deadline = float(ctx.typed(d["deadline"], f"{key}.deadline", (int, float)))
-    if not deadline > 0:
-        raise ctx.err(f"{key}.deadline", f"must be > 0, got {deadline}")
+    if not 0 < deadline <= MAX_DEADLINE:  # refuses inf and nan too
+        raise ctx.err(f"{key}.deadline", f"must be > 0 and <= {MAX_DEADLINE:g} s, got {deadline}")
     lists: dict[str, tuple[Pattern, ...]] = {}
     for field_name in ("required", "optional", *_GROUPS):
         items = ctx.typed(d.get(field_name, []), f"{key}.{field_name}", list)
@@ -372,9 +406,9 @@ def _parse_pattern(
     if not source:
         raise ctx.err(key, "empty pattern")
     try:
-        regex = re.compile(source)
-    except re.error as e:
-        raise ctx.err(key, f"bad regex {source!r}: {e}") from e
+        regex = compile_console_pattern(source)
+    except PatternError as e:
+        raise ctx.err(key, f"bad regex {source[:80]!r}: {e}") from None
     if group is not None and group not in regex.groupindex:
         raise ctx.err(key, f"pattern {source!r} needs a named group (?P<{group}>...)")
     if regex.search(""):

@@ -29,12 +29,13 @@ The stage model (what the checker in `xenpvh.check.checker` does with it):
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xenpvh.errors import BlockedError
+from xenpvh.profile.bounds import MAX_CMDLINE, MAX_MEMORY_MB, MAX_VCPUS
 from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
+from xenpvh.profile.regex import ConsoleRegex
 
 # Guest stages every profile has, in boot order; host-console stages may precede them.
 GUEST_STAGES: tuple[str, ...] = ("early-init", "ap-launch", "xenbus", "root-mount", "login")
@@ -56,7 +57,7 @@ class Pattern:
     """
 
     name: str
-    regex: re.Pattern[str]
+    regex: ConsoleRegex  # RE2: linear time on hostile console lines (profile.regex)
     literals: tuple[str, ...] = ()
     # The stage this pattern indicts (forbidden and blame patterns; None: the one in progress).
     stage: str | None = None
@@ -168,12 +169,19 @@ def _validate_point(profile: str, spec: DomainSpec) -> None:
     where = f"profile {profile!r}"
     if isinstance(spec.vcpus, bool) or not isinstance(spec.vcpus, int) or spec.vcpus < 1:
         raise BlockedError(f"{where}: vcpus must be an integer >= 1, got {spec.vcpus!r}")
-    if spec.vcpus > 512:
-        raise BlockedError(f"{where}: vcpus {spec.vcpus} exceeds 512")
+    if spec.vcpus > MAX_VCPUS:
+        raise BlockedError(f"{where}: vcpus {spec.vcpus} exceeds {MAX_VCPUS}")
     if isinstance(spec.memory_mb, bool) or not isinstance(spec.memory_mb, int):
         raise BlockedError(f"{where}: memory_mb must be an integer, got {spec.memory_mb!r}")
-    if spec.memory_mb < 32:
-        raise BlockedError(f"{where}: memory_mb must be >= 32, got {spec.memory_mb}")
+    if not 32 <= spec.memory_mb <= MAX_MEMORY_MB:
+        raise BlockedError(
+            f"{where}: memory_mb must be 32-{MAX_MEMORY_MB} MiB, got {spec.memory_mb}"
+        )
+    if not isinstance(spec.cmdline, str) or len(spec.cmdline) > MAX_CMDLINE:
+        raise BlockedError(
+            f"{where}: the kernel command line is {len(str(spec.cmdline))} characters; at most "
+            f"{MAX_CMDLINE} are accepted"
+        )
     if not spec.name:
         raise BlockedError(f"{where}: domain name must not be empty")
     for d in spec.disks:

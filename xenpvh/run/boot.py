@@ -31,7 +31,7 @@ from xenpvh.check.checker import EventKind, StageChecker, StageEvent
 from xenpvh.check.decide import HostFault, RunFacts, decide_run
 from xenpvh.check.faults import judge as judge_fault
 from xenpvh.check.verdict import StageResult, Verdict, VerdictValue
-from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+from xenpvh.errors import BlockedError, BrokenError, CommandFailed, XenpvhError
 from xenpvh.host.base import Host, emulation_faults
 from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DomainSpec
@@ -46,6 +46,8 @@ from xenpvh.run.events import (
     VerdictEvent,
 )
 from xenpvh.run.lease import DOMAIN_PREFIX, LEASE_FIND, LEASE_SLACK, RUN_ID, parse_leases
+from xenpvh.run.liveness import XenStoreProbe
+from xenpvh.run.preflight import check_host_memory
 from xenpvh.run.remote import (
     MISSING_SCRIPT,
     REMOTE_ROOT,
@@ -103,6 +105,7 @@ class BootRun:
         on_decided: Callable[[Verdict], None] | None = None,
         checker_factory: Callable[..., StageChecker] | None = None,
         xenstore_factory: Callable[[Host], XenStore] | None = None,
+        xenstore_probe_interval: float = 5.0,
     ) -> None:
         self.host = host
         self.profile = profile
@@ -149,6 +152,15 @@ class BootRun:
         self._debian_guest: DebianGuest | None = None
         # vdev -> seconds the per-run copy of a built disk image took (and its first send).
         self.disk_copies: dict[str, dict[str, float]] = {}
+        self._destroy_started = False
+        self._xs_lock = threading.Lock()  # the probe's thread may open the connection
+        # xenstored answering, whichever stage is in progress (xenpvh.run.liveness).
+        self._probe = XenStoreProbe(
+            self._xenstore,
+            host=getattr(host, "name", "host"),
+            interval=xenstore_probe_interval,
+            timeout=xenstore_timeout,
+        )
 
     # -- state machine ----------------------------------------------------------------------
 
@@ -196,8 +208,12 @@ class BootRun:
         try:
             verdict = self._finish(verdict)
         except KeyboardInterrupt as e:
-            # A second Ctrl-C during cleanup: finish the destroy anyway, then give up.
-            self._destroy_quietly()
+            # Ctrl-C during cleanup: a destroy not yet tried is tried once; one that was under
+            # way when it came is not started again (a frozen host would hold the user for
+            # minutes more).  What is left, the next run's sweep reclaims at once: this
+            # process's lease ends with it.
+            if not self._destroy_started:
+                self._destroy_quietly()
             pending = pending or e
         if pending is not None:
             raise pending
@@ -210,7 +226,10 @@ class BootRun:
                 self._collect()
                 self.times.collected = time.monotonic()
             fault = self._host_fault() if verdict.verdict == VerdictValue.FAIL else None
-            verdict = decide_run(RunFacts(guest=verdict, host_fault=fault))
+            infra = self._infrastructure_problem(verdict)
+            verdict = decide_run(
+                RunFacts(guest=verdict, host_fault=fault, infrastructure_problem=infra)
+            )
             self._enter(RunState.REPORT)
             verdict.meta.update(self._meta())
             if self.on_decided is not None:
@@ -348,6 +367,9 @@ class BootRun:
         self._run_dir_made = True
         self._write_lease()
         self._sweep()
+        # After the sweep (dead runs' domains gave their memory back), before any upload.
+        info = self.prepared.host_info if not self.swept else self._xl_info()
+        check_host_memory(info, self.spec.memory_mb, host=self.host.name)
         remote.upload(self.host, uploads, list(self._scripts.values()))
         for orig, d in zip(point.disks, disks, strict=True):
             if d.vdev in images:
@@ -361,6 +383,11 @@ class BootRun:
                 continue
             remote.make_scratch(self.host, d, orig)
         self.host.put_bytes(self.prepared.config.encode(), self.cfg_remote, mode=0o644)
+
+    def _xl_info(self) -> str:
+        from xenpvh.toolstack.xl import Xl
+
+        return Xl(self.host).info_text()
 
     def _hotplug_scripts(self) -> dict[str, str]:
         """Device kind -> script path on the host, for the scripts the host declares
@@ -434,6 +461,7 @@ class BootRun:
         deadline = self.times.start + self.timeout
         capture = self.capture
         while True:
+            self._probe.check()  # BrokenError once xenstored stopped answering
             # The read doubles as the loop's pacing (it waits up to 0.1 s for bytes).
             data = capture.read(0.1)
             arrival = time.monotonic()
@@ -528,9 +556,22 @@ class BootRun:
     def _xenstore(self) -> XenStore:
         """One XenStore connection for the whole run: starting the relay costs an ssh
         channel and a python3 start on a slow dom0, too much to repeat every poll."""
-        if self._xs is None:
-            self._xs = self._exits.enter_context(self._xenstore_factory(self.host))
-        return self._xs
+        with self._xs_lock:
+            if self._xs is None:
+                self._xs = self._exits.enter_context(self._xenstore_factory(self.host))
+            return self._xs
+
+    def _infrastructure_problem(self, verdict: Verdict) -> str:
+        """xenstored's death, when it may have stalled the guest: a fail decided by a
+        deadline or an ended console (no console line as evidence) is asked about once
+        more; any verdict is, when a probe already failed."""
+        problem = self._probe.problem()
+        if problem or verdict.verdict != VerdictValue.FAIL or self.domain is None:
+            return problem
+        failed = next((s for s in verdict.stages if s.name == verdict.failed_stage), None)
+        if failed is not None and failed.evidence:
+            return ""  # the guest's own console line decided it
+        return self._probe.final()
 
     def _t(self) -> float:
         return round(time.monotonic() - self.times.start, 3)
@@ -603,6 +644,11 @@ class BootRun:
     def _collect(self) -> None:
         assert self.domain is not None
         domid = self.domain.domid
+        problem = self._probe.problem()
+        if problem:
+            # xl and XenStore would each wait out their deadlines before the verdict.
+            self.collect_errors.append(f"skipped: {problem}")
+            return
         # Best effort: evidence that cannot be fetched is noted in the verdict's meta, it
         # does not change what the guest did.  The hypervisor log (an ssh exec) and the
         # XenStore dump (the relay's own channel) are fetched side by side: on a TCG dom0
@@ -632,6 +678,7 @@ class BootRun:
 
     def _destroy(self) -> str:
         """Tear everything down; returns a problem description ('' when clean)."""
+        self._destroy_started = True
         problems: list[str] = []
         if self.capture is not None:
             self.capture.close()
@@ -643,6 +690,8 @@ class BootRun:
                 self.toolstack.destroy(self.domain_name)
             except Exception as e:
                 problems.append(f"destroying {self.domain_name} failed: {e}")
+                if isinstance(e, BrokenError) and not isinstance(e, CommandFailed):
+                    return "; ".join(problems)  # the host does not answer: no more waiting
         if self._run_dir_made:
             try:
                 console_log = f"/var/log/xen/console/guest-{self.domain_name}.log"

@@ -13,13 +13,11 @@ from pathlib import Path
 
 from xenpvh.errors import BlockedError
 from xenpvh.host.request import HostRequest
+from xenpvh.profile.bounds import MAX_CMDLINE, MAX_MEMORY_MB, MAX_VCPUS
 from xenpvh.profile.domain import DiskSpec, VifSpec
 
 # Bounds on what a point may ask for: far above any real PVH test guest, far below what
 # would take a host down or make a run pointless.  Named in the error when exceeded.
-MAX_VCPUS = 512
-MAX_MEMORY_MB = 1024 * 1024  # 1 TiB
-MAX_CMDLINE = 4096  # Linux's COMMAND_LINE_SIZE on x86 is 2048; FreeBSD's is smaller
 MAX_ATTEMPTS = 20
 MAX_TIMEOUT = 24 * 3600.0
 TOOLSTACKS = ("xl", "libvirt")

@@ -175,12 +175,16 @@ class Session:
             disks=req.disks,
             vifs=req.vifs,
         )
+        from xenpvh.run.preflight import check_renderable
+
+        check_renderable(self.point, req.toolstack)  # a hostile cmdline: blocked, no host
         if req.xen_build is not None:
             from xenpvh.build.tree import TreeSpec
 
             # Parsing the spec checks the tree, patches and fragment paths (blocked if bad).
             TreeSpec.from_cli(req.xen_build.tree, list(req.xen_build.patches), req.xen_build.config)
         self.artifacts = self._make_artifacts_dir(self.profile.name)
+        self._write_provisional()
 
     def _build(self) -> None:
         req = self.request
@@ -354,6 +358,20 @@ class Session:
             v = self._unreached(VerdictValue.BROKEN, reason)
             if bug:
                 v.meta["traceback"] = traceback.format_exc(limit=30)
+            self._write(v)
+
+    def _write_provisional(self) -> None:
+        """The run dir holds a verdict.json from the start: if this process is killed
+        (SIGKILL, OOM, power) before a verdict, the one it leaves says so."""
+        import socket
+
+        reason = (
+            f"no verdict: the run (pid {os.getpid()} on {socket.gethostname()}) was killed or "
+            "is still running"
+        )
+        v = self._unreached(VerdictValue.BROKEN, reason)
+        v.meta["provisional"] = True
+        with contextlib.suppress(Exception):  # a run dir we cannot write fails later, loudly
             self._write(v)
 
     @property

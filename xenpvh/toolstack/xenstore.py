@@ -9,12 +9,20 @@ pyxs has no timeouts: its router thread blocks in select() and every call waits 
 condition variable forever, so a dead xenstored would hang the run.  We therefore replace
 the router with a synchronous one whose every receive has a deadline; expiry or a closed
 relay raises BrokenError.  The wire format, path checks and error decoding stay pyxs's own.
+
+Deadlines count from an operation's first call: `device_states` or `dump` make many calls,
+and all of them share one deadline, so a xenstored that answers each request just in time
+cannot stretch an operation to N x the timeout.  Calls from several threads (the run's
+liveness probe, its device check, the early dump) are serialised on one lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +79,9 @@ XENBUS_STATES = {
 CONNECTED = 4
 # Requests per pipelined batch: small enough that replies never fill the relay's pipes.
 BATCH = 64
+# A dump walks a subtree level by level (tens of round trips on a slow dom0): its deadline
+# is this many timeouts from its first call.
+DUMP_BUDGET = 3.0
 
 
 def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
@@ -127,13 +138,19 @@ class HostXenStoreConnection(PacketConnection):
         self.path = f"{host.name}:{socket_path}"
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
+        # The deadline of the operation in progress (set by XenStore._operation).
+        self.operation_deadline: float | None = None
 
     def create_transport(self) -> _StreamTransport:
         return _StreamTransport(self.host.open_stream(relay_argv(self.socket_path)), self)
 
     def arm(self) -> None:
-        """Start the deadline of one request/response exchange."""
-        self.deadline = time.monotonic() + self.timeout
+        """Start the deadline of one request/response exchange; within an operation it is
+        the operation's, counted from its first call."""
+        deadline = time.monotonic() + self.timeout
+        if self.operation_deadline is not None:
+            deadline = min(deadline, self.operation_deadline)
+        self.deadline = deadline
 
 
 class _Reply:
@@ -205,6 +222,23 @@ class XenStore:
         self.connection = HostXenStoreConnection(host, socket_path=socket_path, timeout=timeout)
         self._client = Client(router=SyncRouter(self.connection))  # type: ignore[arg-type]
         self._open = False
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def _operation(self, calls: float = 1.0) -> Iterator[None]:
+        """One operation (one call, or many): one thread at a time, one deadline counted
+        from its first call, `calls` x the timeout (an operation inside another shares the
+        outer one's)."""
+        with self._lock:
+            outer = self.connection.operation_deadline is not None
+            if not outer:
+                budget = self.connection.timeout * calls
+                self.connection.operation_deadline = time.monotonic() + budget
+            try:
+                yield
+            finally:
+                if not outer:
+                    self.connection.operation_deadline = None
 
     def __enter__(self) -> XenStore:
         self.open()
@@ -224,6 +258,10 @@ class XenStore:
             self._open = False
 
     def _call(self, fn: Any, *args: Any) -> Any:
+        with self._operation():
+            return self._call_locked(fn, *args)
+
+    def _call_locked(self, fn: Any, *args: Any) -> Any:
         if not self._open:
             raise BrokenError("XenStore is not open (use it as a context manager)")
         try:
@@ -262,6 +300,10 @@ class XenStore:
         costs seconds; xenstored answers a connection's requests in order, so a batch
         shares one round trip (and one deadline).
         """
+        with self._operation():
+            return self._many_locked(op, paths)
+
+    def _many_locked(self, op: int, paths: list[str]) -> list[bytes | None]:
         if not self._open:
             raise BrokenError("XenStore is not open (use it as a context manager)")
         out: list[bytes | None] = []
@@ -306,6 +348,10 @@ class XenStore:
 
         Walked level by level with pipelined requests, printed depth-first.
         """
+        with self._operation(DUMP_BUDGET):
+            return self._dump(path, max_nodes=max_nodes, max_depth=max_depth)
+
+    def _dump(self, path: str | bytes, *, max_nodes: int, max_depth: int) -> str:
         root = self._path(path).decode().rstrip("/") or "/"
         values: dict[str, bytes] = {}
         children: dict[str, list[str]] = {}
@@ -352,8 +398,17 @@ class XenStore:
         except ValueError:
             return -1
 
+    def alive(self) -> None:
+        """A cheap liveness probe (dom0's name): BrokenError naming the host when xenstored
+        does not answer within the deadline."""
+        self.read("/local/domain/0/name")
+
     def device_states(self, domid: int) -> list[DeviceState]:
-        """Frontend and backend state of every vbd and vif of the domain."""
+        """Frontend and backend state of every vbd and vif of the domain (one deadline)."""
+        with self._operation():
+            return self._device_states(domid)
+
+    def _device_states(self, domid: int) -> list[DeviceState]:
         out: list[DeviceState] = []
         for kind in ("vbd", "vif"):
             base = f"/local/domain/{int(domid)}/device/{kind}"
@@ -379,6 +434,10 @@ class XenStore:
 
     def domain_dump(self, domid: int) -> str:
         """The domain's own subtree plus its backends in dom0 (for artifacts)."""
+        with self._operation(DUMP_BUDGET):
+            return self._domain_dump(domid)
+
+    def _domain_dump(self, domid: int) -> str:
         parts = [self.dump(f"/local/domain/{int(domid)}")]
         for kind in ("vbd", "vif", "console"):
             p = f"/local/domain/0/backend/{kind}/{int(domid)}"

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from xenpvh.host.nested.qemu import (
     free_port,
     ssh_banner_ready,
 )
-from xenpvh.host.nested.reap import RUN_DIR_PREFIX, reap_stale_run_dirs
+from xenpvh.host.nested.reap import make_run_dir, reap_partial_snapshots, reap_stale_run_dirs
 from xenpvh.host.nested.record import NestedRecord, NestedState, NestedStatus, state_dir
 from xenpvh.host.nested.warm import (
     WARM_KEEP,
@@ -226,7 +225,7 @@ class NestedHost:
 
     def _boot(self, image: DomImage, detach: bool, *, warm_from: Path | None) -> None:
         try:
-            self._tmp = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+            self._tmp = make_run_dir()
             if warm_from is None:
                 self._start_qemu(image, detach, disk=image.disk)
                 self._wait_ready(self.boot_timeout)
@@ -392,12 +391,13 @@ class NestedHost:
         with flock(image.dir / ".warm.lock"):
             if path.is_file():
                 return path
+            reap_partial_snapshots(image.dir)  # of a process killed while saving one
             self._log("nested host: no saved machine state yet: booting cold once to save one")
             part = image.dir / f".warm-{key}-{os.getpid()}.qcow2"
             t0 = time.monotonic()
             try:
                 create_overlay(image.disk, part)
-                self._tmp = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+                self._tmp = make_run_dir()
                 self._start_qemu(image, False, disk=part)
                 self._wait_ready(self.boot_timeout)
                 assert self._ssh is not None and self._record is not None
