@@ -211,13 +211,18 @@ def _lease_path(root: str) -> str:
     return f"{root.rstrip('/')}/{LEASE_NAME}"
 
 
+def _root(root: str | None) -> str:
+    """`root`, or the module's LOCK_ROOT as it is now (tests point it elsewhere)."""
+    return LOCK_ROOT if root is None else root
+
+
 def _digest(text: str) -> str:
     """The sha256 of the file a lease text is stored as."""
     return hashlib.sha256((text + "\n").encode()).hexdigest()
 
 
-def _read(host: Host, root: str) -> _Reading:
-    path = _lease_path(root)
+def _read(host: Host, root: str | None) -> _Reading:
+    path = _lease_path(_root(root))
     local = time.time()
     r = host.run(["sh", "-c", READ_SCRIPT, "sh", path, str(MAX_LEASE_BYTES)], timeout=60)
     lines = r.out.split("\n", 2)
@@ -240,9 +245,10 @@ def _read(host: Host, root: str) -> _Reading:
     return _Reading(float(lines[0]), local, digest, lease)
 
 
-def _swap(host: Host, root: str, expected: str, new: str) -> bool:
+def _swap(host: Host, root: str | None, expected: str, new: str) -> bool:
     """Replace the lease file whose sha256 is `expected` ("none": no file) by `new` ("":
     remove it), atomically on the host.  False when the file held something else."""
+    root = _root(root)
     path = _lease_path(root)
     r = host.run(
         [
@@ -283,7 +289,7 @@ def _free(reading: _Reading) -> bool:
 # -- the API ---------------------------------------------------------------------------------
 
 
-def read_lease(host: Host, *, root: str = LOCK_ROOT) -> HostLease | None:
+def read_lease(host: Host, *, root: str | None = None) -> HostLease | None:
     """Who holds the host: its lease, or None when it is free (no lease, an expired one, or
     one whose process died on this machine)."""
     reading = _read(host, root)
@@ -300,7 +306,7 @@ def acquire(
     poll: float = 5.0,
     on_wait: Callable[[HostLease], None] | None = None,
     pid: int | None = None,
-    root: str = LOCK_ROOT,
+    root: str | None = None,
 ) -> HostLease:
     """Take the host's lease for `ttl` seconds.  A free host, an expired lease and one whose
     process died on this machine are taken at once; otherwise wait up to `wait` seconds
@@ -360,13 +366,13 @@ def acquire(
         time.sleep(max(0.0, min(poll, wait - waited)))
 
 
-def release(host: Host, lease: HostLease, *, root: str = LOCK_ROOT) -> None:
+def release(host: Host, lease: HostLease, *, root: str | None = None) -> None:
     """Remove `lease` from the host, if it is still the one there (never someone else's)."""
     if not _swap(host, root, _digest(lease.to_text()), ""):
         log.info("host %s: the lease of %s was no longer there", host.name, _shown(lease.owner))
 
 
-def renew(host: Host, lease: HostLease, ttl: float, *, root: str = LOCK_ROOT) -> HostLease:
+def renew(host: Host, lease: HostLease, ttl: float, *, root: str | None = None) -> HostLease:
     """Extend our `lease` to `ttl` seconds from now; LeaseLost when it is no longer ours."""
     if not math.isfinite(ttl) or ttl <= 0:
         raise BlockedError(f"a host lease needs a ttl > 0, not {ttl}")
@@ -380,7 +386,7 @@ def renew(host: Host, lease: HostLease, ttl: float, *, root: str = LOCK_ROOT) ->
     return new
 
 
-def force_release(host: Host, *, root: str = LOCK_ROOT) -> HostLease | None:
+def force_release(host: Host, *, root: str | None = None) -> HostLease | None:
     """Remove whatever lease the host holds (an admin's unlock --force); returns it."""
     while True:
         reading = _read(host, root)
@@ -397,7 +403,7 @@ def check(
     wait: float = 0.0,
     poll: float = 5.0,
     on_wait: Callable[[HostLease], None] | None = None,
-    root: str = LOCK_ROOT,
+    root: str | None = None,
 ) -> HostLease | None:
     """What a session does before it creates a domain: return when the host is free or
     leased to `owner` itself (that lease, else None); while another owner holds it, wait up

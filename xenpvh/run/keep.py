@@ -180,7 +180,8 @@ def host_records(host: Host, remote_root: str = REMOTE_ROOT) -> list[KeptGuest]:
 def reap_expired(host: Host, remote_root: str = REMOTE_ROOT) -> list[KeptGuest]:
     """End every kept guest on `host` whose keep ran out; returns them."""
     reaped = []
-    for rec in host_records(host, remote_root):
+    on_host = host_records(host, remote_root)
+    for rec in on_host:
         if rec.expired():
             try:
                 end(host, rec)
@@ -188,6 +189,12 @@ def reap_expired(host: Host, remote_root: str = REMOTE_ROOT) -> list[KeptGuest]:
                 log.warning("reaping kept guest %s failed: %s", rec.domain, e)
                 continue
             reaped.append(rec)
+    # Records here of this host's guests that it no longer has (a run's sweep ended them
+    # when their lease ran out, or someone destroyed them from elsewhere).
+    there = {r.run_id for r in on_host} - {r.run_id for r in reaped}
+    for rec in local_records():
+        if rec.host == host.name and rec.run_id not in there:
+            remove_local(rec.run_id)
     return reaped
 
 
