@@ -247,7 +247,9 @@ def dev_host(request: HostRequest, console: Console) -> Iterator[Host]:
             "nested host: none is up; starting one that stays up for later runs and kept "
             "guests (`xenpvh host nested down` stops it)"
         )
-        NestedHost(console=console, xen_image=request.xen_image, qemu=qemu).up(detach=True)
+        started = NestedHost(console=console, xen_image=request.xen_image, qemu=qemu)
+        started.up(detach=True)
+        started.close()  # its ssh connection; the host itself stays up
         h = running_nested_host(request.xen_image, qemu, console)
         if h is None:
             raise BrokenError("the nested host just started cannot be reached")
