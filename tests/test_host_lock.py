@@ -228,6 +228,10 @@ def test_check_lets_the_owner_through(tmp_path: Path) -> None:
     with pytest.raises(HostBusy, match="alice"):
         lock.check(h, owner="bob", wait=0.5, poll=0.1, root=root)
     assert lock.read_lease(h, root=root) == held  # check takes nothing
+    # A lease this process holds (a plan's pool, whatever its owner string) lets it run.
+    lock.release(h, held, root=root)
+    pool = lock.acquire(h, owner="plan run 7 (gw0)", reason="r", ttl=60, root=root)
+    assert lock.check(h, owner="alice", root=root) == pool
 
 
 def test_hostile_fields_are_escaped(tmp_path: Path) -> None:

@@ -192,6 +192,14 @@ def holder_is_dead(lease: HostLease) -> bool:
     return not _pid_alive(lease.pid)
 
 
+def held_by_this_process(lease: HostLease) -> bool:
+    return (
+        lease.pid == os.getpid()
+        and lease.machine == this_machine()
+        and lease.boot_id == this_boot_id()
+    )
+
+
 # -- reading and swapping on the host -------------------------------------------------------
 
 
@@ -405,14 +413,15 @@ def check(
     on_wait: Callable[[HostLease], None] | None = None,
     root: str | None = None,
 ) -> HostLease | None:
-    """What a session does before it creates a domain: return when the host is free or
-    leased to `owner` itself (that lease, else None); while another owner holds it, wait up
-    to `wait` seconds, then raise HostBusy naming the holder.  Takes nothing."""
+    """What a session does before it creates a domain: return when the host is free, leased
+    to `owner`, or leased by this very process (a plan's pool leases its host, then runs
+    sessions on it) — that lease, else None; while another holds it, wait up to `wait`
+    seconds, then raise HostBusy naming the holder.  Takes nothing."""
     started = time.monotonic()
     while True:
         reading = _read(host, root)
         holder = None if _free(reading) else reading.lease
-        if holder is None or holder.owner == owner:
+        if holder is None or holder.owner == owner or held_by_this_process(holder):
             return holder
         waited = time.monotonic() - started
         if waited >= wait:
@@ -447,6 +456,7 @@ __all__ = [
     "check",
     "default_owner",
     "force_release",
+    "held_by_this_process",
     "holder_is_dead",
     "read_lease",
     "release",
