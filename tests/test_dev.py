@@ -379,3 +379,27 @@ def test_ps_lists_nothing_and_host_lock_cycle_on_local(tmp_path, monkeypatch, ca
     assert main(["host", "unlock", "local", "--owner", "ann"]) == 0
     assert main(["host", "who", "local"]) == 0
     assert "free" in capsys.readouterr().out
+
+
+def test_ps_prunes_records_of_guests_the_host_no_longer_has(monkeypatch, capsys) -> None:
+    """A kept guest recorded here that its host (this machine, `local`) does not have any
+    more is dropped from the index by `ps` (it was reaped or destroyed elsewhere)."""
+    rec = keep.KeptGuest(
+        "20261202-101010-abcdef",
+        "xenpvh-20261202-101010-abcdef",
+        3,
+        "local",
+        {"spec": "local", "inventory": None, "identity": None, "known_hosts": None},
+        "xl",
+        "ann",
+        time.time(),
+        time.time() + 60,
+        "/nonexistent",
+        "/nonexistent/console.log",
+        remote_root="/nonexistent-xenpvh-root",
+    )
+    keep.save_local(rec)
+    monkeypatch.setattr(keep, "REMOTE_ROOT", "/nonexistent-xenpvh-root")
+    assert main(["ps", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"kept": [], "problems": []}
+    assert keep.local_records() == []

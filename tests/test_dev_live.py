@@ -170,6 +170,37 @@ def test_failed_guest_is_kept_attached_destroyed_and_uploads_are_cached(
     run_id, domain = kept["run_id"], kept["domain"]
     assert f"xenpvh attach {run_id}" in p.stdout
     assert host.run(["xl", "domid", domain]).ok, "the failed guest was not kept"
+    try:
+        _attach_and_destroy(host, kept)
+    finally:
+        if host.run(["xl", "domid", domain]).ok:  # a failure above: do not leak the guest
+            _run("destroy", run_id)
+
+    # The second run of the unchanged kernel sends nothing; --no-keep-on-fail destroys.
+    art2 = tmp_path / "art2"
+    p = _dev(host_args, kernel, art2, "--cmdline-append", "maxcpus=1", "--no-keep-on-fail")
+    assert p.returncode == 1, p.stderr
+    (doc2,) = _verdicts(art2)
+    assert doc2["failed_stage"] == "ap-launch"
+    assert doc2["meta"]["uploads"]["kernel"] == 0
+    assert doc2["meta"]["uploads"]["ramdisk"] == 0
+    assert "kept" not in doc2["meta"]
+    print(
+        json.dumps(
+            {
+                "uploads_first": meta["uploads"],
+                "uploads_second": doc2["meta"]["uploads"],
+                "unpause_to_verdict_s": [
+                    meta.get("unpause_to_verdict_s"),
+                    doc2["meta"].get("unpause_to_verdict_s"),
+                ],
+            }
+        )
+    )
+
+
+def _attach_and_destroy(host: Any, kept: dict[str, Any]) -> None:
+    run_id, domain = kept["run_id"], kept["domain"]
     console_log = Path(kept["console_log"])
     before = console_log.stat().st_size
 
@@ -225,28 +256,6 @@ def test_failed_guest_is_kept_attached_destroyed_and_uploads_are_cached(
     assert not host.run(["test", "-e", f"/var/lib/xenpvh/runs/{run_id}"]).ok
     assert run_id not in {r.run_id for r in keep.local_records()}
     assert _run("attach", run_id).returncode == 2
-
-    # The second run of the unchanged kernel sends nothing; --no-keep-on-fail destroys.
-    art2 = tmp_path / "art2"
-    p = _dev(host_args, kernel, art2, "--cmdline-append", "maxcpus=1", "--no-keep-on-fail")
-    assert p.returncode == 1, p.stderr
-    (doc2,) = _verdicts(art2)
-    assert doc2["failed_stage"] == "ap-launch"
-    assert doc2["meta"]["uploads"]["kernel"] == 0
-    assert doc2["meta"]["uploads"]["ramdisk"] == 0
-    assert "kept" not in doc2["meta"]
-    print(
-        json.dumps(
-            {
-                "uploads_first": meta["uploads"],
-                "uploads_second": doc2["meta"]["uploads"],
-                "unpause_to_verdict_s": [
-                    meta.get("unpause_to_verdict_s"),
-                    doc2["meta"].get("unpause_to_verdict_s"),
-                ],
-            }
-        )
-    )
 
 
 def test_host_lease_of_another_owner_refuses_then_waits(

@@ -178,6 +178,9 @@ def _err() -> Console:
 
 
 def _host_request(spec: str, args: argparse.Namespace | None = None, **extra: Any) -> HostRequest:
+    """The HostRequest of `spec`; ssh files from `extra` (a kept guest's `host_spec`, whose
+    own "spec" key is `spec`) or else the command's options."""
+
     def path(name: str) -> Path | None:
         value = extra.get(name) or (getattr(args, name, None) if args is not None else None)
         return Path(value) if value else None
@@ -259,6 +262,10 @@ def dev_host(request: HostRequest, console: Console) -> Iterator[Host]:
         h.close()
 
 
+def _files(host_spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: host_spec.get(k) for k in ("inventory", "identity", "known_hosts")}
+
+
 def _record_for(args: argparse.Namespace) -> Any:
     """The kept guest `args.run` names: the local record, or the host's when --host."""
     from xenpvh.run import keep
@@ -278,7 +285,7 @@ def _kept(args: argparse.Namespace, console: Console) -> Iterator[tuple[Host, An
         request = _host_request(args.host, args)
     else:
         spec = record.host_spec or {}
-        request = _host_request(str(spec.get("spec") or "nested"), args, **spec)
+        request = _host_request(str(spec.get("spec") or "nested"), args, **_files(spec))
     try:
         with reach_host(request, console) as host:
             if record is None:
@@ -533,7 +540,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for rec in keep.local_records():
             spec = rec.host_spec or {}
             key = json.dumps(spec, sort_keys=True)
-            targets.setdefault(key, _host_request(str(spec.get("spec") or "nested"), None, **spec))
+            request = _host_request(str(spec.get("spec") or "nested"), None, **_files(spec))
+            targets.setdefault(key, request)
     seen_local = {r.run_id for r in keep.local_records()}
     for request in targets.values():
         try:

@@ -152,9 +152,9 @@ def end(host: Host, record: KeptGuest) -> bool:
     return bool(gone)
 
 
-def host_records(host: Host, remote_root: str = REMOTE_ROOT) -> list[KeptGuest]:
+def host_records(host: Host, remote_root: str | None = None) -> list[KeptGuest]:
     """The kept guests recorded on `host` (every owner's)."""
-    runs = f"{remote_root.rstrip('/')}/runs"
+    runs = f"{(remote_root or REMOTE_ROOT).rstrip('/')}/runs"
     r = host.run(["find", runs, *KEPT_FIND], timeout=60)
     out: list[KeptGuest] = []
     header = re.compile(rf"^==> {re.escape(runs)}/([^/]+)/{re.escape(KEPT_NAME)} <==$")
@@ -177,7 +177,7 @@ def host_records(host: Host, remote_root: str = REMOTE_ROOT) -> list[KeptGuest]:
     return sorted(out, key=lambda k: k.since)
 
 
-def reap_expired(host: Host, remote_root: str = REMOTE_ROOT) -> list[KeptGuest]:
+def reap_expired(host: Host, remote_root: str | None = None) -> list[KeptGuest]:
     """End every kept guest on `host` whose keep ran out; returns them."""
     reaped = []
     on_host = host_records(host, remote_root)
@@ -252,7 +252,7 @@ def find_local(name: str) -> KeptGuest:
         raise BrokenError(f"kept-guest record {path} unreadable: {e}") from e
 
 
-def find_on_host(host: Host, name: str, remote_root: str = REMOTE_ROOT) -> KeptGuest:
+def find_on_host(host: Host, name: str, remote_root: str | None = None) -> KeptGuest:
     run_id = name.removeprefix(DOMAIN_PREFIX)
     for rec in host_records(host, remote_root):
         if rec.run_id == run_id:
