@@ -225,7 +225,8 @@ class BootRun:
         finally:
             self.state = RunState.DESTROY
             with contextlib.suppress(Exception):
-                self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name))
+                keeping = " (a fail: keeping it)" if self._keeping(verdict) else ""
+                self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name + keeping))
             problem = self._keep(verdict) if self._keeping(verdict) else self._destroy()
             self.times.destroyed = time.monotonic()
         verdict = decide_run(RunFacts(guest=verdict, destroy_problem=problem))
