@@ -7,6 +7,7 @@ transcript, so ConsoleCapture's pty/pexpect path is exercised for real.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -180,6 +181,7 @@ class FakeXenHost:
             return err(f"fake xl: unknown {argv}")
         if cmd == "sh" and args[0] == "-c":
             # The run's shell snippets, by their text (data comes as positional args).
+            from xenpvh.host.lock import READ_SCRIPT
             from xenpvh.run.remote import MISSING_SCRIPT, NO_IFACE_SCRIPT, SCRATCH_SCRIPT
 
             script, params = args[1], args[3:]
@@ -189,6 +191,12 @@ class FakeXenHost:
             if script == NO_IFACE_SCRIPT:
                 gone = [b for b in params if b not in self.interfaces]
                 return ok("".join(f"{b}\n" for b in gone).encode())
+            if script == READ_SCRIPT:  # the host lease: the clock, then none (or a lease)
+                lease = self.files.get(params[0])
+                if lease is None:
+                    return ok(b"%d\nnone\n" % time.time())
+                digest = hashlib.sha256(lease).hexdigest().encode()
+                return ok(b"%d\n%s\n%s" % (time.time(), digest, lease))
             if script == SCRATCH_SCRIPT:
                 self.files[params[1]] = b""
                 return self.run(tuple(params[2:]))  # as the shell would run it
@@ -218,12 +226,13 @@ class FakeXenHost:
             )
             old = [c for c in children if self.mtimes.get(c, time.time()) < cutoff]
             return ok("".join(f"{c}\n" for c in old).encode())
-        if cmd == "find":  # find ROOT -mindepth 2 -maxdepth 2 -name lease -exec head -v ... +
+        if cmd == "find":  # find ROOT -mindepth 2 -maxdepth 2 -name NAME -exec head -v ... +
             root = args[0].rstrip("/") + "/"
+            name = "/" + args[args.index("-name") + 1]
             hits = [
                 p
                 for p in sorted(self.files)
-                if p.startswith(root) and p[len(root) :].count("/") == 1 and p.endswith("/lease")
+                if p.startswith(root) and p[len(root) :].count("/") == 1 and p.endswith(name)
             ]
             return ok(b"\n".join(b"==> %s <==\n%s" % (p.encode(), self.files[p]) for p in hits))
         if cmd == "rm":

@@ -210,6 +210,8 @@ def request_from_args(args: argparse.Namespace) -> Any:
         xen_build=xen_build,
         kernel_tree=getattr(args, "kernel_tree", None) if getattr(args, "builds", False) else None,
         rebuild=bool(getattr(args, "rebuild", False)),
+        wait_host=float(getattr(args, "wait_host", 0.0) or 0.0),
+        owner=getattr(args, "owner", None),
     )
 
 

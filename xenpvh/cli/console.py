@@ -151,6 +151,18 @@ class LiveChecklist:
                 )
             )
             self.status = {s: ("waiting", None, "") for s in self.stages}
+        elif hasattr(event, "holder") and hasattr(event, "host"):  # HostWaitEvent
+            # Said once per holder, not at every poll.
+            if getattr(self, "_holder", None) != event.holder:
+                self._holder = event.holder
+                self.console.print(
+                    Text(
+                        f"waiting: {terminal_safe(event.host, 80)} is held by "
+                        f"{terminal_safe(event.holder, 300)}",
+                        style="yellow",
+                    )
+                )
+            self.run_state = f"waiting for {terminal_safe(event.host, 80)}"
         elif hasattr(event, "description") and hasattr(event, "what"):  # BuildEvent
             self.console.print(Text(f"{event.what}: {event.description}"))
         elif hasattr(event, "verdict") and hasattr(event, "failed_stage"):

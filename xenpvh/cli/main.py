@@ -85,6 +85,7 @@ def _print_json(obj: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from xenpvh.cli import commands as c
+    from xenpvh.cli import dev
 
     parser = _Parser(
         prog="xenpvh",
@@ -143,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--xen-config", default=None, help="Kconfig fragment")
             p.add_argument("--kernel-tree", default=None, help="Linux guest kernel tree spec")
             p.add_argument("--rebuild", action="store_true")
+        dev.add_lock_wait_args(p)
         p.set_defaults(func=c.cmd_boot, builds=builds)
+    # The developer's loop: dev, attach, destroy, ps (xenpvh/cli/dev.py).
+    dev.add_parsers(sub, _Parser, _add_point_args, _add_host_args)
 
     p = sub.add_parser("host", help="Xen hosts")
     hsub = p.add_subparsers(dest="host_command", required=True, parser_class=_Parser)
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--log", default=None, help="ansible's output (default: under the cache)")
     pr.add_argument("--format", choices=["text", "json"], default="text")
     pr.set_defaults(func=c.cmd_host_provision)
+    dev.add_host_lock_parsers(hsub)  # host lock|unlock|who
 
     p = sub.add_parser("build", help="build patched source trees")
     bsub = p.add_subparsers(dest="build_command", required=True, parser_class=_Parser)

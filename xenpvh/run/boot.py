@@ -37,6 +37,7 @@ from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.profile.model import Profile
 from xenpvh.run import guest_disk, lease, remote
+from xenpvh.run import keep as keep_guest
 from xenpvh.run.devices import XENBUS_STAGE, DeviceCheck, device_failure
 from xenpvh.run.events import (
     TRANSITIONS,
@@ -45,6 +46,7 @@ from xenpvh.run.events import (
     RunStateEvent,
     VerdictEvent,
 )
+from xenpvh.run.keep import KeepPolicy, KeptEvent, KeptGuest
 from xenpvh.run.lease import DOMAIN_PREFIX, LEASE_FIND, LEASE_SLACK, RUN_ID, parse_leases
 from xenpvh.run.liveness import XenStoreProbe
 from xenpvh.run.preflight import check_host_memory
@@ -106,6 +108,7 @@ class BootRun:
         checker_factory: Callable[..., StageChecker] | None = None,
         xenstore_factory: Callable[[Host], XenStore] | None = None,
         xenstore_probe_interval: float = 5.0,
+        keep: KeepPolicy | None = None,
     ) -> None:
         self.host = host
         self.profile = profile
@@ -161,6 +164,10 @@ class BootRun:
             interval=xenstore_probe_interval,
             timeout=xenstore_timeout,
         )
+        # Keep the guest of a `fail` running instead of destroying it (xenpvh dev).
+        self.keep = keep
+        self.kept: KeptGuest | None = None
+        self.uploads: dict[str, int] = {}
 
     # -- state machine ----------------------------------------------------------------------
 
@@ -246,8 +253,9 @@ class BootRun:
         finally:
             self.state = RunState.DESTROY
             with contextlib.suppress(Exception):
-                self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name))
-            problem = self._destroy()
+                keeping = " (a fail: keeping it)" if self._keeping(verdict) else ""
+                self._emit(RunStateEvent(RunState.DESTROY, self._t(), self.domain_name + keeping))
+            problem = self._keep(verdict) if self._keeping(verdict) else self._destroy()
             self.times.destroyed = time.monotonic()
         verdict = decide_run(RunFacts(guest=verdict, destroy_problem=problem))
         verdict.meta.update(self._meta())
@@ -370,7 +378,7 @@ class BootRun:
         # After the sweep (dead runs' domains gave their memory back), before any upload.
         info = self.prepared.host_info if not self.swept else self._xl_info()
         check_host_memory(info, self.spec.memory_mb, host=self.host.name)
-        remote.upload(self.host, uploads, list(self._scripts.values()))
+        self.uploads = remote.upload(self.host, uploads, list(self._scripts.values()))
         for orig, d in zip(point.disks, disks, strict=True):
             if d.vdev in images:
                 base, took = guest_disk.ensure_on_host(self.host, images[d.vdev], self.remote_root)
@@ -700,6 +708,65 @@ class BootRun:
                 problems.append(f"removing {self.run_dir} failed: {e}")
         return "; ".join(problems)
 
+    def _upload_summary(self) -> dict[str, int]:
+        """Bytes sent this run: kernel, ramdisk, hotplug scripts."""
+        kinds = {}
+        if self.spec is not None:
+            kinds = {self.spec.kernel: "kernel", self.spec.ramdisk: "ramdisk"}
+        out: dict[str, int] = {}
+        for path, n in self.uploads.items():
+            kind = kinds.get(path, "scripts")
+            out[kind] = out.get(kind, 0) + n
+        return out
+
+    def _keeping(self, verdict: Verdict) -> bool:
+        return (
+            self.keep is not None
+            and verdict.verdict == VerdictValue.FAIL
+            and self.domain is not None
+            and self._run_dir_made
+        )
+
+    def _keep(self, verdict: Verdict) -> str:
+        """Leave the failed guest running (see xenpvh.run.keep); a guest that is gone
+        already, or a keep that cannot be recorded, is destroyed as usual."""
+        assert self.keep is not None and self.domain is not None
+        if self.capture is not None:
+            self.capture.close()  # frees the guest's one console slot for `xenpvh attach`
+        with contextlib.suppress(Exception):
+            self._exits.close()
+        self._xs = None
+        now = time.time()
+        record = KeptGuest(
+            run_id=self.run_id,
+            domain=self.domain_name,
+            domid=self.domain.domid,
+            host=self.host.name,
+            host_spec=dict(self.keep.host_spec),
+            toolstack=self.toolstack.name,
+            owner=self.keep.owner,
+            since=now,
+            expires=now + self.keep.keep_for,
+            artifacts=str(self.artifacts.resolve()),
+            console_log=str((self.artifacts / "console.log").resolve()),
+            profile=getattr(self.profile, "name", ""),
+            failed_stage=verdict.failed_stage,
+            reason=verdict.reason,
+            remote_root=self.remote_root,
+        )
+        try:
+            if not keep_guest.domain_alive(self.host, self.domain_name):
+                log.info("run %s: the failed guest is gone already; nothing to keep", self.run_id)
+                return self._destroy()
+            keep_guest.keep(self.host, record)
+        except Exception as e:
+            log.warning("run %s: cannot keep the guest (%s); destroying it", self.run_id, e)
+            return self._destroy()
+        self.kept = record
+        with contextlib.suppress(Exception):
+            self._emit(KeptEvent(record))
+        return ""
+
     def _destroy_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self._destroy()
@@ -735,6 +802,12 @@ class BootRun:
             meta["swept_stale_domains"] = self.swept
         if self.disk_copies:
             meta["disk_copies"] = self.disk_copies
+        if self.uploads:
+            # Bytes sent per upload (0: the host had the content-addressed file already).
+            meta["uploads"] = self._upload_summary()
+            meta["uploaded_bytes"] = sum(self.uploads.values())
+        if self.kept is not None:
+            meta["kept"] = keep_guest.as_dict(self.kept)
         if self.collect_errors:
             meta["collect_errors"] = self.collect_errors
         return meta

@@ -82,19 +82,27 @@ def upload(
     host: Host,
     files: Sequence[tuple[Path, str]],
     scripts: Sequence[tuple[HotplugScript, str]],
-) -> None:
+) -> dict[str, int]:
     """Put kernels (local path, remote path) and hotplug scripts (script, remote path) on the
     host.  They live under content-addressed names: one round trip tells which are there
-    already, and only those that are not are sent."""
+    already, and only those that are not are sent.  Returns the bytes sent per remote path
+    (0 for a file the host had), which a run reports as `meta.uploads`."""
     wanted = [remote for _, remote in files]
     wanted += [path for _, path in scripts]
     lacking = missing(host, wanted)
+    sent: dict[str, int] = {}
     for local, remote in files:
-        if remote in lacking:
-            host.put(local, remote, mode=0o644)
+        sent[remote] = 0
+        # put() itself skips a remote copy with the same sha256 (returns False).
+        if remote in lacking and host.put(local, remote, mode=0o644) is not False:
+            sent[remote] = local.stat().st_size
     for script, path in scripts:
+        sent[path] = 0
         if path in lacking:
-            host.put_bytes(script.text.encode(), path, mode=0o755)
+            data = script.text.encode()
+            host.put_bytes(data, path, mode=0o755)
+            sent[path] = len(data)
+    return sent
 
 
 def make_scratch(host: Host, d: DiskSpec, orig: DiskSpec) -> None:

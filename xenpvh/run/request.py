@@ -20,6 +20,7 @@ from xenpvh.profile.domain import DiskSpec, VifSpec
 # would take a host down or make a run pointless.  Named in the error when exceeded.
 MAX_ATTEMPTS = 20
 MAX_TIMEOUT = 24 * 3600.0
+MAX_KEEP_FOR = 7 * 24 * 3600.0
 TOOLSTACKS = ("xl", "libvirt")
 
 
@@ -56,6 +57,13 @@ class BootRequest:
     # The point's disks and vifs instead of the profile's (None: the profile's).
     disks: tuple[DiskSpec, ...] | None = None
     vifs: tuple[VifSpec, ...] | None = None
+    # The developer's loop (xenpvh dev): keep the guest of a `fail` running for `keep_for`
+    # seconds; the host lock: wait up to `wait_host` seconds for another owner's lease
+    # (xenpvh.host.lock), `owner` being who we are (default user@machine).
+    keep_on_fail: bool = False
+    keep_for: float = 2 * 3600.0
+    wait_host: float = 0.0
+    owner: str | None = None
 
     def validate(self) -> None:
         """BlockedError naming the first thing wrong with the request itself."""
@@ -69,6 +77,14 @@ class BootRequest:
             raise BlockedError(f"attempts must be 1-{MAX_ATTEMPTS}, not {self.attempts}")
         if not 0 < self.timeout <= MAX_TIMEOUT:  # also refuses inf and nan
             raise BlockedError(f"timeout must be > 0 and <= {MAX_TIMEOUT:g}s, not {self.timeout}")
+        if not 0 < self.keep_for <= MAX_KEEP_FOR:
+            raise BlockedError(
+                f"keep-for must be > 0 and <= {MAX_KEEP_FOR:g}s, not {self.keep_for}"
+            )
+        if not 0 <= self.wait_host <= MAX_TIMEOUT:
+            raise BlockedError(f"wait-host must be 0-{MAX_TIMEOUT:g}s, not {self.wait_host}")
+        if self.owner is not None and not 0 < len(self.owner) <= 200:
+            raise BlockedError("an owner must be 1-200 characters")
         if self.vcpus is not None and not 1 <= self.vcpus <= MAX_VCPUS:
             raise BlockedError(f"vcpus must be 1-{MAX_VCPUS}, not {self.vcpus}")
         if self.memory_mb is not None and not 16 <= self.memory_mb <= MAX_MEMORY_MB:

@@ -71,6 +71,14 @@ class AttemptEvent:
     kept_in: str
 
 
+@dataclass(frozen=True)
+class HostWaitEvent:
+    """The host is leased to another owner; the session waits (`wait_host`)."""
+
+    host: str
+    holder: str  # HostLease.describe(): owner, reason, expiry
+
+
 @dataclass
 class SessionResult:
     verdict: Verdict
@@ -139,6 +147,7 @@ class Session:
             self._build()
             with self._host() as host:
                 self.host_name = getattr(host, "name", None)
+                self._check_host_lock(host)
                 self.hypervisor = self._hypervisor_stage(host)
                 if self.hypervisor is None or self.hypervisor.status is not StageStatus.FAILED:
                     self._attempts(host)
@@ -230,6 +239,36 @@ class Session:
         with opener(hreq, self.artifacts) as host:
             yield host
 
+    def _check_host_lock(self, host: Host) -> None:
+        """Before any domain is made: another owner's lease on the host (`xenpvh host lock`,
+        a nightly pool) makes us wait (up to `wait_host`) or refuse, naming the holder."""
+        from xenpvh.host import lock
+
+        def waiting(holder: lock.HostLease) -> None:
+            self._emit(HostWaitEvent(host.name, holder.describe()))
+
+        owner = self.request.owner or lock.default_owner()
+        lock.check(host, owner=owner, wait=self.request.wait_host, on_wait=waiting)
+
+    def _keep_policy(self) -> Any:
+        if not self.request.keep_on_fail:
+            return None
+        from xenpvh.host import lock
+        from xenpvh.run.keep import KeepPolicy
+
+        h = self.request.host
+        spec = {
+            "spec": h.spec,
+            "inventory": str(h.inventory) if h.inventory else None,
+            "identity": str(h.identity) if h.identity else None,
+            "known_hosts": str(h.known_hosts) if h.known_hosts else None,
+        }
+        return KeepPolicy(
+            keep_for=self.request.keep_for,
+            owner=self.request.owner or lock.default_owner(),
+            host_spec=spec,
+        )
+
     def _hypervisor_stage(self, host: Host) -> StageResult | None:
         """The `hypervisor` stage on a live host: `xl dmesg` + `xl info` against what the
         build promised."""
@@ -274,6 +313,7 @@ class Session:
                 on_decided=decided,
                 timeout=self.request.timeout,
                 xenstore_factory=self.xenstore_factory,
+                keep=self._keep_policy(),
             )
             verdict = run.run()
             self.attempts.append(verdict)
@@ -485,6 +525,7 @@ def _move_attempt(artifacts: Path, dest: Path, hosts: set[str]) -> None:
 __all__ = [
     "AttemptEvent",
     "BuildEvent",
+    "HostWaitEvent",
     "Session",
     "SessionResult",
     "point_name",
