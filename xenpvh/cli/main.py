@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
     g.add_argument("--cache-dir", default=None)
     g.set_defaults(func=c.cmd_build_guestkit)
+
+    from xenpvh.cli import plan as nightly  # plan show|run, history, bisect
+
+    nightly.register(sub, _Parser)
     return parser
 
 

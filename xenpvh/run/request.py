@@ -22,6 +22,7 @@ MAX_CMDLINE = 4096  # Linux's COMMAND_LINE_SIZE on x86 is 2048; FreeBSD's is sma
 MAX_ATTEMPTS = 20
 MAX_TIMEOUT = 24 * 3600.0
 TOOLSTACKS = ("xl", "libvirt")
+MAX_DEVICES = 16  # disks or vifs of one point
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class BootRequest:
     timeout: float = 900.0
     # A name for the run's reports (JUnit testsuite/classname); derived when None.
     point_name: str | None = None
+    # How many disks / vifs (the profile's first one repeated); None: the profile's own.
+    disks: int | None = None
+    vifs: int | None = None
+    # Record the run in the results history too (xenpvh.report.history.HistoryTarget).
+    history: object | None = None
 
     def validate(self) -> None:
         """BlockedError naming the first thing wrong with the request itself."""
@@ -71,6 +77,9 @@ class BootRequest:
             raise BlockedError(f"vcpus must be 1-{MAX_VCPUS}, not {self.vcpus}")
         if self.memory_mb is not None and not 16 <= self.memory_mb <= MAX_MEMORY_MB:
             raise BlockedError(f"memory must be 16-{MAX_MEMORY_MB} MiB, not {self.memory_mb}")
+        for what, n in (("disks", self.disks), ("vifs", self.vifs)):
+            if n is not None and not 0 <= n <= MAX_DEVICES:
+                raise BlockedError(f"{what} must be 0-{MAX_DEVICES}, not {n}")
         append = self.cmdline_append
         if any(c in append for c in "\n\r\0"):
             raise BlockedError("the kernel command line addition must be one line")
