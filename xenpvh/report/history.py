@@ -29,6 +29,7 @@ class HistoryTarget:
     plan_run_id: str | None = None
     baseline: str = ""
     point: str | None = None  # the plan's point id (default: the report's point name)
+    host: str | None = None  # the pool's name of the host (default: the report's)
     facts: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -58,7 +59,7 @@ def history_record(
         point=target.point or f"{report.profile}.{report.point}",
         profile=report.profile,
         baseline=target.baseline,
-        host=report.host,
+        host=target.host or report.host,
         verdict=str(v.verdict),
         failed_stage=v.failed_stage,
         reason=v.reason,
