@@ -41,6 +41,7 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     r.add_argument("--baseline", default=None, help="compare against (default: the plan name)")
     r.add_argument("--out", default="plan-runs", help="directory of the plan runs' results")
     r.add_argument("--bisect", action="store_true", help="bisect each new failure found")
+    r.add_argument("--wait-host", type=float, default=0.0, help="seconds to wait for a leased host")
     r.add_argument("--format", choices=["text", "json"], default="text")
     r.set_defaults(func=cmd_plan_run)
 
@@ -54,6 +55,10 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     h.add_argument("--limit", type=int, default=100)
     h.add_argument("--format", choices=["text", "json"], default="text")
     h.set_defaults(func=cmd_history)
+
+    from xenpvh.cli.bisect import register as register_bisect
+
+    register_bisect(sub)
 
 
 RUN_EPILOG = """\

@@ -118,33 +118,21 @@ class RealDriver:
         artifacts = Path(spec.out) / "hosts" / pool_host.name
         artifacts.mkdir(parents=True, exist_ok=True)
         req = HostRequest(spec=pool_host.spec, xen_image=Path(image) if image else None)
-        with open_host(req, artifacts=artifacts) as host:
-            with _leased(host, pool_host, spec):
-                yield host
+        with open_host(req, artifacts=artifacts) as host, _leased(host, pool_host, spec):
+            yield host
 
     def run_point(self, host: Any, pool_host: PoolHost, point: PlanPoint, spec: PassSpec) -> str:
+        from xenpvh.plan.request import point_request
         from xenpvh.report.history import HistoryTarget
-        from xenpvh.run.request import BootRequest
         from xenpvh.run.session import Session
 
         facts = {**spec.facts.get(f"xen:{point.xen.name}", {})}
         facts.update(spec.facts.get(f"kernel:{point.kernel.name}", {}))
-        kernel = spec.kernels.get(point.kernel.name) or point.kernel.kernel
-        artifacts = Path(spec.out) / "points" / point.id / f"{int(time.time())}-{pool_host.name}"
-        req = BootRequest(
-            profile=point.profile,
-            vcpus=point.vcpus,
-            memory_mb=point.memory_mb,
-            kernel=kernel,
-            ramdisk=point.kernel.ramdisk,
-            cmdline_append=point.full_cmdline_append,
-            toolstack=point.toolstack,
-            attempts=point.attempts,
-            timeout=point.timeout,
-            artifacts=artifacts,
-            point_name=point.id,
-            disks=point.disks,
-            vifs=point.vifs,
+        stamp = time.strftime("%H%M%S")
+        req = point_request(
+            point,
+            artifacts=Path(spec.out) / "points" / point.id / f"{stamp}-{pool_host.name}",
+            kernel=spec.kernels.get(point.kernel.name),
             history=HistoryTarget(
                 db=spec.db,
                 plan_run_id=spec.plan_run,
@@ -220,9 +208,9 @@ class PlanPlugin:
         node = getattr(report, "node", None)  # set by xdist in the controller
         if node is None or self.scheduler is None:
             return
-        if any(name == REQUEUE_PROPERTY for name, _ in report.user_properties):
-            if report.when in ("setup", "call"):
-                self.scheduler.requeue(node, report.nodeid)
+        wants = any(name == REQUEUE_PROPERTY for name, _ in report.user_properties)
+        if wants and report.when in ("setup", "call"):
+            self.scheduler.requeue(node, report.nodeid)
 
     def open_slot(self) -> PoolSlot:
         """This worker's slot: pool[N] for worker gwN (a plain pytest session: pool[0])."""
@@ -247,8 +235,13 @@ def run_point(item: pytest.Item, slot: PoolSlot, point: PlanPoint) -> str:
 
     if slot.broken:
         requeue(slot.broken)
+    from xenpvh.host.lock import HostBusy
+
     try:
         host = slot.host_for(point.xen.name)
+    except HostBusy as e:  # someone else holds the box: the others take its points
+        slot.take_out(str(e))
+        requeue(slot.broken or "")
     except BlockedError:
         raise
     except (BrokenError, OSError) as e:

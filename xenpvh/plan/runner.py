@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xenpvh.errors import BlockedError
 from xenpvh.history.store import HistoryStore, PlanRunRecord, open_store
 from xenpvh.plan.loader import load_plan
 from xenpvh.plan.model import Plan

@@ -41,17 +41,28 @@ class PoolScheduling(LoadScheduling):
             self.retired.add(node)
         if self.collection is None or not self.healthy():
             self.left_over.append(nodeid)
+            self._strand_pending()
             return False
         self.pending.insert(0, self.collection.index(nodeid))
         self.requeued.append(nodeid)
         return True
 
+    def _strand_pending(self) -> None:
+        """No healthy worker takes points: what is still pending goes to the next pass (so
+        the session can end instead of waiting for a worker that will never come)."""
+        if self.collection is not None and not self.healthy():
+            self.left_over.extend(self.collection[i] for i in self.pending)
+            self.pending.clear()
+
     def check_schedule(self, node: Any, duration: float = 0) -> None:
         if node in self.retired:
-            if not self.node2pending.get(node) and not node.shutting_down:
+            # No new points; the ones queued to it come back skipped (and requeued).  A
+            # worker runs its last queued point only once told to shut down.
+            if not node.shutting_down:
                 node.shutdown()
             for other in self.healthy():
                 super().check_schedule(other, 0)
+            self._strand_pending()
             return
         super().check_schedule(node, duration)
 
