@@ -75,7 +75,7 @@ class PointJudge:
 
             kernel = str(build_linux(TreeSpec.from_cli(str(work), [], None)).image)
         else:
-            extra = _read_cmdline(work / self.role.partition(":")[2])
+            extra = read_cmdline(work / self.role.partition(":")[2])
         req = point_request(
             self.point, artifacts=artifacts, kernel=kernel, cmdline_extra=extra, host=host_req
         )
@@ -84,7 +84,7 @@ class PointJudge:
         return StepOutcome(str(v.verdict), v.failed_stage, v.reason, str(result.artifacts))
 
 
-def _read_cmdline(path: Path) -> str:
+def read_cmdline(path: Path) -> str:
     try:
         data = path.read_bytes()[: MAX_CMDLINE_FILE + 1]
     except FileNotFoundError:
@@ -101,11 +101,18 @@ def _read_cmdline(path: Path) -> str:
 
 @contextlib.contextmanager
 def held_host(request: HostRequest, artifacts: Path) -> Any:
+    from xenpvh.host.lock import acquire, release
     from xenpvh.host.open import open_host
 
     artifacts.mkdir(parents=True, exist_ok=True)
     with open_host(request, artifacts=artifacts) as host:
-        yield host
+        # The box is ours for the bisection: no plan or developer boots on it meanwhile.
+        lease = acquire(host, owner="xenpvh bisect", reason="bisection", ttl=4 * 3600.0)
+        try:
+            yield host
+        finally:
+            with contextlib.suppress(Exception):
+                release(host, lease)
 
 
-__all__ = ["ROLES", "PointJudge", "check_role", "held_host"]
+__all__ = ["ROLES", "PointJudge", "check_role", "held_host", "read_cmdline"]

@@ -129,8 +129,10 @@ def run_bisect_from_plan(regression: Any, plan_path: str, args: argparse.Namespa
 
     err = err_console()
     cur, prev = regression.current, regression.previous
+    from xenpvh.cli.plan_run import bisect_target
+
     point = load_plan(plan_path).point(regression.point)
-    tree, role = (point.xen.tree, "xen") if point.xen.builds else (point.kernel.tree, "kernel")
+    tree, role = bisect_target(point)
     if not tree or not cur.tree_commit or not prev.tree_commit:
         err.print(f"bisect {escape(regression.point)}: the runs name no tree commits; skipped")
         return

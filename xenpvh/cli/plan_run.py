@@ -96,7 +96,7 @@ def bisect_command(result: object, plan_path: str) -> str | None:
     from xenpvh.plan import load_plan
 
     point = load_plan(plan_path).point(result.point)  # type: ignore[attr-defined]
-    tree, role = (point.xen.tree, "xen") if point.xen.builds else (point.kernel.tree, "kernel")
+    tree, role = bisect_target(point)
     if not tree:
         return None
     return shlex.join(
@@ -108,4 +108,16 @@ def bisect_command(result: object, plan_path: str) -> str | None:
     )  # fmt: skip
 
 
-__all__ = ["bisect_command", "run_plan_command"]
+def bisect_target(point: object) -> tuple[str | None, str]:
+    """The tree a point's regression is bisected over, and its role."""
+    xen, kernel = point.xen, point.kernel  # type: ignore[attr-defined]
+    if xen.builds:
+        return xen.tree, "xen"
+    if kernel.tree:
+        return kernel.tree, "kernel"
+    if kernel.cmdline_repo:
+        return kernel.cmdline_repo, f"cmdline-file:{kernel.cmdline_file}"
+    return None, ""
+
+
+__all__ = ["bisect_command", "bisect_target", "run_plan_command"]

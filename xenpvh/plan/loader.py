@@ -32,7 +32,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 _TOP = {"name", "description", "defaults", "xen", "kernel", "matrix"}
 _DEFAULTS = {"attempts", "timeout"}
 _XEN = {"name", "tree", "patches", "config"}
-_KERNEL = {"name", "kernel", "ramdisk", "tree", "cmdline_append"}
+_KERNEL = {"name", "kernel", "ramdisk", "tree", "cmdline_append", "cmdline_repo", "cmdline_file"}
 _MATRIX = {
     "profile",
     "toolstack",
@@ -219,7 +219,14 @@ def _kernel(w: _Where, t: dict[str, Any], key: str) -> GuestKernel:
     if tree and kernel:
         raise w.error(f"{key}.tree", "give either a kernel or a kernel tree, not both")
     append = w.text(t.get("cmdline_append", ""), f"{key}.cmdline_append", one_line=True)
-    return GuestKernel(name, kernel, ramdisk, tree, append)
+    repo = w.local_path(t["cmdline_repo"], f"{key}.cmdline_repo") if "cmdline_repo" in t else None
+    cmdline_file = w.text(t.get("cmdline_file", "cmdline"), f"{key}.cmdline_file", one_line=True)
+    rel = Path(cmdline_file)
+    if rel.is_absolute() or ".." in rel.parts or not cmdline_file:
+        raise w.error(f"{key}.cmdline_file", "a path inside cmdline_repo")
+    if repo is not None and tree is not None:
+        raise w.error(f"{key}.cmdline_repo", "a kernel tree or a cmdline repository, not both")
+    return GuestKernel(name, kernel, ramdisk, tree, append, repo, cmdline_file)
 
 
 def _expand(

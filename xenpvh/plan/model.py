@@ -36,6 +36,11 @@ class GuestKernel:
     ramdisk: str | None = None
     tree: str | None = None
     cmdline_append: str = ""
+    # A guest-side configuration repository (a local git work tree) whose file
+    # `cmdline_file` is added to the kernel command line; its HEAD is the run's tree commit
+    # (so a regression names the commits to bisect with `--role cmdline-file:FILE`).
+    cmdline_repo: str | None = None
+    cmdline_file: str = "cmdline"
 
 
 @dataclass(frozen=True)

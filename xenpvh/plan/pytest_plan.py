@@ -133,6 +133,7 @@ class RealDriver:
             point,
             artifacts=Path(spec.out) / "points" / point.id / f"{stamp}-{pool_host.name}",
             kernel=spec.kernels.get(point.kernel.name),
+            cmdline_extra=spec.cmdlines.get(point.kernel.name, ""),
             history=HistoryTarget(
                 db=spec.db,
                 plan_run_id=spec.plan_run,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xenpvh.errors import BlockedError
 from xenpvh.history.store import HistoryStore, PlanRunRecord, open_store
 from xenpvh.plan.loader import load_plan
 from xenpvh.plan.model import Plan
@@ -91,6 +92,7 @@ class PlanRunner:
             )
             store.begin_plan_run(record)
         xen_images, kernels, facts = self._builds(plan)
+        cmdlines = self._cmdline_repos(plan, facts)
         result = PlanRunResult(plan, record, out, [])
         remaining = [p.id for p in plan.points]
         healthy = list(pool)
@@ -107,6 +109,7 @@ class PlanRunner:
                 xen_images=xen_images,
                 kernels=kernels,
                 facts=facts,
+                cmdlines=cmdlines,
                 wait_host=self.wait_host,
             )
             started = time.monotonic()
@@ -179,6 +182,25 @@ class PlanRunner:
             kernels[k.name] = str(kbuilt.image)
             facts[f"kernel:{k.name}"] = _facts("guest_build", kbuilt)
         return images, kernels, facts
+
+    def _cmdline_repos(self, plan: Plan, facts: dict[str, dict[str, str]]) -> dict[str, str]:
+        """Each kernel's cmdline repository, read once: its file's line and HEAD commit."""
+        from xenpvh.bisect.judge import read_cmdline
+
+        lines: dict[str, str] = {}
+        for k in plan.kernels:
+            if not k.cmdline_repo:
+                continue
+            repo = Path(k.cmdline_repo)
+            proc = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "--verify", "HEAD"],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise BlockedError(f"kernel {k.name}: {repo} is not a git work tree with a commit")
+            facts[f"kernel:{k.name}"] = {"tree_commit": proc.stdout.strip()}
+            lines[k.name] = read_cmdline(repo / k.cmdline_file)
+        return lines
 
     def _pass(self, spec: PassSpec, spec_path: Path, n: int) -> int:
         from xenpvh.plan.pytest_plan import POINTS_MODULE

@@ -24,6 +24,7 @@ class PassSpec:
     xen_images: dict[str, str] = field(default_factory=dict)  # xen build name -> image
     kernels: dict[str, str] = field(default_factory=dict)  # kernel name -> built kernel
     facts: dict[str, dict[str, str]] = field(default_factory=dict)  # build name -> ids
+    cmdlines: dict[str, str] = field(default_factory=dict)  # kernel name -> its repo's line
     wait_host: float = 0.0  # seconds to wait for a leased host
 
     def save(self, path: Path) -> Path:
