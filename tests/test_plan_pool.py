@@ -105,6 +105,8 @@ def test_summary_escapes_hostile_text(tmp_path: Path) -> None:
     from xenpvh.report.plan_summary import render_plan_html, render_plan_junit
 
     evil = '<script>alert(1)</script>"\x1b[31m'
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a b" / "report.html").write_text("report")
     with open_store(tmp_path / "h.sqlite") as store:
         pr = PlanRunRecord("n1", "p", "b", 1.0)
         store.begin_plan_run(pr)
@@ -173,3 +175,22 @@ def test_pool_specs(tmp_path: Path) -> None:
     cfg.write_text("Host lab1 lab2\n  User root\nHost *.example !x\nHost lab3\n")
     assert [h.name for h in ssh_config_hosts(cfg)] == ["lab1", "lab2", "lab3"]
     assert collections.Counter(h.name for h in parse_pool(f"ssh-config:{cfg}"))["lab1"] == 1
+
+
+def test_prune_keeps_the_newest_nights(tmp_path: Path) -> None:
+    from xenpvh.plan.runner import prune_nights
+
+    names = [
+        "nightly-20261130-023000-11",
+        "nightly-20261201-023000-12",
+        "nightly-20261202-023000-13",
+        "smoke-20261129-010000-1",
+        "nightly-notes",
+    ]
+    for n in names:
+        (tmp_path / n).mkdir()
+    gone = prune_nights(tmp_path, "nightly", 2)
+    assert [p.name for p in gone] == ["nightly-20261130-023000-11"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+    with pytest.raises(BlockedError, match="--keep"):
+        prune_nights(tmp_path, "nightly", 0)

@@ -41,6 +41,9 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     r.add_argument("--baseline", default=None, help="compare against (default: the plan name)")
     r.add_argument("--out", default="plan-runs", help="directory of the plan runs' results")
     r.add_argument("--bisect", action="store_true", help="bisect each new failure found")
+    r.add_argument(
+        "--keep", type=int, default=None, metavar="N", help="keep N nights of artifacts in --out"
+    )
     r.add_argument("--wait-host", type=float, default=0.0, help="seconds to wait for a leased host")
     r.add_argument("--format", choices=["text", "json"], default="text")
     r.set_defaults(func=cmd_plan_run)

@@ -23,6 +23,10 @@ def run_plan_command(args: argparse.Namespace) -> int:
     # Everything the input alone decides, before any build or host.
     load_plan(args.plan)
     parse_pool(args.hosts)
+    if args.keep is not None and args.keep < 1:
+        from xenpvh.errors import BlockedError
+
+        raise BlockedError(f"--keep must be at least 1, not {args.keep}")
     as_json = args.format == "json"
 
     def show(line: str) -> None:
@@ -36,6 +40,7 @@ def run_plan_command(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         out_root=Path(args.out),
         wait_host=float(getattr(args, "wait_host", 0.0) or 0.0),
+        keep=args.keep,
         on_line=show,
     )
     result = runner.run()

@@ -76,6 +76,7 @@ class PlanRunner:
     env: dict[str, str] | None = None
     on_line: Callable[[str], None] | None = None  # each line pytest prints
     max_passes: int | None = None
+    keep: int | None = None  # nights of this plan's artifacts kept under out_root
 
     def run(self) -> PlanRunResult:
         t0 = time.monotonic()
@@ -150,6 +151,8 @@ class PlanRunner:
             result.files = self._write_summary(store, result)
             store.finish_plan_run(run_id, summary=str(result.files.get("summary.html", "")))
             result.plan_run = next(p for p in store.plan_runs(plan=plan.name) if p.id == run_id)
+        if self.keep is not None:
+            prune_nights(self.out_root, plan.name, self.keep)
         result.wall_s = time.monotonic() - t0
         return result
 
@@ -263,8 +266,28 @@ def _host_broken(run: object, broken: dict[str, str]) -> bool:
     return getattr(run, "verdict", "") == "broken" and host is not None and _safe(host) in broken
 
 
+def prune_nights(out_root: Path, plan: str, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` plan-run directories of `plan` (named
+    `<plan>-YYYYmmdd-HHMMSS-<pid>`); returns what was removed.  The history keeps the rows."""
+    import re
+    import shutil
+
+    if keep < 1:
+        raise BlockedError(f"--keep must be at least 1, not {keep}")
+    pattern = re.compile(rf"^{re.escape(plan)}-(\d{{8}}-\d{{6}})-\d+$")
+    nights = sorted(
+        (p for p in out_root.iterdir() if p.is_dir() and pattern.match(p.name)),
+        key=lambda p: (pattern.match(p.name).group(1), p.name),  # type: ignore[union-attr]
+    )
+    gone = nights[:-keep]
+    for p in gone:
+        log.info("plan runs: removing %s (keeping %d nights)", p, keep)
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
+
+
 def check_pool(hosts: str) -> tuple[PoolHost, ...]:
     return parse_pool(hosts)
 
 
-__all__ = ["PlanRunResult", "PlanRunner", "check_pool"]
+__all__ = ["PlanRunResult", "PlanRunner", "check_pool", "prune_nights"]

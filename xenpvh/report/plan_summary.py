@@ -107,6 +107,8 @@ def _href(report: str | None, base: Path) -> str | None:
     if not report:
         return None
     path = Path(report)
+    if not path.is_file():  # a night whose artifacts were pruned: the cell stays, no link
+        return None
     try:
         rel = os.path.relpath(path, base)
     except ValueError:
