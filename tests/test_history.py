@@ -189,3 +189,33 @@ def test_concurrent_writers_all_land(db_url: str, tmp_path: Path) -> None:
     assert results == [True] * 6
     with open_store(db_url) as store:
         assert len(store.runs()) == 6
+
+
+def test_history_cli_filters_and_json(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "h.sqlite")
+    for run_id, verdict, t0 in (("a", "pass", 1_700_000_000.0), ("b", "fail", 1_800_000_000.0)):
+        assert write_history(
+            HistoryTarget(db=db, point="p1"), _report(tmp_path, run_id, verdict, t0)
+        )
+    root = Path(__file__).resolve().parents[1]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "xenpvh", "history", "--db", db, *args],
+            capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )  # fmt: skip
+
+    out = cli("--verdict", "fail", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    runs = json.loads(out.stdout)["runs"]
+    assert [r["id"] for r in runs] == ["b"] and runs[0]["stages"][1]["status"] == "failed"
+    out = cli("--until", "2025-01-01", "--format", "json")
+    assert [r["id"] for r in json.loads(out.stdout)["runs"]] == ["a"]
+    out = cli("--point", "p1")
+    assert out.returncode == 0 and "2 runs" in out.stdout
+    out = cli("--since", "yesterday", "--format", "json")
+    assert out.returncode == 2 and "--since" in json.loads(out.stdout)["reason"]

@@ -149,3 +149,11 @@ def test_plan_show_cli(tmp_path: Path) -> None:
     out = _cli("plan", "show", str(bad), "--format", "json")
     assert out.returncode == 2
     assert "matrix[0].vcpu" in json.loads(out.stdout)["reason"]
+
+
+def test_plan_run_blocks_a_bad_pool_before_anything(tmp_path: Path) -> None:
+    out = _cli("plan", "run", "smoke", "--hosts", "nested:0", "--db", str(tmp_path / "h.sqlite"),
+               "--out", str(tmp_path / "runs"), "--format", "json")  # fmt: skip
+    assert out.returncode == 2
+    assert "nested:N" in json.loads(out.stdout)["reason"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "h.sqlite").exists()

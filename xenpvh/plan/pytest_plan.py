@@ -155,7 +155,7 @@ class RealDriver:
 
     def alive(self, host: Any) -> bool:
         try:
-            host.run(["xl", "list"], timeout=60)
+            host.run(["xl", "list"], timeout=60, check=True)
         except Exception as e:  # any failure to answer is a dead host here
             log.warning("pool: host %s does not answer `xl list`: %s", host.name, e)
             return False
