@@ -129,14 +129,17 @@ def test_nightly_units_verify(tmp_path: Path) -> None:
                 {
                     "xenpvh_runner_venv": str(venv),
                     "xenpvh_runner_home": str(tmp_path),
-                    "xenpvh_runner_nightly_args": ["--profile", "freebsd-14"],
+                    "xenpvh_runner_nightly_args": ["--baseline", "staging"],
                 }
             ),
         ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
     service = (units / "xenpvh-nightly.service").read_text()
-    assert f"ExecStart={venv}/bin/xenpvh nightly --profile freebsd-14\n" in service
+    assert (
+        f"ExecStart={venv}/bin/xenpvh plan run nightly --hosts local --db "
+        f"{tmp_path}/history.sqlite --out {tmp_path}/plan-runs --keep 14 --baseline staging\n"
+    ) in service
     assert "OnCalendar=*-*-* 02:30:00" in (units / "xenpvh-nightly.timer").read_text()
     v = subprocess.run(
         [

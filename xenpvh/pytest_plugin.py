@@ -91,6 +91,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="a skipped `xen` test is a failure (CI: a skipped live test is not a passing one)",
     )
+    from xenpvh.plan.pytest_plan import add_options as add_plan_options
+
+    add_plan_options(group)  # `xenpvh plan run`'s pytest sessions
 
 
 @pytest.hookimpl(wrapper=True)
@@ -117,6 +120,9 @@ def pytest_load_initial_conftests(
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from xenpvh.plan.pytest_plan import pytest_configure_plan
+
+    pytest_configure_plan(config)
     declared = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
     for name, description in MARKERS.items():
         if name not in declared:

@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     from xenpvh.cli import debian_guest
 
     debian_guest.add_parser(bsub)
+
+    from xenpvh.cli import plan as nightly  # plan show|run, history, bisect
+
+    nightly.register(sub, _Parser)
     return parser
 
 

@@ -22,6 +22,7 @@ MAX_ATTEMPTS = 20
 MAX_TIMEOUT = 24 * 3600.0
 MAX_KEEP_FOR = 7 * 24 * 3600.0
 TOOLSTACKS = ("xl", "libvirt")
+MAX_DEVICES = 16  # disks or vifs of one point
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,10 @@ class BootRequest:
     timeout: float = 900.0
     # A name for the run's reports (JUnit testsuite/classname); derived when None.
     point_name: str | None = None
-    # The point's disks and vifs instead of the profile's (None: the profile's).
-    disks: tuple[DiskSpec, ...] | None = None
-    vifs: tuple[VifSpec, ...] | None = None
+    # The point's disks and vifs instead of the profile's (None: the profile's): explicit
+    # specs, or a count (the profile's first one repeated; disks get vdevs xvda, xvdb, ...).
+    disks: tuple[DiskSpec, ...] | int | None = None
+    vifs: tuple[VifSpec, ...] | int | None = None
     # The developer's loop (xenpvh dev): keep the guest of a `fail` running for `keep_for`
     # seconds; the host lock: wait up to `wait_host` seconds for another owner's lease
     # (xenpvh.host.lock), `owner` being who we are (default user@machine).
@@ -64,6 +66,8 @@ class BootRequest:
     keep_for: float = 2 * 3600.0
     wait_host: float = 0.0
     owner: str | None = None
+    # Record the run in the results history too (xenpvh.report.history.HistoryTarget).
+    history: object | None = None
 
     def validate(self) -> None:
         """BlockedError naming the first thing wrong with the request itself."""
@@ -89,6 +93,10 @@ class BootRequest:
             raise BlockedError(f"vcpus must be 1-{MAX_VCPUS}, not {self.vcpus}")
         if self.memory_mb is not None and not 16 <= self.memory_mb <= MAX_MEMORY_MB:
             raise BlockedError(f"memory must be 16-{MAX_MEMORY_MB} MiB, not {self.memory_mb}")
+        for what, devs in (("disks", self.disks), ("vifs", self.vifs)):
+            n = len(devs) if isinstance(devs, tuple) else devs
+            if n is not None and not 0 <= n <= MAX_DEVICES:
+                raise BlockedError(f"{what} must be 0-{MAX_DEVICES}, not {n}")
         append = self.cmdline_append
         if any(c in append for c in "\n\r\0"):
             raise BlockedError("the kernel command line addition must be one line")

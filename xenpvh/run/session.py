@@ -135,6 +135,8 @@ class Session:
         self._expect: HostExpectation | None = None
         self._xen_image: Path | None = request.host.xen_image
         self._kernel: str | None = request.kernel
+        # Build ids and tree commits, for the history (xen_build, guest_build, tree_commit).
+        self._build_facts: dict[str, str] = {}
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -181,8 +183,8 @@ class Session:
             kernel=req.kernel,
             ramdisk=req.ramdisk,
             cmdline=cmdline,
-            disks=req.disks,
-            vifs=req.vifs,
+            disks=_repeat(base.disks, req.disks, "disk", self.profile.name),
+            vifs=_repeat(base.vifs, req.vifs, "vif", self.profile.name),
         )
         from xenpvh.run.preflight import check_renderable
 
@@ -206,6 +208,9 @@ class Session:
             built = build_xen(spec, rebuild=xb.rebuild or req.rebuild, progress=self.progress)
             self._emit(BuildEvent("xen", built.cache.describe(), str(built.image)))
             self._xen_image = built.image
+            self._build_facts["xen_build"] = built.cache.key
+            if built.state.identity.get("commit"):
+                self._build_facts["tree_commit"] = built.state.identity["commit"]
             lines: tuple[str, ...] = ()
             for p in xb.patches:
                 series_dir = Path(p) if Path(p).is_dir() else Path(p).parent
@@ -225,6 +230,7 @@ class Session:
             self._emit(BuildEvent("kernel", kbuilt.cache.describe(), str(kbuilt.image)))
             # The bzImage boots as a PVH guest (as Debian's vmlinuz does on the nested host).
             self._kernel = str(kbuilt.image)
+            self._build_facts["guest_build"] = kbuilt.cache.key
             assert self.point is not None
             self.point = dataclasses.replace(self.point, kernel=self._kernel)
 
@@ -455,7 +461,15 @@ class Session:
         from xenpvh.report import write_reports
 
         assert self.artifacts is not None
-        return write_reports(self.report_for(verdict, attempts))
+        report = self.report_for(verdict, attempts)
+        written = write_reports(report)
+        if self.request.history is not None:
+            from xenpvh.report.history import write_history
+
+            target = self.request.history
+            facts = {**self._build_facts, **target.facts}  # type: ignore[attr-defined]
+            write_history(dataclasses.replace(target, facts=facts), report, written)  # type: ignore
+        return written
 
     def _write_attempt(self, verdict: Verdict, n: int, where: Path) -> None:
         """An earlier attempt's directory gets its own reports, so it reads on its own."""
@@ -482,6 +496,20 @@ class Session:
         path.mkdir(parents=True, exist_ok=True)
         _point_latest(root, path)
         return path
+
+
+def _repeat(
+    template: tuple[Any, ...], n: tuple[Any, ...] | int | None, what: str, profile: str
+) -> Any:
+    """`n` devices like the profile's first one (None: the profile's own; a tuple: those
+    devices); disks get their own vdev names (xvda, xvdb, ...)."""
+    if n is None or isinstance(n, tuple):
+        return n
+    if n and not template:
+        raise BlockedError(f"profile {profile!r} has no {what} to repeat")
+    if what != "disk":
+        return tuple(template[0] for _ in range(n))
+    return tuple(dataclasses.replace(template[0], vdev=f"xvd{chr(ord('a') + i)}") for i in range(n))
 
 
 def _default_opener(request: HostRequest, artifacts: Path) -> AbstractContextManager[Host]:
