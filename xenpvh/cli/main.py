@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--tree",
         default=None,
-        help="a tree spec (default: guestcfg/patches/qemu/nested.toml, Debian's qemu + fix)",
+        help="a tree spec (default: guestcfg/patches/qemu/nested.toml, Debian's qemu + fixes)",
     )
     q.add_argument("--patches", default=None)
     q.add_argument("--rebuild", action="store_true")
