@@ -27,6 +27,7 @@ from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
 from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe
+from xenpvh.host.nested import hang
 from xenpvh.host.nested.qemu import (
     DEFAULT_XEN_CMDLINE,
     TCG_FAULTS,
@@ -322,7 +323,19 @@ class NestedHost:
         input: bytes | None = None,
         check: bool = False,
     ) -> CommandResult:
-        return self.ssh.run(argv, timeout=timeout, input=input, check=check)
+        ssh = self.ssh
+        record = self._record
+        if record is None or timeout <= hang.PROBE_AFTER:
+            return ssh.run(argv, timeout=timeout, input=input, check=check)
+        # A long command on a host a guest froze would wait out its timeout: sample the
+        # vCPUs meanwhile, and name the hang (xenpvh.host.nested.hang).
+        monitor = Path(record.monitor)
+        return hang.watched_call(
+            lambda: ssh.run(argv, timeout=timeout, input=input, check=check),
+            lambda: hang.sample_vcpus(monitor),
+            what=f" while `{' '.join(argv[:2])}` ran",
+            on_hang=ssh.close,
+        )
 
     def put(self, local: Path, remote: str, *, mode: int | None = None) -> bool:
         return self.ssh.put(local, remote, mode=mode)
