@@ -2,6 +2,24 @@
 
 Every error names the file and the offending key (a `ProfileError`, i.e. verdict `blocked`):
 a typo in a profile must never silently weaken a check.
+
+The TOML shape (see `xenpvh.profile.model` for what the checker does with it):
+
+    name, description, [meta], [domain]
+    [[stages]]            # in the OS's real boot order: host stages first, then the five
+      name, deadline      # guest stages in any order (FreeBSD: xenbus before ap-launch)
+      required, optional, ap_ids, cpu_count, cpu_count_completes, disk_devices, vif_devices
+      disk_evidence = "console" | "xenstore"   # default "console"; "xenstore" needs an
+      vif_evidence  = "console" | "xenstore"   # empty disk_devices / vif_devices list
+    [[forbidden]]         # fails the run
+      name, pattern, stage = "<a stage of this profile>"   # stage optional: the one indicted
+    [[blame]]             # names the stage of a forbidden line without one; never fails alone
+      name, pattern, stage                                 # stage required
+    blame_lines = N       # top level: lines after the forbidden line searched (0..200)
+    [[notice]]            # recorded in the verdict's meta.notices, never decides
+      name, pattern
+
+A pattern is a TOML string (the regex, also its name) or a table with `pattern` and `name`.
 """
 
 from __future__ import annotations
@@ -15,11 +33,31 @@ from typing import Any
 
 from xenpvh.errors import ProfileError
 from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
-from xenpvh.profile.model import GUEST_STAGES, STAGE_ORDER, Pattern, Profile, StageSpec
+from xenpvh.profile.model import (
+    BLAME_LINES_MAX,
+    DEVICE_EVIDENCE,
+    EVIDENCE_XENSTORE,
+    GUEST_STAGES,
+    HOST_STAGES,
+    STAGE_ORDER,
+    Pattern,
+    Profile,
+    StageSpec,
+)
 
 ENV_DIR = "XENPVH_GUESTCFG"
 
-_TOP_KEYS = {"name", "description", "domain", "stages", "forbidden", "meta"}
+_TOP_KEYS = {
+    "name",
+    "description",
+    "domain",
+    "stages",
+    "forbidden",
+    "blame",
+    "blame_lines",
+    "notice",
+    "meta",
+}
 _DOMAIN_KEYS = {
     "kernel",
     "ramdisk",
@@ -46,8 +84,11 @@ _STAGE_KEYS = {
     "cpu_count_completes",
     "disk_devices",
     "vif_devices",
+    "disk_evidence",
+    "vif_evidence",
 }
 _PATTERN_KEYS = {"name", "pattern"}
+_STAGED_KEYS = _PATTERN_KEYS | {"stage"}
 _MODES = {"pvh", "pvhv1"}
 _ACTIONS = {"destroy", "restart", "preserve", "coredump-destroy", "coredump-restart"}
 # Named groups the checker reads from the counting pattern lists.
@@ -140,9 +181,21 @@ def parse_profile(data: dict[str, Any], path: Path) -> Profile:
     stages_raw = ctx.typed(data["stages"], "stages", list)
     stages = tuple(_parse_stage(ctx, s, i) for i, s in enumerate(stages_raw))
     _check_stage_set(ctx, stages)
+    names = tuple(s.name for s in stages)
     forbidden = tuple(
-        _parse_pattern(ctx, p, f"forbidden[{i}]", None)
+        _parse_pattern(ctx, p, f"forbidden[{i}]", None, stages=names)
         for i, p in enumerate(ctx.typed(data.get("forbidden", []), "forbidden", list))
+    )
+    blame = tuple(
+        _parse_pattern(ctx, p, f"blame[{i}]", None, stages=names, stage_required=True)
+        for i, p in enumerate(ctx.typed(data.get("blame", []), "blame", list))
+    )
+    blame_lines = ctx.typed(data.get("blame_lines", 0), "blame_lines", int)
+    if not 0 <= blame_lines <= BLAME_LINES_MAX:
+        raise ctx.err("blame_lines", f"must be 0..{BLAME_LINES_MAX}, got {blame_lines}")
+    notices = tuple(
+        _parse_pattern(ctx, p, f"notice[{i}]", None)
+        for i, p in enumerate(ctx.typed(data.get("notice", []), "notice", list))
     )
     return Profile(
         name=name,
@@ -151,6 +204,9 @@ def parse_profile(data: dict[str, Any], path: Path) -> Profile:
         defaults=defaults,
         stages=stages,
         forbidden=forbidden,
+        blame=blame,
+        blame_lines=blame_lines,
+        notices=notices,
         meta=meta,
     )
 
@@ -165,8 +221,15 @@ def _check_stage_set(ctx: _Ctx, stages: tuple[StageSpec, ...]) -> None:
     missing = [g for g in GUEST_STAGES if g not in names]
     if missing:
         raise ctx.err("stages", f"missing stage(s): {', '.join(missing)}")
-    if names != sorted(names, key=STAGE_ORDER.index):
-        raise ctx.err("stages", f"stages out of order: {names} (order: {', '.join(STAGE_ORDER)})")
+    # Host stages run before the guest exists, in their fixed order; guest stages follow in
+    # the OS's own order (the profile's order is the order the checker completes them in).
+    host = [n for n in names if n in HOST_STAGES]
+    if names[: len(host)] != sorted(host, key=HOST_STAGES.index):
+        raise ctx.err(
+            "stages",
+            f"stages out of order: {names} (host stages {', '.join(HOST_STAGES)} come first, "
+            "in that order)",
+        )
 
 
 def _parse_domain(ctx: _Ctx, raw: object, profile: str) -> DomainSpec:
@@ -258,18 +321,54 @@ def _parse_stage(ctx: _Ctx, raw: object, i: int) -> StageSpec:
     completes = ctx.typed(d.get("cpu_count_completes", False), f"{key}.cpu_count_completes", bool)
     if completes and not lists["cpu_count"]:
         raise ctx.err(f"{key}.cpu_count_completes", "set but cpu_count has no pattern")
-    return StageSpec(name=name, deadline=deadline, cpu_count_completes=completes, **lists)
+    evidence: dict[str, str] = {}
+    for kind in ("disk", "vif"):
+        field_name = f"{kind}_evidence"
+        value = ctx.typed(d.get(field_name, DEVICE_EVIDENCE[0]), f"{key}.{field_name}", str)
+        if value not in DEVICE_EVIDENCE:
+            raise ctx.err(
+                f"{key}.{field_name}", f"{value!r} is not one of {', '.join(DEVICE_EVIDENCE)}"
+            )
+        if value == EVIDENCE_XENSTORE and lists[f"{kind}_devices"]:
+            raise ctx.err(
+                f"{key}.{field_name}",
+                f"is {EVIDENCE_XENSTORE!r} but {kind}_devices has patterns (a console line "
+                f"that names each {kind} is console evidence)",
+            )
+        evidence[field_name] = value
+    return StageSpec(
+        name=name, deadline=deadline, cpu_count_completes=completes, **lists, **evidence
+    )
 
 
-def _parse_pattern(ctx: _Ctx, raw: object, key: str, group: str | None) -> Pattern:
-    if isinstance(raw, str):
+def _parse_pattern(
+    ctx: _Ctx,
+    raw: object,
+    key: str,
+    group: str | None,
+    *,
+    stages: tuple[str, ...] | None = None,
+    stage_required: bool = False,
+) -> Pattern:
+    """One pattern; `stages` given: it may (`stage_required`: must) name one of them."""
+    stage: str | None = None
+    if isinstance(raw, str) and not stage_required:
         source, name = raw, raw
     else:
-        d = ctx.table(raw, key, _PATTERN_KEYS)
+        d = ctx.table(raw, key, _STAGED_KEYS if stages is not None else _PATTERN_KEYS)
         if "pattern" not in d:
             raise ctx.err(f"{key}.pattern", "missing")
         source = ctx.typed(d["pattern"], f"{key}.pattern", str)
         name = ctx.typed(d.get("name", source), f"{key}.name", str)
+        if "stage" in d:
+            stage = ctx.typed(d["stage"], f"{key}.stage", str)
+            if stages is not None and stage not in stages:
+                raise ctx.err(
+                    f"{key}.stage",
+                    f"{stage!r} is not a stage of this profile ({', '.join(stages)})",
+                )
+        elif stage_required:
+            raise ctx.err(f"{key}.stage", "missing (the stage this pattern names)")
     if not source:
         raise ctx.err(key, "empty pattern")
     try:
@@ -280,7 +379,7 @@ def _parse_pattern(ctx: _Ctx, raw: object, key: str, group: str | None) -> Patte
         raise ctx.err(key, f"pattern {source!r} needs a named group (?P<{group}>...)")
     if regex.search(""):
         raise ctx.err(key, f"pattern {source!r} matches the empty string")
-    return Pattern(name=name, regex=regex, literals=required_literals(source))
+    return Pattern(name=name, regex=regex, literals=required_literals(source), stage=stage)
 
 
 # --------------------------------------------------------------------------- prefilter

@@ -2,6 +2,28 @@
 
 A profile is loaded from `guestcfg/<name>.toml` by `xenpvh.profile.loader`; this module only
 holds the shapes and the one behaviour that belongs to the data, `Profile.point()`.
+
+The stage model (what the checker in `xenpvh.check.checker` does with it):
+
+* `Profile.stages` are in the **OS's real boot order**, not a fixed list: host stages
+  (`hypervisor`, `dom0`) first, then the five guest stages in the order the guest's kernel
+  reaches them (FreeBSD attaches its xenbus devices before it releases the APs; Linux with a
+  modular initramfs runs `/init` before blkfront/netfront load).  A stage completes only after
+  the one before it, so the order is what "not reached" means.
+* `Profile.forbidden` patterns fail the run.  `Pattern.stage` names the stage a forbidden line
+  indicts (`No working init found` -> `root-mount`); without it the line blames the stage in
+  progress, unless a `Profile.blame` pattern refines it.
+* `Profile.blame` patterns name a stage but never fail anything alone: when a forbidden line
+  without a stage matches, the checker looks at that line and at most `Profile.blame_lines`
+  lines after it (a panic message and its backtrace) for a blame pattern; the first one found
+  names the stage (a FreeBSD `panic:` whose backtrace shows `xbd_connect()` -> `xenbus`).
+* `Profile.notices` patterns (Linux `WARNING:`, FreeBSD's WITNESS `lock order reversal`) are
+  recorded in the verdict (`meta.notices`) and never decide it.
+* `StageSpec.disk_evidence` / `vif_evidence` say what proves a device of that kind:
+  `"console"` (a per-device console line, `disk_devices` / `vif_devices`) or `"xenstore"`
+  (the kernel prints nothing per device: a live run proves it by XenStore frontend and backend
+  state 4; an offline check reports it `unverified on the console` and passes it unless
+  `strict_devices`).  Either way a live run still requires every device Connected in XenStore.
 """
 
 from __future__ import annotations
@@ -18,6 +40,10 @@ from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
 GUEST_STAGES: tuple[str, ...] = ("early-init", "ap-launch", "xenbus", "root-mount", "login")
 HOST_STAGES: tuple[str, ...] = ("hypervisor", "dom0")
 STAGE_ORDER: tuple[str, ...] = HOST_STAGES + GUEST_STAGES
+# What proves one PV device of a stage: its own console line, or XenStore (live runs only).
+DEVICE_EVIDENCE: tuple[str, ...] = ("console", "xenstore")
+EVIDENCE_CONSOLE, EVIDENCE_XENSTORE = DEVICE_EVIDENCE
+BLAME_LINES_MAX = 200  # lines after a forbidden line searched for blame (bounded work/memory)
 
 
 @dataclass(frozen=True)
@@ -32,6 +58,8 @@ class Pattern:
     name: str
     regex: re.Pattern[str]
     literals: tuple[str, ...] = ()
+    # The stage this pattern indicts (forbidden and blame patterns; None: the one in progress).
+    stage: str | None = None
 
     @property
     def source(self) -> str:
@@ -46,6 +74,11 @@ class StageSpec:
     requirements (`ap_ids`, `cpu_count` with `cpu_count_completes`) are met for the run's
     vcpus, and one distinct device per expected disk/vif has been named by `disk_devices` /
     `vif_devices`.  `deadline` counts from the previous stage's completion.
+
+    `disk_evidence` / `vif_evidence` (`"console"` or `"xenstore"`): with `"xenstore"` the
+    kernel prints no per-device line for that kind, the `*_devices` list is empty, and the
+    devices count as proven once the run reports them Connected in XenStore
+    (`StageChecker.prove_devices`); offline they are `unverified on the console`.
     """
 
     name: str
@@ -61,6 +94,8 @@ class StageSpec:
     # Regexes with a named group `dev`: one distinct device name per disk / vif.
     disk_devices: tuple[Pattern, ...] = ()
     vif_devices: tuple[Pattern, ...] = ()
+    disk_evidence: str = EVIDENCE_CONSOLE
+    vif_evidence: str = EVIDENCE_CONSOLE
 
     def patterns(self) -> tuple[Pattern, ...]:
         return (
@@ -83,6 +118,11 @@ class Profile:
     defaults: DomainSpec
     stages: tuple[StageSpec, ...]
     forbidden: tuple[Pattern, ...] = ()
+    # Lines that name the stage a forbidden line without its own stage belongs to.
+    blame: tuple[Pattern, ...] = ()
+    blame_lines: int = 0
+    # Lines recorded in the verdict (meta.notices) that never decide it.
+    notices: tuple[Pattern, ...] = ()
     meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def stage(self, name: str) -> StageSpec:
@@ -149,4 +189,15 @@ def _validate_point(profile: str, spec: DomainSpec) -> None:
             raise BlockedError(f"{where}: vifs must be VifSpec, got {v!r}")
 
 
-__all__ = ["GUEST_STAGES", "HOST_STAGES", "STAGE_ORDER", "Pattern", "Profile", "StageSpec"]
+__all__ = [
+    "BLAME_LINES_MAX",
+    "DEVICE_EVIDENCE",
+    "EVIDENCE_CONSOLE",
+    "EVIDENCE_XENSTORE",
+    "GUEST_STAGES",
+    "HOST_STAGES",
+    "STAGE_ORDER",
+    "Pattern",
+    "Profile",
+    "StageSpec",
+]
