@@ -465,6 +465,9 @@ class NestedHost:
                 cpus=self.cpus,
                 tcg_thread=self.tcg_thread,
                 qemu=str(qemu.path),
+                # QEMU's own log for debugging the emulation (e.g. "int,cpu_reset"): big.
+                debug=os.environ.get("XENPVH_QEMU_DEBUG") or None,
+                debug_log=art / "qemu-debug.log",
             )
             argv = cfg.argv()
             known_hosts = self._tmp / "known_hosts"
