@@ -24,6 +24,8 @@ from xenpvh.errors import BlockedError
 from xenpvh.host.nested import NestedHost
 
 FIX = "0001-target-i386-do-not-leave-an-injected-SVM-interrupt-i.patch"
+# FreeBSD's PVH entry (EFER.LME before CR4.PAE, paging off) froze the nested host.
+VMEXIT_FIX = "0002-target-i386-restore-the-host-s-CR0-on-VMEXIT-whateve.patch"
 
 
 def test_recipe_builds_only_qemu_system_x86_64_with_debian_firmware() -> None:
@@ -51,12 +53,16 @@ def test_recipe_refuses_a_kconfig_fragment() -> None:
 def test_default_spec_is_debian_qemu_with_the_fix() -> None:
     spec = TreeSpec.from_toml(default_spec_path())
     assert spec.source.describe().startswith("debian qemu")
-    assert [p.name for p in spec.patches] == [FIX]
+    assert [p.name for p in spec.patches] == [FIX, VMEXIT_FIX]
     text = spec.patches[0].path.read_text()
     # Upstream-ready: a mail with a subject, an explanation and the one-line change.
     assert text.startswith("From ") and "Subject: [PATCH] target/i386:" in text
     assert "cpu_handle_exception" in text and "Signed-off-by:" in text
     assert "+            cs->exception_index = -1;" in text
+    vmexit = spec.patches[1].path.read_text()
+    assert vmexit.startswith("From ") and "Subject: [PATCH] target/i386:" in vmexit
+    assert "xen-locore.S" in vmexit and "Signed-off-by:" in vmexit
+    assert "+    cpu_load_efer(env, env->efer & ~(MSR_EFER_LME | MSR_EFER_LMA));" in vmexit
 
 
 @pytest.mark.parametrize(
@@ -109,7 +115,7 @@ def test_patched_qemu_builds_from_debian_source_and_is_cached(tmp_path: Path) ->
     assert first.origin == "patched" and first.path.is_file()
     assert os.access(first.path, os.X_OK)
     assert first.version.endswith("(xenpvh)")
-    assert first.patches == (FIX,)
+    assert first.patches == (FIX, VMEXIT_FIX)
     again = build_qemu()
     assert again.path == first.path and again.build_key == first.build_key
     # The fix is in the built tree's history: the build log names the applied commit.

@@ -119,6 +119,18 @@ def test_argv_loadvm(tmp_path: Path) -> None:
         _cfg(tmp_path, loadvm="s").argv()  # raw + snapshot=on
 
 
+def test_argv_qemu_debug_log(tmp_path: Path) -> None:
+    """XENPVH_QEMU_DEBUG's items become `-d ITEMS -D FILE`; anything but a plain item list
+    (an argv injection) is blocked."""
+    log = tmp_path / "qemu-debug.log"
+    argv = _cfg(tmp_path, debug="int,cpu_reset", debug_log=log).argv()
+    assert _opt(argv, "-d") == ["int,cpu_reset"] and _opt(argv, "-D") == [str(log)]
+    assert "-d" not in _cfg(tmp_path).argv()
+    for bad in ("int -hda /etc/shadow", "int,", ""):
+        with pytest.raises(BlockedError, match="QEMU debug items"):
+            _cfg(tmp_path, debug=bad, debug_log=log).argv()
+
+
 def test_prune_warm_keeps_most_recent(tmp_path: Path) -> None:
     for i in range(5):
         f = tmp_path / f"warm-{i}.qcow2"

@@ -133,3 +133,29 @@ def test_boot_results_reach_junit_in_every_family(pytester: pytest.Pytester, fam
         suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
         for suite in suites:
             schema.validate(ET.tostring(suite, encoding="unicode"))
+
+
+SKIPS = """
+import pytest
+from xenpvh.live_inputs import NO_FREEBSD_KERNEL
+
+@pytest.mark.xen
+def test_user_input_absent():
+    pytest.skip(NO_FREEBSD_KERNEL)
+
+@pytest.mark.xen
+def test_other_skip():
+    pytest.skip("nested host unavailable")
+"""
+
+
+def test_xen_required_tolerates_only_the_users_absent_inputs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SKIPS)
+    result = pytester.runpytest("--xen-required")
+    result.assert_outcomes(skipped=1, failed=1)
+    out = result.stdout.str()
+    assert "--xen-required tolerated a skip: test_xen_required_tolerates" in out
+    assert "no FreeBSD kernel" in out
+    assert "live `xen` test skipped but --xen-required is set: Skipped: nested host" in out
+    # Without --xen-required both are plain skips.
+    pytester.runpytest().assert_outcomes(skipped=2)

@@ -133,6 +133,52 @@ def build_qemu_command(args: argparse.Namespace, console: Console | None = None)
     return EXIT_OK
 
 
+def build_freebsd_command(args: argparse.Namespace, console: Console | None = None) -> int:
+    """`xenpvh build freebsd --tree PATH [--kernconf NAME] [--config FRAG] [--rebuild]`:
+    cross-build a FreeBSD/amd64 kernel on this machine with Debian's clang/lld, cached."""
+    from pathlib import Path
+
+    from xenpvh.build.freebsd import build_freebsd_cached
+    from xenpvh.build.recipes import FreeBSDRecipe
+
+    console = console or Console(stderr=True, highlight=False)
+    try:
+        fragment = None
+        if args.config:
+            try:
+                fragment = Path(args.config).read_text()
+            except OSError as exc:
+                raise BlockedError(f"--config {args.config}: {exc.strerror}") from exc
+        recipe = FreeBSDRecipe(
+            "cross", kernconf=args.kernconf, jobs=int(args.jobs or 2), modules=args.modules
+        )
+        console.print(
+            f"building FreeBSD {escape(recipe.conf_name(fragment is not None))} "
+            f"from {escape(str(args.tree))}",
+            soft_wrap=True,
+        )
+        with make_progress(console) as progress:
+            task = progress.add_task("buildkernel", total=None)
+
+            def on_line(line: str) -> None:
+                progress.update(task, detail=line.strip()[:120])
+
+            built = build_freebsd_cached(
+                Path(args.tree),
+                recipe=recipe,
+                fragment=fragment,
+                rebuild=bool(args.rebuild),
+                on_line=on_line,
+            )
+            progress.update(task, total=1, completed=1, detail="")
+    except (BlockedError, BrokenError) as exc:
+        return report_failure(console, exc)
+    console.print(escape(built.report.describe()), soft_wrap=True)
+    console.print(f"kernel   {escape(str(built.kernel))}", soft_wrap=True)
+    console.print(f"log      {escape(str(built.log))}", soft_wrap=True)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- guest kit
 # Written by the guest-kit helper: `xenpvh build guestkit [--cache-dir DIR]`.
 

@@ -9,12 +9,19 @@ same kernel config.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shlex
 import shutil
+import socket
+import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport
 from xenpvh.build.recipes import FreeBSDRecipe
 from xenpvh.build.runner import BuildFailed, BuildLog, tail_of
 from xenpvh.errors import BlockedError, BrokenError
@@ -84,6 +91,14 @@ def is_freebsd_tree(src: Path) -> bool:
     return (src / "sys/amd64/conf/GENERIC").is_file() and (src / "tools/build/make.py").is_file()
 
 
+def _forget_failed_bmake_bootstrap(objdir: Path) -> None:
+    """make.py reuses objdir/bmake-build without configuring it again, and bootstraps only
+    when bmake-install/bin/bmake is missing: a bootstrap that failed (say, configured with
+    the wrong shell) would fail the same way forever."""
+    if not (objdir / "bmake-install/bin/bmake").exists():
+        shutil.rmtree(objdir / "bmake-build", ignore_errors=True)
+
+
 def build_freebsd_cross(
     src: Path,
     out: Path,
@@ -121,6 +136,10 @@ def build_freebsd_cross(
         rel, text = recipe.fragment_config(fragment)
         # FreeBSD finds KERNCONF files in sys/<arch>/conf only: the config goes into the tree.
         (src / rel).write_text(text)
+    objdir = Path(recipe.objdir)
+    # make.py refuses a MAKEOBJDIRPREFIX that does not exist yet.
+    objdir.mkdir(parents=True, exist_ok=True)
+    _forget_failed_bmake_bootstrap(objdir)
     log_path = out / "build.log"
     with BuildLog(log_path) as log:
         log.phase(f"cross buildkernel of {src}")
@@ -137,4 +156,167 @@ def build_freebsd_cross(
     return FreeBSDKernel(kernel, log_path, recipe.conf_name(use_fragment))
 
 
-__all__ = ["FreeBSDKernel", "build_freebsd_cross", "build_freebsd_native", "is_freebsd_tree"]
+# The cache's recipe name for cross-built FreeBSD kernels (manifest "recipe").
+CACHE_RECIPE = "freebsd-kernel"
+KERNEL_ARTIFACT = "kernel"
+
+
+def tree_digest(src: Path, skip: frozenset[str] = frozenset()) -> str:
+    """A cheap identity of a source tree: every file's path, size and mtime (a GENERIC tree
+    is ~90,000 files and 1.4 GB: reading it all for a cache hit would take longer than the
+    incremental build it saves).  A touched file is a miss, and the build is incremental."""
+    h = hashlib.sha256(b"freebsd-tree\0")
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in sorted(files):
+            path = Path(root, name)
+            rel = path.relative_to(src).as_posix()
+            if rel in skip:
+                continue
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def llvm_version(recipe: FreeBSDRecipe) -> str:
+    from xenpvh.build.cache import _first_line
+
+    clang = str(Path(recipe.llvm_bindir) / "clang")
+    return _first_line([clang, "--version"]) or f"{clang} not runnable"
+
+
+def freebsd_cache_key(src: Path, recipe: FreeBSDRecipe, fragment: str | None) -> str:
+    record = {
+        "format": CACHE_FORMAT,
+        "recipe": CACHE_RECIPE,
+        "recipe_version": recipe.version,
+        "options": {k: v for k, v in asdict(recipe).items() if k not in ("jobs", "objdir")},
+        "fragment": fragment,
+        # The config a fragment becomes is written into the tree by the build itself.
+        "tree": tree_digest(src, frozenset({recipe.fragment_config("")[0]})),
+        "toolchain": llvm_version(recipe),
+    }
+    blob = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedFreeBSDKernel:
+    kernel: Path
+    log: Path
+    kernconf: str
+    report: CacheReport
+
+
+def build_freebsd_cached(
+    src: Path,
+    *,
+    recipe: FreeBSDRecipe | None = None,
+    fragment: str | None = None,
+    cache: ArtifactCache | None = None,
+    rebuild: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> CachedFreeBSDKernel:
+    """`build_freebsd_cross`, served from the build cache when the tree, the recipe, the
+    fragment and clang are the same as for a kernel built before."""
+    start = time.monotonic()
+    src = src.resolve()
+    if not is_freebsd_tree(src):
+        raise BlockedError(
+            f"{src} is not a FreeBSD source tree (no sys/amd64/conf/GENERIC and "
+            "tools/build/make.py)"
+        )
+    recipe = recipe or FreeBSDRecipe("cross")
+    cache = cache if cache is not None else ArtifactCache()
+    key = freebsd_cache_key(src, recipe, fragment)
+    conf = recipe.conf_name(fragment is not None)
+
+    def served(entry_key: str, hit: bool) -> CachedFreeBSDKernel | None:
+        entry = cache.lookup(entry_key)
+        if entry is None:
+            return None
+        report = CacheReport(
+            entry_key, hit, entry.path, CACHE_RECIPE, entry.version,
+            time.monotonic() - start, forced=rebuild and not hit,
+            built_at=entry.manifest.get("built_at"),
+        )  # fmt: skip
+        return CachedFreeBSDKernel(entry.artifacts[KERNEL_ARTIFACT], entry.log, conf, report)
+
+    if not rebuild and (found := served(key, True)) is not None:
+        return found
+    with cache.lock(key):
+        if not rebuild and (found := served(key, True)) is not None:
+            return found
+        cache.work_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{key[:12]}-", dir=cache.work_root) as work:
+            out = Path(work)
+            try:
+                built = build_freebsd_cross(
+                    src, out, recipe=recipe, fragment=fragment, on_line=on_line
+                )
+            except BaseException:
+                # A failed build's log outlives the work directory.
+                failed = cache.new_log(CACHE_RECIPE, key)
+                if (out / "build.log").exists():
+                    shutil.copyfile(out / "build.log", failed)
+                raise
+            manifest = {
+                "format": CACHE_FORMAT,
+                "recipe": CACHE_RECIPE,
+                "recipe_version": recipe.version,
+                "version": f"{conf} ({src.name})",
+                "kernconf": conf,
+                "spec": str(src),
+                "fragment": fragment,
+                "toolchain": llvm_version(recipe),
+                "elapsed": {"build": round(time.monotonic() - start, 3)},
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "built_on": socket.gethostname(),
+            }
+            cache.publish(
+                key, {KERNEL_ARTIFACT: (built.kernel, KERNEL_ARTIFACT)}, manifest, log=built.log
+            )
+    found = served(key, False)
+    if found is None:
+        raise BrokenError(f"the FreeBSD kernel {key[:12]} was published but is not readable")
+    return found
+
+
+def newest_cached_kernel(cache: ArtifactCache | None = None) -> Path | None:
+    """The kernel of the most recently built FreeBSD cache entry, or None."""
+    cache = cache if cache is not None else ArtifactCache()
+    best: tuple[float, Path] | None = None
+    if not cache.root.is_dir():
+        return None
+    for manifest in cache.root.glob("*/manifest.json"):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record.get("recipe") != CACHE_RECIPE:
+            continue
+        entry = cache.lookup(manifest.parent.name)
+        if entry is None:
+            continue
+        stamp = manifest.stat().st_mtime
+        if best is None or stamp > best[0]:
+            best = (stamp, entry.artifacts[KERNEL_ARTIFACT])
+    return best[1] if best else None
+
+
+__all__ = [
+    "CACHE_RECIPE",
+    "CachedFreeBSDKernel",
+    "FreeBSDKernel",
+    "build_freebsd_cached",
+    "build_freebsd_cross",
+    "build_freebsd_native",
+    "freebsd_cache_key",
+    "is_freebsd_tree",
+    "newest_cached_kernel",
+    "tree_digest",
+]

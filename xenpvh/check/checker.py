@@ -83,6 +83,7 @@ class _Role(StrEnum):
     VIF = "vif"
     BLAME = "blame"
     NOTICE = "notice"
+    BLOCKED = "blocked"
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,7 @@ class StageChecker:
                 stage = names.index(p.stage) if p.stage in names else -1
                 rules.append(_Rule(len(rules), role, stage, p))
         add(_Role.NOTICE, -1, getattr(self.profile, "notices", ()))
+        add(_Role.BLOCKED, -1, getattr(self.profile, "blocked", ()))
         for i, st in enumerate(self._stages):
             s = st.spec
             add(_Role.REQUIRED, i, s.required)
@@ -468,6 +470,9 @@ class StageChecker:
                 blame.append(rule)
             elif rule.role is _Role.NOTICE:
                 self._notice(rule, line, t)
+            elif rule.role is _Role.BLOCKED and not self.done:
+                self._block(rule, line[:EVIDENCE_MAX], t)
+                return matched
         if forbidden:
             self._forbidden_line(forbidden, blame, line[:EVIDENCE_MAX], t)
             return matched
@@ -642,6 +647,15 @@ class StageChecker:
             elif i != self._current and self._current < len(self._stages):
                 detail += f"; {self._stage_name()} was in progress"
         self._fail(i, reason, line, detail=detail, t=t, line_no=line_no)
+
+    def _block(self, rule: _Rule, line: str, t: float | None) -> None:
+        """The guest says it cannot run its test here: blocked, no stage failed."""
+        self._events.append(
+            StageEvent(EventKind.FAILED, self._stage_name(), t, line, rule.pattern.name)
+        )
+        self._verdict = self._make_verdict(
+            VerdictValue.BLOCKED, f"blocked pattern {rule.pattern.name!r}: {line}", None
+        )
 
     def _notice(self, rule: _Rule, line: str, t: float | None) -> None:
         self._notice_count += 1
@@ -844,7 +858,7 @@ class StageChecker:
 
 
 # Roles that act on a whole console line only (never on a partial line).
-_WHOLE_LINE = frozenset({_Role.FORBIDDEN, _Role.BLAME, _Role.NOTICE})
+_WHOLE_LINE = frozenset({_Role.FORBIDDEN, _Role.BLAME, _Role.NOTICE, _Role.BLOCKED})
 
 
 def _fmt_set(s: set[int] | set[str]) -> str:

@@ -377,6 +377,12 @@ def cmd_build_qemu(args: argparse.Namespace) -> int:
     return build_qemu_command(args)
 
 
+def cmd_build_freebsd(args: argparse.Namespace) -> int:
+    from xenpvh.build.command import build_freebsd_command
+
+    return build_freebsd_command(args)
+
+
 def cmd_build_guestkit(args: argparse.Namespace) -> int:
     from xenpvh.build.command import guestkit_command
 

@@ -197,12 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--tree",
         default=None,
-        help="a tree spec (default: guestcfg/patches/qemu/nested.toml, Debian's qemu + fix)",
+        help="a tree spec (default: guestcfg/patches/qemu/nested.toml, Debian's qemu + fixes)",
     )
     q.add_argument("--patches", default=None)
     q.add_argument("--rebuild", action="store_true")
     q.add_argument("--jobs", type=_positive_int, default=2)
     q.set_defaults(func=c.cmd_build_qemu)
+    f = bsub.add_parser("freebsd", help="cross-build a FreeBSD kernel (clang/lld), cached")
+    f.add_argument("--tree", required=True, help="a FreeBSD source tree (with tools/build)")
+    f.add_argument("--kernconf", default="GENERIC", help="kernel config in sys/amd64/conf")
+    f.add_argument("--config", default=None, help="kernel config lines added to --kernconf")
+    f.add_argument("--modules", action="store_true", help="also build the modules (long)")
+    f.add_argument("--rebuild", action="store_true")
+    f.add_argument("--jobs", type=_positive_int, default=2)
+    f.set_defaults(func=c.cmd_build_freebsd)
     g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
     g.add_argument("--cache-dir", default=None)
     g.set_defaults(func=c.cmd_build_guestkit)

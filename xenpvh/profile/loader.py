@@ -18,6 +18,11 @@ The TOML shape (see `xenpvh.profile.model` for what the checker does with it):
     blame_lines = N       # top level: lines after the forbidden line searched (0..200)
     [[notice]]            # recorded in the verdict's meta.notices, never decides
       name, pattern
+    [[blocked]]           # the guest cannot run its test here (XTF's SKIP): verdict blocked
+      name, pattern
+    stage_set = "os" | "custom"   # default "os": the five guest stages are required;
+                                  # "custom": the profile's own ordered stage names
+    device_checks = ["vbd", "vif", "console-tty"]   # default all: what XenStore must show
 
 A pattern is a TOML string (the regex, also its name) or a table with `pattern` and `name`.
 """
@@ -36,11 +41,14 @@ from xenpvh.profile.bounds import MAX_CMDLINE, MAX_MEMORY_MB, MAX_VCPUS
 from xenpvh.profile.domain import DiskSpec, DomainSpec, VifSpec
 from xenpvh.profile.model import (
     BLAME_LINES_MAX,
+    DEVICE_CHECKS,
     DEVICE_EVIDENCE,
     EVIDENCE_XENSTORE,
     GUEST_STAGES,
     HOST_STAGES,
     STAGE_ORDER,
+    STAGE_SET_CUSTOM,
+    STAGE_SETS,
     Pattern,
     Profile,
     StageSpec,
@@ -52,6 +60,7 @@ ENV_DIR = "XENPVH_GUESTCFG"
 # real profile, far below what would stall the loader or the host.
 MAX_PROFILE_BYTES = 1024 * 1024
 MAX_DEADLINE = 24 * 3600.0  # seconds, per stage
+_CUSTOM_STAGE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 _TOP_KEYS = {
     "name",
@@ -62,6 +71,9 @@ _TOP_KEYS = {
     "blame",
     "blame_lines",
     "notice",
+    "blocked",
+    "stage_set",
+    "device_checks",
     "meta",
 }
 _DOMAIN_KEYS = {
@@ -211,7 +223,14 @@ def parse_profile(data: dict[str, Any], path: Path) -> Profile:
         raise ctx.err("stages", "missing (a profile needs [[stages]] tables)")
     stages_raw = ctx.typed(data["stages"], "stages", list)
     stages = tuple(_parse_stage(ctx, s, i) for i, s in enumerate(stages_raw))
-    _check_stage_set(ctx, stages)
+    stage_set = ctx.typed(data.get("stage_set", "os"), "stage_set", str)
+    if stage_set not in STAGE_SETS:
+        raise ctx.err("stage_set", f"{stage_set!r}: expected one of {', '.join(STAGE_SETS)}")
+    _check_stage_set(ctx, stages, custom=stage_set == STAGE_SET_CUSTOM)
+    checks = ctx.typed(data.get("device_checks", list(DEVICE_CHECKS)), "device_checks", list)
+    for c in checks:
+        if c not in DEVICE_CHECKS:
+            raise ctx.err("device_checks", f"{c!r}: known checks are {', '.join(DEVICE_CHECKS)}")
     names = tuple(s.name for s in stages)
     forbidden = tuple(
         _parse_pattern(ctx, p, f"forbidden[{i}]", None, stages=names)
@@ -228,7 +247,14 @@ def parse_profile(data: dict[str, Any], path: Path) -> Profile:
         _parse_pattern(ctx, p, f"notice[{i}]", None)
         for i, p in enumerate(ctx.typed(data.get("notice", []), "notice", list))
     )
+    blocked = tuple(
+        _parse_pattern(ctx, p, f"blocked[{i}]", None)
+        for i, p in enumerate(ctx.typed(data.get("blocked", []), "blocked", list))
+    )
     return Profile(
+        blocked=blocked,
+        stage_set=stage_set,
+        device_checks=tuple(dict.fromkeys(checks)),
         name=name,
         description=description,
         path=path,
@@ -242,16 +268,29 @@ def parse_profile(data: dict[str, Any], path: Path) -> Profile:
     )
 
 
-def _check_stage_set(ctx: _Ctx, stages: tuple[StageSpec, ...]) -> None:
+def _check_stage_set(ctx: _Ctx, stages: tuple[StageSpec, ...], *, custom: bool = False) -> None:
     names = [s.name for s in stages]
     for n in names:
-        if n not in STAGE_ORDER:
-            raise ctx.err("stages.name", f"unknown stage {n!r} (known: {', '.join(STAGE_ORDER)})")
+        if custom:
+            if not _CUSTOM_STAGE.fullmatch(n):
+                raise ctx.err("stages.name", f"{n!r}: a stage name is [a-z][a-z0-9-]{{0,31}}")
+        elif n not in STAGE_ORDER:
+            raise ctx.err(
+                "stages.name",
+                f"unknown stage {n!r} (known: {', '.join(STAGE_ORDER)}; a profile with "
+                'stage_set = "custom" names its own)',
+            )
     if len(set(names)) != len(names):
         raise ctx.err("stages.name", f"duplicate stage in {names}")
+    if custom and not names:
+        raise ctx.err("stages", "a custom stage set needs at least one stage")
     missing = [g for g in GUEST_STAGES if g not in names]
-    if missing:
-        raise ctx.err("stages", f"missing stage(s): {', '.join(missing)}")
+    if missing and not custom:
+        raise ctx.err(
+            "stages",
+            f"missing stage(s): {', '.join(missing)} (an OS guest has all five; a profile "
+            'whose guest has others declares stage_set = "custom")',
+        )
     # Host stages run before the guest exists, in their fixed order; guest stages follow in
     # the OS's own order (the profile's order is the order the checker completes them in).
     host = [n for n in names if n in HOST_STAGES]

@@ -44,6 +44,12 @@ STAGE_ORDER: tuple[str, ...] = HOST_STAGES + GUEST_STAGES
 # What proves one PV device of a stage: its own console line, or XenStore (live runs only).
 DEVICE_EVIDENCE: tuple[str, ...] = ("console", "xenstore")
 EVIDENCE_CONSOLE, EVIDENCE_XENSTORE = DEVICE_EVIDENCE
+# `stage_set`: "os" (default) requires the five guest stages; "custom" is a profile's own
+# ordered stage set (an XTF test or a unikernel has no root mount and no login).
+STAGE_SETS: tuple[str, ...] = ("os", "custom")
+STAGE_SET_OS, STAGE_SET_CUSTOM = STAGE_SETS
+# `device_checks`: what the run's XenStore device check demands (default: all of them).
+DEVICE_CHECKS: tuple[str, ...] = ("vbd", "vif", "console-tty")
 BLAME_LINES_MAX = 200  # lines after a forbidden line searched for blame (bounded work/memory)
 
 
@@ -124,6 +130,11 @@ class Profile:
     blame_lines: int = 0
     # Lines recorded in the verdict (meta.notices) that never decide it.
     notices: tuple[Pattern, ...] = ()
+    # Lines that say the guest cannot run its test here (XTF's `Test result: SKIP`): the
+    # verdict is blocked, naming the line.
+    blocked: tuple[Pattern, ...] = ()
+    stage_set: str = STAGE_SET_OS
+    device_checks: tuple[str, ...] = DEVICE_CHECKS
     meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def stage(self, name: str) -> StageSpec:
@@ -199,12 +210,14 @@ def _validate_point(profile: str, spec: DomainSpec) -> None:
 
 __all__ = [
     "BLAME_LINES_MAX",
+    "DEVICE_CHECKS",
     "DEVICE_EVIDENCE",
     "EVIDENCE_CONSOLE",
     "EVIDENCE_XENSTORE",
     "GUEST_STAGES",
     "HOST_STAGES",
     "STAGE_ORDER",
+    "STAGE_SETS",
     "Pattern",
     "Profile",
     "StageSpec",

@@ -35,7 +35,7 @@ from xenpvh.errors import BlockedError, BrokenError, CommandFailed, XenpvhError
 from xenpvh.host.base import Host, emulation_faults
 from xenpvh.host.hotplug import HotplugScript, hotplug_scripts
 from xenpvh.profile.domain import DomainSpec
-from xenpvh.profile.model import Profile
+from xenpvh.profile.model import DEVICE_CHECKS, Profile
 from xenpvh.run import guest_disk, lease, remote
 from xenpvh.run import keep as keep_guest
 from xenpvh.run.devices import XENBUS_STAGE, DeviceCheck, device_failure
@@ -527,7 +527,15 @@ class BootRun:
         devices = xs.device_states(self.domain.domid)
         tty = xs.console_tty(self.domain.domid)
         disks, vifs = len(self.spec.disks), len(self.spec.vifs)
-        problems = check.judge(devices, tty, domid=self.domain.domid, disks=disks, vifs=vifs)
+        problems = check.judge(
+            devices,
+            tty,
+            domid=self.domain.domid,
+            disks=disks,
+            vifs=vifs,
+            checks=getattr(self.profile, "device_checks", DEVICE_CHECKS),
+            exited=self.capture is not None and self.capture.ended,
+        )
         if check.result == "connected":
             self._start_early_dump()
             self._emit(

@@ -14,6 +14,7 @@ import math
 import time
 
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+from xenpvh.profile.model import DEVICE_CHECKS
 from xenpvh.toolstack.xenstore import DeviceState
 
 XENBUS_STAGE = "xenbus"
@@ -31,18 +32,27 @@ class DeviceCheck:
     problem: str = ""
 
     def judge(
-        self, devices: list[DeviceState], tty: str | None, *, domid: int, disks: int, vifs: int
+        self,
+        devices: list[DeviceState],
+        tty: str | None,
+        *,
+        domid: int,
+        disks: int,
+        vifs: int,
+        checks: tuple[str, ...] = DEVICE_CHECKS,
+        exited: bool = False,
     ) -> list[str]:
         """Judge one XenStore reading: `connected` when every expected device is Connected
         and the console tty is there, `stuck` when not by the deadline.  Returns the
-        problems ([] when connected)."""
+        problems ([] when connected).  `checks` are the profile's (`Profile.device_checks`);
+        a guest that has `exited` (its console ended) is not asked for a console tty."""
         self.devices = devices
-        problems = [d.describe() for d in devices if not d.connected]
+        problems = [d.describe() for d in devices if not d.connected and d.kind in checks]
         for kind, n in (("vbd", disks), ("vif", vifs)):
             have = sum(1 for d in devices if d.kind == kind)
-            if have != n:
+            if have != n and kind in checks:
                 problems.append(f"{kind}: {have} device(s) in xenstore, expected {n}")
-        if not tty:
+        if not tty and "console-tty" in checks and not exited:
             problems.append(f"/local/domain/{domid}/console/tty missing")
         if not problems:
             self.result = "connected"

@@ -26,6 +26,7 @@ from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
 from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe
+from xenpvh.host.nested import hang
 from xenpvh.host.nested.qemu import (
     DEFAULT_XEN_CMDLINE,
     TCG_FAULTS,
@@ -321,7 +322,19 @@ class NestedHost:
         input: bytes | None = None,
         check: bool = False,
     ) -> CommandResult:
-        return self.ssh.run(argv, timeout=timeout, input=input, check=check)
+        ssh = self.ssh
+        record = self._record
+        if record is None or timeout <= hang.PROBE_AFTER:
+            return ssh.run(argv, timeout=timeout, input=input, check=check)
+        # A long command on a host a guest froze would wait out its timeout: sample the
+        # vCPUs meanwhile, and name the hang (xenpvh.host.nested.hang).
+        monitor = Path(record.monitor)
+        return hang.watched_call(
+            lambda: ssh.run(argv, timeout=timeout, input=input, check=check),
+            lambda: hang.sample_vcpus(monitor),
+            what=f" while `{' '.join(argv[:2])}` ran",
+            on_hang=ssh.close,
+        )
 
     def put(self, local: Path, remote: str, *, mode: int | None = None) -> bool:
         return self.ssh.put(local, remote, mode=mode)
@@ -452,6 +465,9 @@ class NestedHost:
                 cpus=self.cpus,
                 tcg_thread=self.tcg_thread,
                 qemu=str(qemu.path),
+                # QEMU's own log for debugging the emulation (e.g. "int,cpu_reset"): big.
+                debug=os.environ.get("XENPVH_QEMU_DEBUG") or None,
+                debug_log=art / "qemu-debug.log",
             )
             argv = cfg.argv()
             known_hosts = self._tmp / "known_hosts"

@@ -4,6 +4,7 @@ can use, the ssh port it forwards, and the guest faults that are its own (TCG_FA
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ class QemuConfig:
     disk_format: str = "raw"
     # Name of an internal snapshot (in a qcow2 disk) to resume from instead of booting.
     loadvm: str | None = None
+    # QEMU's own debug log (`-d ITEMS -D FILE`, e.g. "int,cpu_reset"): XENPVH_QEMU_DEBUG.
+    debug: str | None = None
+    debug_log: Path | None = None
 
     def validate(self) -> None:
         # QEMU's multiboot loader splits -initrd at commas: a comma in a path or in dom0's
@@ -117,6 +121,13 @@ class QemuConfig:
             raise BlockedError(f"ssh port {self.ssh_port} out of range")
         if self.disk_format not in ("raw", "qcow2"):
             raise BlockedError(f"disk format must be raw or qcow2, not {self.disk_format!r}")
+        if self.debug is not None and (
+            not re.fullmatch(r"[a-z0-9_]+(,[a-z0-9_]+)*", self.debug) or self.debug_log is None
+        ):
+            raise BlockedError(
+                f"QEMU debug items {self.debug!r}: expected a comma list such as "
+                "'int,cpu_reset' (qemu-system-x86_64 -d help), and a log file"
+            )
         if self.loadvm is not None and (self.snapshot or self.disk_format != "qcow2"):
             # The internal snapshot lives in the qcow2 file; QEMU exits on -loadvm with
             # snapshot=on.
@@ -135,6 +146,8 @@ class QemuConfig:
         if self.snapshot:
             drive += ",snapshot=on"
         resume = ["-loadvm", self.loadvm] if self.loadvm is not None else []
+        if self.debug is not None:
+            resume += ["-d", self.debug, "-D", str(self.debug_log)]
         return [
             self.qemu,
             "-nodefaults",
