@@ -349,3 +349,52 @@ def test_live_blame_waits_boundedly_for_the_backtrace() -> None:
     assert c.done and c.verdict.failed_stage == "ap-launch"
     assert [e.stage for e in events if e.kind == "failed"] == ["ap-launch"]
     assert c.verdict.stages[2].evidence == "panic: page fault"
+
+
+# The real Debian 12 console (tests/samples): a generic Oops inside each stage's lines blames
+# that stage; one whose trace is blkfront's blames xenbus wherever it comes.
+DEBIAN = (
+    (Path(__file__).parent / "samples" / "debian12-systemd-pvh-2disks-2vifs.log")
+    .read_text(errors="replace")
+    .splitlines()
+)
+DEBIAN_COMPLETING = {
+    "early-init": "Booting kernel on Xen PVH",
+    "ap-launch": "smp: Brought up 1 node, 2 CPUs",
+    "root-mount": "Run /init as init process",
+    "xenbus": "blkfront: xvdb:",
+    "login": "debian12-pvh login:",
+}
+
+
+def check_debian(lines: list[str]) -> Verdict:
+    c = StageChecker(LINUX, vcpus=2, disks=2, vifs=2, clock=None)
+    c.feed(("\n".join(lines) + "\n").encode())
+    return c.finish()
+
+
+def test_real_debian_console_passes() -> None:
+    assert check_debian(DEBIAN).verdict is VerdictValue.PASS
+
+
+@pytest.mark.parametrize("stage", LINUX_ORDER)
+def test_real_debian_console_generic_oops_blames_the_stage_in_progress(stage: str) -> None:
+    lines = insert(DEBIAN, DEBIAN_COMPLETING[stage], oops(GENERIC_FRAMES), cut=True)
+    v = check_debian(lines)
+    assert v.reason == f"forbidden pattern 'kernel-bug' during {stage}"
+    assert_blamed(v, stage, LINUX_ORDER, set(LINUX_ORDER[: LINUX_ORDER.index(stage)]))
+
+
+@pytest.mark.parametrize("stage", ["ap-launch", "root-mount", "login"])
+def test_real_debian_console_blkfront_oops_blames_xenbus(stage: str) -> None:
+    lines = insert(DEBIAN, DEBIAN_COMPLETING[stage], oops(BLKFRONT_FRAMES), cut=True)
+    v = check_debian(lines)
+    assert (
+        v.reason == "forbidden pattern 'kernel-bug' indicts xenbus (blamed by 'xen-frontend-frame')"
+    )
+    done = {
+        s.name
+        for s in check_debian(lines[: at(lines, "BUG: kernel NULL")]).stages
+        if s.status is StageStatus.PASSED
+    }
+    assert_blamed(v, "xenbus", LINUX_ORDER, done)
