@@ -185,3 +185,26 @@ def test_no_shipped_profile_relies_on_the_guest_kits_own_lines() -> None:
         for line in KIT_ONLY:
             hits = [p.name for p in patterns if p.regex.search(line)]
             assert hits == [], (profile.name, line, hits)
+
+
+# A real console: Debian 12 (systemd 252, Debian's 6.1 kernel and initramfs-tools) booted PVH
+# with 2 disks and 2 vifs on the nested host (the debian-pvh live test, 2026-12-02).  Its vifs
+# show only as `vif vif-N enXN: renamed from ethN`; it reached `debian12-pvh login:`.
+DEBIAN = Path(__file__).parent / "samples" / "debian12-systemd-pvh-2disks-2vifs.log"
+
+
+def test_real_debian_console_passes_linux_pvh_offline() -> None:
+    text = DEBIAN.read_text(errors="replace")
+    assert "vif vif-0 enX0: renamed from eth0" in text and "debian12-pvh login:" in text
+    assert "xenpvh-init" not in text  # not our guest kit
+    v = check_file(DEBIAN, LINUX, vcpus=2, disks=2, vifs=2)
+    assert v.verdict is VerdictValue.PASS, v.reason
+    xenbus = stage(v, "xenbus")
+    assert xenbus.evidence.startswith("blkfront: xvdb: flush diskcache")  # the second disk
+    assert xenbus.detail.startswith("vifs: 2 unverified on the console")
+    assert stage(v, "login").evidence == "debian12-pvh login: "
+    # One disk short is still a failure; the vifs fail only when asked to.
+    assert check_file(DEBIAN, LINUX, vcpus=2, disks=3, vifs=2).failed_stage == "xenbus"
+    strict = check_file(DEBIAN, LINUX, vcpus=2, disks=2, vifs=2, strict_devices=True)
+    assert strict.reason == "xenbus: 2 vif(s) unverified on the console (strict devices)"
+    assert check_file(DEBIAN, LINUX, vcpus=4, disks=2, vifs=2).failed_stage == "ap-launch"
