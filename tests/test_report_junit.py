@@ -61,7 +61,7 @@ def test_the_xsd_rejects_properties_in_a_testcase() -> None:
 def test_pass_one_testcase_per_stage_hypervisor_first(tmp_path: Path) -> None:
     suite = validate_junit(render_junit(CASES["pass"](tmp_path)))
     names = [c.get("name") for c in suite.findall("testcase")]
-    assert names == ["hypervisor", "early-init", "ap-launch", "xenbus", "root-mount", "login"]
+    assert names == ["hypervisor", "early-init", "ap-launch", "root-mount", "xenbus", "login"]
     assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("0", "0", "0")
     # Stage times are the gaps between stages (from the console's first byte).
     cases = _cases(suite)
@@ -79,8 +79,8 @@ def test_fail_is_one_failure_at_the_stage_and_later_stages_skipped(tmp_path: Pat
     assert failure.get("message") == "expected 2 CPUs, guest reports 1"
     assert "ap-launch: guest reports 1 CPUs, expected 2" in (failure.text or "")
     assert [n for n, c in cases.items() if c.find("skipped") is not None] == [
-        "xenbus",
         "root-mount",
+        "xenbus",
         "login",
     ]
     assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("1", "0", "3")

@@ -57,7 +57,7 @@ def test_times_are_iso_utc(tmp_path: Path) -> None:
 def test_hypervisor_stage_comes_first(tmp_path: Path) -> None:
     report = pass_run(tmp_path)
     names = [s["name"] for s in render_verdict_json(report)["stages"]]  # type: ignore[index]
-    assert names == ["hypervisor", "early-init", "ap-launch", "xenbus", "root-mount", "login"]
+    assert names == ["hypervisor", "early-init", "ap-launch", "root-mount", "xenbus", "login"]
     # A verdict that already carries it (the old callers inserted it) does not get it twice.
     report.verdict.stages.insert(0, report.hypervisor)  # type: ignore[arg-type]
     again = [s["name"] for s in render_verdict_json(report)["stages"]]  # type: ignore[index]

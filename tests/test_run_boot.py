@@ -22,15 +22,15 @@ from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.xenstore import DeviceState
 
-STAGES = ["early-init", "ap-launch", "xenbus", "root-mount", "login"]
-# What Debian's 6.1 kernel and the guest kit's init print (abridged), on a 2-vCPU guest.
+STAGES = ["early-init", "ap-launch", "root-mount", "xenbus", "login"]
+# What Debian's 6.1 kernel prints (abridged), on a 2-vCPU guest.  netfront prints no line
+# per vif: XenStore proves it (the run feeds the checker from its device check).
 GOOD = (
     b"Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)\n"
     b"Booting paravirtualized kernel on Xen PVH\n"
     b"smp: Brought up 1 node, 2 CPUs\n"
     b"Run /init as init process\n"
     b"blkfront: xvda: flush diskcache: enabled; persistent grants: enabled;\n"
-    b"xenpvh-init: netfront eth0 up\n"
     b"xenpvh-guest login: "
 )
 
@@ -211,7 +211,7 @@ def test_panic_fails_fast_and_destroys(host, kit, tmp_path) -> None:
     v = run.run()
     assert v.verdict == VerdictValue.FAIL
     assert "forbidden pattern" in v.reason and "deadline" not in v.reason, v.reason
-    assert v.failed_stage == "ap-launch"
+    assert v.failed_stage == "root-mount"  # indicted by the pattern, not by position
     assert v.meta["harness_overhead_s"] is not None and v.meta["harness_overhead_s"] < 1
     _no_guest_left(host, run)
 
@@ -224,9 +224,27 @@ def test_stuck_device_fails_xenbus_naming_it(host, kit, tmp_path) -> None:
     assert "/local/domain/1/device/vif/0/state=3 (Initialised)" in v.reason
     by = {s.name: s.status for s in v.stages}
     assert by["xenbus"] == StageStatus.FAILED
-    assert by["root-mount"] == by["login"] == StageStatus.NOT_REACHED
-    assert by["early-init"] == StageStatus.PASSED
+    assert by["login"] == StageStatus.NOT_REACHED
+    assert by["early-init"] == by["root-mount"] == StageStatus.PASSED  # before xenbus in Linux
     _no_guest_left(host, run)
+
+
+def test_vif_without_a_console_line_is_proven_by_xenstore(host, kit, tmp_path) -> None:
+    """Linux prints no line per vif: the run's XenStore check completes the xenbus stage.
+    The poll starts once xenbus is in progress (after Run /init), not after it passed."""
+    host.console = GOOD
+    run, events = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+    v = run.run()
+    assert v.verdict == VerdictValue.PASS, v.reason
+    xenbus = next(s for s in v.stages if s.name == "xenbus")
+    assert xenbus.evidence.startswith("blkfront: xvda:")
+    assert "vifs: 1 Connected in XenStore (vif/0)" in xenbus.detail
+    assert v.meta["xenstore_check"] == "connected"
+    kinds = [
+        (type(e).__name__, getattr(e, "stage", None), getattr(e, "kind", None)) for e in events
+    ]
+    first_poll = kinds.index(("DeviceCheckEvent", None, "connected"))
+    assert first_poll < kinds.index(("StageEvent", "xenbus", "passed"))
 
 
 def test_pv_domain_is_blocked_and_destroyed(host, kit, tmp_path, monkeypatch) -> None:
@@ -278,7 +296,7 @@ def test_run_deadline_fails_the_stage_in_progress(host, kit, tmp_path) -> None:
     t0 = time.monotonic()
     v = run.run()
     assert time.monotonic() - t0 < 10
-    assert v.verdict == VerdictValue.FAIL and v.failed_stage == "xenbus"
+    assert v.verdict == VerdictValue.FAIL and v.failed_stage == "root-mount"
     assert "run deadline of 3s exceeded" in v.reason
     _no_guest_left(host, run)
 

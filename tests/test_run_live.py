@@ -105,6 +105,10 @@ def test_linux_pvh_passes(host, profile, guest_kit, tmp_path, vcpus: int) -> Non
     assert v.verdict == VerdictValue.PASS, f"{v.failed_stage}: {v.reason}"
     assert all(s.status == StageStatus.PASSED for s in v.stages)
     assert v.meta["xenstore_check"] == "connected"
+    # Linux names no vif on its console: XenStore (frontend and backend state 4) proved it.
+    xenbus = next(s for s in v.stages if s.name == "xenbus")
+    assert xenbus.evidence.startswith("blkfront: xvda: "), xenbus
+    assert "vifs: 1 Connected in XenStore (vif/0)" in xenbus.detail, xenbus
     assert v.meta["xen_version"].startswith("4.17")
     for name in ("console.log", "xl-dmesg.txt", "xl-info.txt", "domain.cfg", "xenstore.txt"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -154,9 +158,29 @@ def test_missing_init_fails_on_the_panic_line(host, profile, guest_kit, tmp_path
     _record_times("rdinit-missing", v)
     assert v.verdict == VerdictValue.FAIL, v.reason
     assert "deadline" not in v.reason.lower(), v.reason
-    assert "panic" in v.reason.lower(), v.reason
+    # The panic names the root mount ("VFS: Unable to mount root fs" / "No working init
+    # found"): blamed on root-mount, whatever stage was in progress.
+    assert v.reason.startswith("forbidden pattern"), v.reason
+    assert v.failed_stage == "root-mount", v.reason
     failed = next(s for s in v.stages if s.name == v.failed_stage)
     assert "Kernel panic" in failed.evidence, failed
+
+
+def test_vif_that_never_connects_fails_xenbus_naming_it(host, profile, guest_kit, tmp_path) -> None:
+    """The kernel refuses to load netfront (module_blacklist, kernel/module): the vif's
+    frontend never leaves Initialising.  The console reaches login: all the same (the kit's
+    init waits, then goes on); XenStore alone shows the vif missing, and the run fails at
+    xenbus naming it once the grace after blkfront's line is over."""
+    base = profile.point(vcpus=1)
+    point = profile.point(vcpus=1, cmdline=f"{base.cmdline} module_blacklist=xen_netfront")
+    v = _boot(host, profile, point, guest_kit, tmp_path, attempts=1)
+    _record_times("vif-never-connects", v)
+    assert v.verdict == VerdictValue.FAIL, v.reason
+    assert v.failed_stage == "xenbus", v.reason
+    assert "vif 0: frontend" in v.reason and "device/vif/0/state=" in v.reason, v.reason
+    by = {s.name: s.status for s in v.stages}
+    assert by["root-mount"] == StageStatus.PASSED and by["login"] == StageStatus.NOT_REACHED
+    assert v.meta["xenstore_check"] == "stuck"
 
 
 def test_missing_kernel_is_blocked_before_anything_is_created(

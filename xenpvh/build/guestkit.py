@@ -63,8 +63,9 @@ RESOLVED_MAX_AGE = 7 * 24 * 3600.0
 _MANIFEST = "manifest.json"
 _RESOLVED = ".resolved.json"
 
-# /init (busybox sh).  @RELEASE@ and @MODULES@ are filled by render_init.  The linux-pvh
-# profile (guestcfg/linux-pvh.toml) matches the lines it prints: change both together.
+# /init (busybox sh).  @RELEASE@ and @MODULES@ are filled by render_init.  No profile matches
+# a line of its own (guestcfg/linux-pvh.toml judges only what Linux prints): its lines are
+# for people reading the console.
 INIT_TEMPLATE = r"""#!/bin/sh
 # The xenpvh guest kit's /init: PID 1 of a busybox initramfs.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -107,7 +108,8 @@ wait_for '/sys/bus/xen/devices/vbd-*' '/sys/block/xvd*'
 wait_for '/sys/bus/xen/devices/vif-*' '/sys/class/net/eth*'
 
 ip link set lo up
-# Linux's netfront prints nothing per device: this line is what the xenbus stage sees.
+# Linux's netfront prints nothing per device; this line is for the reader (XenStore proves
+# the vif to the checker).
 for dev in /sys/class/net/eth*; do
     [ -e "$dev" ] || continue
     ifname=${dev##*/}

@@ -1,13 +1,29 @@
 """The streaming stage checker: console bytes in, stage events and one verdict out.
 
-Model (see DESIGN.md): a profile's stages are ordered.  Patterns of *every* stage are
-matched whenever they appear (consoles interleave; Linux loads blkfront after `Run /init`),
-but a stage *completes* only when its own requirements are met and the previous stage has
-completed; its time is the later of the two.  The stage in progress is the first incomplete
-one; forbidden patterns and deadlines blame it.
+Model (see DESIGN.md): a profile's stages are in the OS's own boot order.  Patterns of
+*every* stage are matched whenever they appear (consoles interleave), but a stage
+*completes* only when its own requirements are met and the previous stage has completed; its
+time is the later of the two.  The stage in progress is the first incomplete one; deadlines
+blame it.
+
+Blame is causal: a forbidden pattern that names a stage (`Pattern.stage`) fails that stage,
+whether it is in progress, not reached yet, or already passed (a passed stage the guest then
+failed in is failed).  A forbidden pattern without a stage fails the stage a `blame` pattern
+names -- on the forbidden line itself or on one of the next `blame_lines` lines (a panic and
+its backtrace) -- or else the stage in progress.  Every stage after the failed one is "not
+reached"; so are earlier stages that had not completed.  While a failure waits for its blame
+lines, nothing else is matched; the wait ends with the window, the console's end, or (live)
+`BLAME_WAIT` seconds.
+
+Devices: a stage's disks/vifs are proven by their console lines (`*_devices` patterns) or,
+for a kind whose evidence is "xenstore", by `prove_devices()` (the live run's XenStore
+check).  Without XenStore proof (`xenstore_proof=False`: an offline check) such devices are
+`unverified on the console`: reported in the stage detail, not failed unless
+`strict_devices`.  `notice` patterns are recorded (`meta.notices`) and never decide.
 
 State machine: RUNNING --(all stages complete)--> PASS
-               RUNNING --(forbidden line | AP/CPU mismatch | deadline | finish())--> FAIL
+               RUNNING --(forbidden line)--> BLAMING --(blame line | window end)--> FAIL
+               RUNNING --(AP/CPU mismatch | deadline | finish())--> FAIL
 Once decided, the checker ignores further input.
 
 Memory is bounded: lines are capped (`lines.MAX_LINE`), evidence is capped
@@ -27,12 +43,14 @@ from pathlib import Path
 from xenpvh.check.lines import LineSplitter, strip_prefix
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError
-from xenpvh.profile.model import Pattern, Profile, StageSpec
+from xenpvh.profile.model import EVIDENCE_XENSTORE, Pattern, Profile, StageSpec
 
 EVIDENCE_MAX = 512  # characters of a console line kept as evidence
 _SET_MAX = 4096  # AP ids / device names remembered per stage (hostile consoles)
 _READ_CHUNK = 64 * 1024
 _LOOKBACK = 32  # lines searched backwards for a timestamp (offline mode)
+NOTICES_MAX = 64  # notices kept in the verdict (the count goes on)
+BLAME_WAIT = 3.0  # live: seconds a forbidden line waits for its blame lines
 
 
 class EventKind(StrEnum):
@@ -40,6 +58,7 @@ class EventKind(StrEnum):
     MATCHED = "matched"  # a line matched one of the stage's patterns
     PASSED = "passed"  # the stage completed
     FAILED = "failed"  # the stage failed: forbidden line, mismatch, deadline, console end
+    NOTICE = "notice"  # a notice line (recorded, decides nothing); `detail` names the pattern
 
 
 @dataclass(frozen=True)
@@ -62,13 +81,15 @@ class _Role(StrEnum):
     CPU_COUNT = "cpu_count"
     DISK = "disk"
     VIF = "vif"
+    BLAME = "blame"
+    NOTICE = "notice"
 
 
 @dataclass(frozen=True)
 class _Rule:
-    index: int  # stable order: forbidden first, then stage by stage
+    index: int  # stable order: forbidden, blame, notices, then stage by stage
     role: _Role
-    stage: int  # index into the stages (-1 for forbidden)
+    stage: int  # index into the stages (forbidden/blame: the stage named, -1 for none)
     pattern: Pattern
 
 
@@ -80,6 +101,7 @@ class _StageState:
     cpu_count: int | None = None
     disks: set[str] = field(default_factory=set)
     vifs: set[str] = field(default_factory=set)
+    proven: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> XenStore ids
     own_t: float | None = None  # when its own requirements were last advanced
     own_line: str = ""
     own_line_no: int | None = None  # console line number of own_line (1-based)
@@ -100,6 +122,17 @@ class _Failure:
     line_no: int | None
 
 
+@dataclass
+class _Blaming:
+    """A forbidden line waiting (bounded) for the line that names its stage."""
+
+    rule: _Rule
+    line: str
+    t: float | None
+    line_no: int | None
+    wall: float | None  # live: clock reading at the forbidden line
+
+
 class StageChecker:
     """Decide one boot from its console, incrementally.
 
@@ -115,6 +148,8 @@ class StageChecker:
         disks: int,
         vifs: int,
         clock: Callable[[], float] | None = time.monotonic,
+        xenstore_proof: bool = False,
+        strict_devices: bool = False,
     ) -> None:
         if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 1:
             raise BlockedError(f"vcpus must be an integer >= 1, got {vcpus!r}")
@@ -125,6 +160,12 @@ class StageChecker:
         self.vcpus = vcpus
         self.n_disks = disks
         self.n_vifs = vifs
+        # A live run reports XenStore proof (`prove_devices`); offline, "xenstore" devices
+        # are unverified on the console, which fails only with `strict_devices`.
+        self.xenstore_proof = xenstore_proof
+        self.strict_devices = strict_devices
+        # The run's latest XenStore reading of devices not yet Connected (for the detail).
+        self.xenstore_problem = ""
         self._clock = clock
         self._start = clock() if clock is not None else 0.0
         self._first_byte: float | None = None
@@ -148,6 +189,9 @@ class StageChecker:
         self._current = -1  # index of the stage in progress (set by _advance)
         self._verdict: Verdict | None = None
         self._events: list[StageEvent] = []
+        self._blaming: _Blaming | None = None
+        self._notices: list[dict[str, object]] = []
+        self._notice_count = 0
         self._advance(None)
 
     # ----------------------------------------------------------------------- public API
@@ -184,14 +228,55 @@ class StageChecker:
             self._lines_done += block.count("\n")
             self._partial_done = set()
             self._partial_len = 0
-        if not self.done:
+            self._blame_window_check()
+        if not self.done and self._blaming is None:
             self._scan_partial()
         return self._take_events()
+
+    def prove_devices(self, kind: str, ids: Iterable[str]) -> list[StageEvent]:
+        """The run's XenStore check saw every expected device of `kind` ("vbd"/"disk" or
+        "vif") Connected (frontend and backend state 4): stages whose evidence for that kind
+        is "xenstore" count them as proven."""
+        kind = {"vbd": "disk"}.get(kind, kind)
+        if kind not in ("disk", "vif"):
+            raise ValueError(f"unknown device kind {kind!r}")
+        if self.done:
+            return []
+        ids = tuple(sorted(str(x) for x in ids))[:_SET_MAX]
+        t = self._now_live()
+        for st in self._stages:
+            if getattr(st.spec, f"{kind}_evidence") == EVIDENCE_XENSTORE and kind not in st.proven:
+                st.proven[kind] = ids
+                if not st.complete:
+                    st.own_t = t if st.own_t is None or t is None else max(st.own_t, t)
+                self._progress = True
+        if self._progress and self._blaming is None:
+            self._progress = False
+            self._advance(t)
+        return self._take_events()
+
+    def awaiting_xenstore(self, stage: str) -> bool:
+        """`stage` is in progress and only waits for devices XenStore must prove."""
+        i = self._current
+        if self.done or i >= len(self._stages) or self._stages[i].spec.name != stage:
+            return False
+        st = self._stages[i]
+        return bool(self._unverified(st)) and self._own_complete(st, ignore_unverified=True)
+
+    def _now_live(self) -> float | None:
+        if self._clock is None or self._first_byte is None:
+            return self._tick
+        return round(self._clock() - self._first_byte, 6)
 
     def poll(self) -> list[StageEvent]:
         """Check the stage in progress against its deadline (live mode only)."""
         if self.done or self._clock is None:
             return []
+        if self._blaming is not None:
+            wall = self._blaming.wall
+            if wall is None or self._clock() - wall >= BLAME_WAIT:
+                self._settle_blame(None)
+            return self._take_events()
         i = self._current
         spec = self._stages[i].spec
         base = self._stages[i - 1].t if i > 0 else None
@@ -216,9 +301,17 @@ class StageChecker:
                 self._scan_block(block)
                 self._lines_done += block.count("\n")
                 self._partial_done = set()
+                self._blame_window_check()
+        if self._verdict is None and self._blaming is not None:
+            self._settle_blame(None)
         if self._verdict is None:
             i = self._current
-            self._fail(i, f"{reason} before {self._stages[i].spec.name}", "", self._stage_detail(i))
+            unverified = self._unverified_only(i)
+            if unverified:
+                why = f"{self._stages[i].spec.name}: {unverified} (strict devices)"
+            else:
+                why = f"{reason} before {self._stages[i].spec.name}"
+            self._fail(i, why, "", self._stage_detail(i))
         self._take_events()
         assert self._verdict is not None
         return self._verdict
@@ -232,7 +325,15 @@ class StageChecker:
             for p in patterns:
                 rules.append(_Rule(len(rules), role, stage, p))
 
-        add(_Role.FORBIDDEN, -1, self.profile.forbidden)
+        names = [st.spec.name for st in self._stages]
+        for role, patterns in (
+            (_Role.FORBIDDEN, self.profile.forbidden),
+            (_Role.BLAME, getattr(self.profile, "blame", ())),
+        ):
+            for p in patterns:
+                stage = names.index(p.stage) if p.stage in names else -1
+                rules.append(_Rule(len(rules), role, stage, p))
+        add(_Role.NOTICE, -1, getattr(self.profile, "notices", ()))
         for i, st in enumerate(self._stages):
             s = st.spec
             add(_Role.REQUIRED, i, s.required)
@@ -277,6 +378,9 @@ class StageChecker:
             lines_before += block.count("\n", counted_to, start)
             counted_to = start
             self._line_no = lines_before + 1
+            if self._blame_window_over(self._line_no):
+                self._settle_blame(None)
+                return
             idx = hits[start]
             if start == 0 and self._partial_done:
                 # The block's first line continues the partial line already matched.
@@ -317,7 +421,7 @@ class StageChecker:
         for rule in self._rules:
             # Forbidden patterns wait for the whole line: a verdict must not depend on
             # where the console happened to split it.
-            if rule.role is _Role.FORBIDDEN or rule.index in self._partial_done:
+            if rule.role in _WHOLE_LINE or rule.index in self._partial_done:
                 continue
             lits = rule.pattern.literals
             if lits and not any(lit in part for lit in lits):
@@ -346,13 +450,33 @@ class StageChecker:
         """Apply the matching rules to one line in rule order; return the ones that matched."""
         line, stamp = strip_prefix(raw)
         t = self._now(stamp)
+        if self._blaming is not None:
+            self._blame_line(line, rule_ids)
+            return set(rule_ids)
         matched: set[int] = set()
+        forbidden: list[_Rule] = []
+        blame: list[_Rule] = []
         for rid in rule_ids:
             rule = self._rules[rid]
             m = rule.pattern.regex.search(line)
             if m is None:
                 continue
             matched.add(rid)
+            if rule.role is _Role.FORBIDDEN:
+                forbidden.append(rule)
+            elif rule.role is _Role.BLAME:
+                blame.append(rule)
+            elif rule.role is _Role.NOTICE:
+                self._notice(rule, line, t)
+        if forbidden:
+            self._forbidden_line(forbidden, blame, line[:EVIDENCE_MAX], t)
+            return matched
+        for rid in rule_ids:
+            rule = self._rules[rid]
+            if rid not in matched or rule.role in _WHOLE_LINE:
+                continue
+            m = rule.pattern.regex.search(line)
+            assert m is not None
             self._on_match(rule, m, line, t)
             if self.done:
                 break
@@ -381,16 +505,6 @@ class StageChecker:
     def _on_match(self, rule: _Rule, m: re.Match[str], line: str, t: float | None) -> None:
         ev_line = line[:EVIDENCE_MAX]
         line_no = self._line_no
-        if rule.role is _Role.FORBIDDEN:
-            self._fail(
-                self._current,
-                f"forbidden pattern {rule.pattern.name!r} during {self._stage_name()}",
-                ev_line,
-                detail=f"matched {rule.pattern.source!r}",
-                t=t,
-                line_no=line_no,
-            )
-            return
         st = self._stages[rule.stage]
         name = st.spec.name
         if st.complete and rule.role is not _Role.CPU_COUNT and rule.role is not _Role.AP_IDS:
@@ -453,7 +567,127 @@ class StageChecker:
                         line_no=line_no,
                     )
 
-    def _own_complete(self, st: _StageState) -> bool:
+    # ----------------------------------------------------------------------- blame
+
+    def _forbidden_line(
+        self, forbidden: list[_Rule], blame: list[_Rule], line: str, t: float | None
+    ) -> None:
+        """A forbidden line: fail the stage it names, else wait for a blame line, else fail
+        the stage in progress."""
+        named = [r for r in forbidden if r.stage >= 0]
+        rule = named[0] if named else forbidden[0]
+        if rule.stage >= 0:
+            self._fail_forbidden(rule, line, t, self._line_no, rule.stage, None)
+            return
+        if blame:
+            self._fail_forbidden(rule, line, t, self._line_no, blame[0].stage, (blame[0], line))
+            return
+        has_blame = any(r.role is _Role.BLAME for r in self._rules)
+        if has_blame and self.profile.blame_lines > 0:
+            wall = self._clock() if self._clock is not None else None
+            self._blaming = _Blaming(rule, line, t, self._line_no, wall)
+            return
+        self._fail_forbidden(rule, line, t, self._line_no, None, None)
+
+    def _blame_line(self, raw_line: str, rule_ids: list[int]) -> None:
+        """A line after a forbidden one: does it name the stage (blame, or a forbidden
+        pattern with a stage)?"""
+        for rid in rule_ids:
+            rule = self._rules[rid]
+            named = rule.role is _Role.BLAME or (rule.role is _Role.FORBIDDEN and rule.stage >= 0)
+            if named and rule.pattern.regex.search(raw_line):
+                self._settle_blame((rule, raw_line[:EVIDENCE_MAX]))
+                return
+
+    def _blame_window_over(self, line_no: int | None) -> bool:
+        b = self._blaming
+        if b is None or b.line_no is None or line_no is None:
+            return False
+        return line_no > b.line_no + self.profile.blame_lines
+
+    def _blame_window_check(self) -> None:
+        """After a block: the window closes once `blame_lines` lines followed the failure."""
+        if self._blaming is not None and self._blame_window_over(self._lines_done):
+            self._settle_blame(None)
+
+    def _settle_blame(self, by: tuple[_Rule, str] | None) -> None:
+        b = self._blaming
+        assert b is not None
+        self._blaming = None
+        stage = by[0].stage if by is not None else None
+        self._fail_forbidden(b.rule, b.line, b.t, b.line_no, stage, by)
+
+    def _fail_forbidden(
+        self,
+        rule: _Rule,
+        line: str,
+        t: float | None,
+        line_no: int | None,
+        stage: int | None,
+        by: tuple[_Rule, str] | None,
+    ) -> None:
+        detail = f"matched {rule.pattern.source!r}"
+        if stage is None or stage < 0:
+            i = self._current
+            reason = f"forbidden pattern {rule.pattern.name!r} during {self._stage_name()}"
+        else:
+            i = stage
+            name = self._stages[i].spec.name
+            reason = f"forbidden pattern {rule.pattern.name!r} indicts {name}"
+            if by is not None:
+                reason += f" (blamed by {by[0].pattern.name!r})"
+                detail += f"; blamed on {name} by {by[0].pattern.name!r}: {by[1]!r}"
+            if self._stages[i].complete:
+                detail += f"; {name} had passed"
+            elif i != self._current and self._current < len(self._stages):
+                detail += f"; {self._stage_name()} was in progress"
+        self._fail(i, reason, line, detail=detail, t=t, line_no=line_no)
+
+    def _notice(self, rule: _Rule, line: str, t: float | None) -> None:
+        self._notice_count += 1
+        if len(self._notices) < NOTICES_MAX:
+            self._notices.append(
+                {
+                    "name": rule.pattern.name,
+                    "stage": self.stage_in_progress,
+                    "t": t,
+                    "line": self._line_no,
+                    "evidence": line[:EVIDENCE_MAX],
+                }
+            )
+        self._events.append(
+            StageEvent(
+                EventKind.NOTICE, self._stage_name(), t, line[:EVIDENCE_MAX], rule.pattern.name
+            )
+        )
+
+    # ----------------------------------------------------------------------- devices
+
+    def _unverified(self, st: _StageState) -> list[tuple[str, int]]:
+        """(kind, expected count) of the stage's "xenstore" kinds not proven by XenStore."""
+        out = []
+        for kind, want in (("disk", self.n_disks), ("vif", self.n_vifs)):
+            xenstore = getattr(st.spec, f"{kind}_evidence") == EVIDENCE_XENSTORE
+            if want and xenstore and kind not in st.proven:
+                out.append((kind, want))
+        return out
+
+    def _devices_waived(self) -> bool:
+        """Unproven "xenstore" devices do not hold a stage back: offline and not strict."""
+        return not self.xenstore_proof and not self.strict_devices
+
+    def _unverified_only(self, i: int) -> str:
+        """Offline and strict: the stage's only unmet requirement is devices the console
+        cannot show.  Returns their description ("" otherwise)."""
+        if i >= len(self._stages) or self.xenstore_proof or not self.strict_devices:
+            return ""
+        st = self._stages[i]
+        pending = self._unverified(st)
+        if not pending or not self._own_complete(st, ignore_unverified=True):
+            return ""
+        return "; ".join(f"{n} {kind}(s) unverified on the console" for kind, n in pending)
+
+    def _own_complete(self, st: _StageState, *, ignore_unverified: bool = False) -> bool:
         s = st.spec
         if len(st.seen_required) < len(s.required):
             return False
@@ -463,7 +697,9 @@ class StageChecker:
             return False
         if s.disk_devices and len(st.disks) < self.n_disks:
             return False
-        return not (s.vif_devices and len(st.vifs) < self.n_vifs)
+        if s.vif_devices and len(st.vifs) < self.n_vifs:
+            return False
+        return ignore_unverified or self._devices_waived() or not self._unverified(st)
 
     def _advance(self, t: float | None) -> None:
         """Complete stages in order while their requirements hold."""
@@ -506,7 +742,27 @@ class StageChecker:
             parts.append(f"disks seen {_fmt_set(st.disks)}, expected {self.n_disks}")
         if s.vif_devices:
             parts.append(f"vifs seen {_fmt_set(st.vifs)}, expected {self.n_vifs}")
+        parts += self._device_proof_detail(st)
         return "; ".join(parts)
+
+    def _device_proof_detail(self, st: _StageState) -> list[str]:
+        parts = []
+        for kind, want in (("disk", self.n_disks), ("vif", self.n_vifs)):
+            if not want or getattr(st.spec, f"{kind}_evidence") != EVIDENCE_XENSTORE:
+                continue
+            if kind in st.proven:
+                ids = ",".join(st.proven[kind])
+                parts.append(f"{kind}s: {want} Connected in XenStore ({ids})")
+            elif self.xenstore_proof:
+                seen = f": {self.xenstore_problem}" if self.xenstore_problem else ""
+                parts.append(f"{kind}s: {want} expected, not yet Connected in XenStore{seen}")
+            else:
+                strict = " (strict devices)" if self.strict_devices else ""
+                parts.append(
+                    f"{kind}s: {want} unverified on the console{strict} (the kernel prints no "
+                    f"line per {kind}; a live run proves them in XenStore)"
+                )
+        return parts
 
     def _req_seen(self, st: _StageState, j: int) -> bool:
         rid = next(
@@ -542,9 +798,16 @@ class StageChecker:
     ) -> Verdict:
         results: list[StageResult] = []
         for i, st in enumerate(self._stages):
-            if st.complete:
+            if failed is not None and i > failed.stage:
+                r = StageResult(st.spec.name)  # after the failed stage: not reached
+            elif st.complete and not (failed is not None and failed.stage == i):
                 r = StageResult(
-                    st.spec.name, StageStatus.PASSED, st.t, st.evidence, line=st.line_no
+                    st.spec.name,
+                    StageStatus.PASSED,
+                    st.t,
+                    st.evidence,
+                    "; ".join(self._device_proof_detail(st)),
+                    line=st.line_no,
                 )
             elif failed is not None and failed.stage == i:
                 r = StageResult(
@@ -564,6 +827,12 @@ class StageChecker:
             "disks": self.n_disks,
             "vifs": self.n_vifs,
         }
+        if self._notice_count:
+            meta["notices"] = list(self._notices)
+            if self._notice_count > len(self._notices):
+                meta["notices_total"] = self._notice_count
+        if self.strict_devices:
+            meta["strict_devices"] = True
         return Verdict(value, reason, failed_stage, results, meta)
 
     def _stage_name(self) -> str:
@@ -572,6 +841,10 @@ class StageChecker:
     def _take_events(self) -> list[StageEvent]:
         out, self._events = self._events, []
         return out
+
+
+# Roles that act on a whole console line only (never on a partial line).
+_WHOLE_LINE = frozenset({_Role.FORBIDDEN, _Role.BLAME, _Role.NOTICE})
 
 
 def _fmt_set(s: set[int] | set[str]) -> str:
@@ -584,14 +857,21 @@ def check_file(
     vcpus: int,
     disks: int,
     vifs: int,
+    *,
+    strict_devices: bool = False,
 ) -> Verdict:
-    """Check a saved console log (no deadlines; `t` from timestamp prefixes when present)."""
+    """Check a saved console log (no deadlines; `t` from timestamp prefixes when present).
+
+    Devices the profile proves only by XenStore are `unverified on the console`; with
+    `strict_devices` that fails their stage."""
     p = Path(path)
     try:
         f = p.open("rb")
     except OSError as e:
         raise BlockedError(f"cannot read console log {p}: {e.strerror}") from e
-    checker = StageChecker(profile, vcpus=vcpus, disks=disks, vifs=vifs, clock=None)
+    checker = StageChecker(
+        profile, vcpus=vcpus, disks=disks, vifs=vifs, clock=None, strict_devices=strict_devices
+    )
     with f:
         while not checker.done and (chunk := f.read(_READ_CHUNK)):
             checker.feed(chunk)

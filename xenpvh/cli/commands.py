@@ -63,7 +63,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     disks = len(defaults.disks) if args.disks is None else args.disks
     vifs = len(defaults.vifs) if args.vifs is None else args.vifs
     with _console_source(args.log) as log:
-        verdict = check_file(log, profile, vcpus=vcpus, disks=disks, vifs=vifs)
+        verdict = check_file(
+            log,
+            profile,
+            vcpus=vcpus,
+            disks=disks,
+            vifs=vifs,
+            strict_devices=getattr(args, "strict_devices", False),
+        )
     import time
 
     from xenpvh.report import RunReport, render_junit, render_verdict_json

@@ -52,6 +52,8 @@ def render_timeline(verdict: Verdict) -> Group:
     for s in verdict.stages:
         mark, style = _STATUS_STYLE[s.status]
         what = s.detail if s.status != StageStatus.PASSED and s.detail else s.evidence
+        if s.status == StageStatus.PASSED and s.detail:
+            what = f"{what}  [{s.detail}]" if what else s.detail  # e.g. unverified devices
         table.add_row(
             Text(mark, style=style),
             Text(s.name, style=style),
@@ -64,6 +66,15 @@ def render_timeline(verdict: Verdict) -> Group:
         (f"  (stage {verdict.failed_stage})" if verdict.failed_stage else "", "bold"),
     )
     parts: list[Any] = [table, head, Text("reason: ") + Text(terminal_safe(verdict.reason, 400))]
+    notices = verdict.meta.get("notices") if verdict.meta else None
+    if isinstance(notices, list):
+        total = verdict.meta.get("notices_total", len(notices))
+        parts.append(Text(f"notices (recorded, not failed): {total}"))
+        for n in notices[:5]:
+            if isinstance(n, dict):
+                where = f"line {n.get('line')}: " if n.get("line") else ""
+                text = f"  {n.get('name')}: {where}{n.get('evidence', '')}"
+                parts.append(Text(terminal_safe(text, 300)))
     artifacts = verdict.meta.get("artifacts") if verdict.meta else None
     if artifacts:
         parts.append(Text(f"artifacts: {artifacts}"))

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vcpus", type=_positive_int, default=None, help="default: the profile's")
     p.add_argument("--disks", type=_count, default=None, help="expected disks (default: profile)")
     p.add_argument("--vifs", type=_count, default=None, help="expected vifs (default: profile)")
+    p.add_argument(
+        "--strict-devices",
+        action="store_true",
+        help="fail devices the console cannot show (proven only by XenStore in a live run)",
+    )
     p.add_argument("--format", choices=["text", "json", "junit"], default="text")
     p.set_defaults(func=c.cmd_check)
 

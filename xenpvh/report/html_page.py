@@ -136,6 +136,7 @@ def render_html(report: RunReport, console_lines: ConsoleView | Iterable[str]) -
             artifacts=[(name, quote(rel)) for name, rel in artifacts.items()],
             console_href=quote(report.console_log) if report.console_log in artifacts else None,
             devices=_device_rows(v.meta.get("xenstore_devices")),
+            notices=_notice_rows(v.meta.get("notices")),
             timings=list(report.timings.items()),
             meta=meta,
             console=console,
@@ -214,6 +215,25 @@ def _console_rows(
         )
         rows.append(ConsoleRow(line.number, line.text, line.cut, css, line.number - prev - 1))
         prev = line.number
+    return rows
+
+
+def _notice_rows(raw: object) -> list[dict[str, object]]:
+    """meta["notices"]: lines a profile reports but never fails on (the checker's list)."""
+    if not isinstance(raw, list):
+        return []
+    rows = []
+    for n in raw:
+        if isinstance(n, dict):
+            line = n.get("line")
+            rows.append(
+                {
+                    "name": str(n.get("name", "")),
+                    "stage": str(n.get("stage") or ""),
+                    "line": line if isinstance(line, int) else None,
+                    "evidence": str(n.get("evidence", "")),
+                }
+            )
     return rows
 
 

@@ -24,6 +24,7 @@ EVIDENCE_LIMIT: Final = 4096
 MESSAGE_LIMIT: Final = 1024
 # Scalar meta facts copied into the suite's properties, at most this many.
 MAX_META_PROPERTIES: Final = 64
+MAX_NOTICE_PROPERTIES: Final = 16  # notices listed as properties (the count is always given)
 VERDICT_CASE: Final = "verdict"
 # Properties the suite always states itself; meta keys of the same name are not repeated.
 _OWN_PROPERTIES: Final = {"verdict", "reason", "failed_stage", "run_id", "host", "xen_version"}
@@ -190,6 +191,14 @@ def _run_properties(report: RunReport) -> list[tuple[str, str]]:
             props.append((f"attempt.{a.number}.emulation_fault", a.emulation_fault))
         if a.artifacts is not None:
             props.append((f"attempt.{a.number}.artifacts", a.artifacts))
+    notices = v.meta.get("notices")
+    if isinstance(notices, list):
+        # Lines the profile reports but never fails on (Linux WARNING:, WITNESS LORs).
+        props.append(("notices", str(v.meta.get("notices_total", len(notices)))))
+        for i, n in enumerate(notices[:MAX_NOTICE_PROPERTIES], 1):
+            if isinstance(n, dict):
+                line = f" (line {n['line']})" if n.get("line") else ""
+                props.append((f"notice.{i}", f"{n.get('name')}{line}: {n.get('evidence', '')}"))
     scalars = [
         (f"meta.{k}", str(val))
         for k, val in sorted(v.meta.items(), key=lambda kv: str(kv[0]))

@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import math
 import re
 import secrets
 import threading
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 GUESTKIT_PREFIX = "@guestkit:"
 # Files of the Debian guest (xenpvh.build.debian_guest): vmlinuz, initrd, grub, disk.
 DEBIAN_GUEST_PREFIX = "@debian-guest:"
+# Seconds between XenStore device readings while the guest still probes its devices.
+XENSTORE_POLL_WAITING = 2.0
 # Console lines longer than this are split when looking for a host's emulation faults.
 MAX_FAULT_LINE = 64 * 1024
 
@@ -415,7 +418,15 @@ class BootRun:
 
     def _make_checker(self, spec: DomainSpec) -> StageChecker:
         factory = self._checker_factory or StageChecker
-        return factory(self.profile, vcpus=spec.vcpus, disks=len(spec.disks), vifs=len(spec.vifs))
+        # xenstore_proof: this run's XenStore check proves the devices a kernel does not
+        # name on its console (prove_devices in _poll_devices).
+        return factory(
+            self.profile,
+            vcpus=spec.vcpus,
+            disks=len(spec.disks),
+            vifs=len(spec.vifs),
+            xenstore_proof=True,
+        )
 
     def _watch(self) -> Verdict:
         assert self.spec is not None and self.capture is not None and self.domain is not None
@@ -433,8 +444,15 @@ class BootRun:
                 events.extend(checker.poll())
                 for ev in events:
                     self._emit(ev)
-                    if _is_pass(ev, XENBUS_STAGE) and self.device_check is None:
-                        self.device_check = DeviceCheck(arrival, arrival + self.xenbus_grace)
+                    if self.device_check is None and _xenbus_begun(ev):
+                        # Poll XenStore from the moment xenbus is in progress or shows a
+                        # line: it alone proves devices the kernel does not print.
+                        self.device_check = DeviceCheck(arrival)
+                    if _is_pass(ev, XENBUS_STAGE):
+                        self.device_check = self.device_check or DeviceCheck(arrival)
+                        self.device_check.arm(arrival, self.xenbus_grace)
+                if self.device_check is not None and checker.awaiting_xenstore(XENBUS_STAGE):
+                    self.device_check.arm(arrival, self.xenbus_grace)
                 if checker.done:
                     self.times.deciding_arrival = arrival if data else None
                     self.times.decided = time.monotonic()
@@ -451,6 +469,7 @@ class BootRun:
                     return checker.verdict
                 if check is None or check.result != "pending":
                     return checker.verdict
+                check.arm(arrival, self.xenbus_grace)  # never unbounded
                 continue  # a pass waits for the device check (bounded by its grace)
             if capture.ended:
                 self.times.decided = time.monotonic()
@@ -464,18 +483,15 @@ class BootRun:
         now = time.monotonic()
         if now < check.next_poll:
             return
-        check.next_poll = now + 0.5
+        # Before the grace is armed the guest is still probing its devices and dom0 is busy
+        # with their hotplug: read XenStore gently then, briskly once only it is awaited.
+        check.next_poll = now + (XENSTORE_POLL_WAITING if check.deadline == math.inf else 0.5)
         assert self.domain is not None and self.spec is not None
         xs = self._xenstore()
         devices = xs.device_states(self.domain.domid)
         tty = xs.console_tty(self.domain.domid)
-        problems = check.judge(
-            devices,
-            tty,
-            domid=self.domain.domid,
-            disks=len(self.spec.disks),
-            vifs=len(self.spec.vifs),
-        )
+        disks, vifs = len(self.spec.disks), len(self.spec.vifs)
+        problems = check.judge(devices, tty, domid=self.domain.domid, disks=disks, vifs=vifs)
         if check.result == "connected":
             self._start_early_dump()
             self._emit(
@@ -483,6 +499,15 @@ class BootRun:
             )
         elif check.result == "stuck":
             self._emit(DeviceCheckEvent("stuck", self._t(), tuple(problems)))
+        checker = self.checker
+        if checker is not None and not checker.done:
+            # XenStore's proof completes what the console cannot show (Linux's vifs).
+            checker.xenstore_problem = "; ".join(problems)
+            for kind, ids in check.connected_kinds(devices, disks=disks, vifs=vifs).items():
+                for ev in checker.prove_devices(kind, ids):
+                    self._emit(ev)
+                    if _is_pass(ev, XENBUS_STAGE):
+                        check.arm(now, self.xenbus_grace)
 
     def _start_early_dump(self) -> None:
         """Dump the domain's XenStore while the guest boots on (the devices just connected):
@@ -668,6 +693,15 @@ class BootRun:
 
 def _is_pass(ev: object, stage: str) -> bool:
     return isinstance(ev, StageEvent) and ev.stage == stage and ev.kind == EventKind.PASSED
+
+
+def _xenbus_begun(ev: object) -> bool:
+    """The xenbus stage is in progress, or the console showed one of its lines."""
+    return (
+        isinstance(ev, StageEvent)
+        and ev.stage == XENBUS_STAGE
+        and ev.kind in (EventKind.STARTED, EventKind.MATCHED, EventKind.PASSED)
+    )
 
 
 def _stage_names(profile: Any) -> list[str]:

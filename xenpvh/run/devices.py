@@ -1,10 +1,16 @@
-"""The XenStore device check of a run: once the xenbus stage passed on the console, every
-vbd and vif the domain was given must reach Connected (and its console tty appear) within a
-grace period, or the xenbus stage fails naming the stuck devices."""
+"""The XenStore device check of a run: every vbd and vif the domain was given must reach
+Connected (frontend and backend state 4) and its console tty appear, whatever the console
+said, or the xenbus stage fails naming the stuck devices.
+
+The check polls from the moment the xenbus stage is in progress or the console shows one of
+its lines (so XenStore can prove the devices a kernel does not name on its console: Linux's
+netfront); its grace period is armed once the console's own part of the stage is done (the
+stage passed, or only XenStore-proven devices are missing)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
@@ -15,10 +21,10 @@ XENBUS_STAGE = "xenbus"
 
 @dataclasses.dataclass
 class DeviceCheck:
-    """The XenStore check that runs once the xenbus stage passed on the console."""
+    """The XenStore check of one run; `deadline` is inf until the grace period is armed."""
 
     started: float
-    deadline: float
+    deadline: float = math.inf
     next_poll: float = 0.0
     result: str = "pending"  # "pending" | "connected" | "stuck"
     devices: list[DeviceState] = dataclasses.field(default_factory=list)
@@ -46,10 +52,30 @@ class DeviceCheck:
             self.result = "stuck"
         return problems
 
+    def arm(self, now: float, grace: float) -> None:
+        """Start the grace period (once): the console's part of the xenbus stage is done."""
+        if self.deadline == math.inf:
+            self.deadline = now + grace
+
+    @staticmethod
+    def connected_kinds(
+        devices: list[DeviceState], *, disks: int, vifs: int
+    ) -> dict[str, tuple[str, ...]]:
+        """Kind -> device ids, for each kind whose expected devices are all Connected."""
+        out: dict[str, tuple[str, ...]] = {}
+        for kind, n in (("vbd", disks), ("vif", vifs)):
+            mine = [d for d in devices if d.kind == kind]
+            if n and len(mine) == n and all(d.connected for d in mine):
+                out[kind] = tuple(f"{kind}/{d.devid}" for d in mine)
+        return out
+
 
 def device_failure(base: Verdict, problem: str, grace: float) -> Verdict:
     """Fail the xenbus stage naming the stuck devices; later stages are not reached."""
-    reason = f"xenbus: device(s) not Connected {grace:g}s after the xenbus stage: {problem}"
+    reason = (
+        f"xenbus: device(s) not Connected {grace:g}s after the xenbus stage's console "
+        f"lines: {problem}"
+    )
     stages: list[StageResult] = []
     seen_xenbus = False
     for s in base.stages:
