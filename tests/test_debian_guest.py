@@ -50,8 +50,8 @@ def test_the_two_profiles_judge_alike() -> None:
 @pytest.mark.parametrize(
     ("line", "name", "stage"),
     [
-        ("Gave up waiting for root file system device.  Common problems:", "root-device-missing",
-         "root-mount"),
+        ("Gave up waiting for root file system device.  Common problems:",
+         "initramfs-root-device-missing", "root-mount"),
         ("ALERT!  /dev/xvdz does not exist.  Dropping to a shell!", "initramfs-dropped-to-shell",
          "root-mount"),
     ],
@@ -238,4 +238,4 @@ def test_real_wrong_root_console_fails_at_root_mount_on_initramfs_tools() -> Non
     v = check_file(sample, load_profile("debian-pvh"), vcpus=1, disks=1, vifs=1)
     assert v.verdict == VerdictValue.FAIL
     assert v.failed_stage == "root-mount", v.reason
-    assert "root-device-missing" in v.reason
+    assert "initramfs-root-device-missing" in v.reason
