@@ -50,8 +50,8 @@ def test_the_two_profiles_judge_alike() -> None:
 @pytest.mark.parametrize(
     ("line", "name", "stage"),
     [
-        ("Gave up waiting for root file system device.  Common problems:", "root-device-missing",
-         "root-mount"),
+        ("Gave up waiting for root file system device.  Common problems:",
+         "initramfs-root-device-missing", "root-mount"),
         ("ALERT!  /dev/xvdz does not exist.  Dropping to a shell!", "initramfs-dropped-to-shell",
          "root-mount"),
     ],
@@ -228,3 +228,14 @@ def test_real_debian_consoles_pass_offline(sample: str, profile: str, vcpus: int
     # a sign of an HVM guest (the x86 hypervisor entry is the same for both).
     assert "Hypervisor detected: Xen HVM" in text
     assert "kernel on Xen PVH" in text
+
+
+def test_real_wrong_root_console_fails_at_root_mount_on_initramfs_tools() -> None:
+    """root=/dev/xvdz on the nested host: initramfs-tools gives up after its 30 s."""
+    from xenpvh.check.checker import check_file
+
+    sample = SAMPLES / "debian12-systemd-pvh-wrong-root.log"
+    v = check_file(sample, load_profile("debian-pvh"), vcpus=1, disks=1, vifs=1)
+    assert v.verdict == VerdictValue.FAIL
+    assert v.failed_stage == "root-mount", v.reason
+    assert "initramfs-root-device-missing" in v.reason
