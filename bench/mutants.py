@@ -122,6 +122,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_toolstack_xenstore.py",),
     ),
     Mutant(
+        "a dropped XenStore relay is not replaced",
+        "xenpvh/toolstack/xenstore.py",
+        "                return self._call_locked(fn, *args)\n            except RelayClosed:",
+        "                return self._call_locked(fn, *args)\n            except OverflowError:",
+        ("tests/test_toolstack_xenstore.py",),
+    ),
+    Mutant(
         "a dead owner's lease still protects its domain",
         "xenpvh/run/lease.py",
         "    return process_start(pid) != started",

@@ -268,12 +268,15 @@ def _wait_for_console(proc: Any, art: Path, needle: bytes, timeout: float = 240)
 
 @pytest.mark.parametrize(
     ("sig", "code", "reason"),
-    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
-    ids=["SIGINT", "SIGTERM"],
+    # SIGTERM is sent to a boot with its own nested host below (the CI runner's case).
+    [(signal.SIGINT, 130, "interrupted")],
+    ids=["SIGINT"],
 )
 def test_a_signalled_boot_cleans_up_and_says_why(
     xen_host: Any, tmp_path: Path, sig: int, code: int, reason: str
 ) -> None:
+    """Ctrl-C to a `xenpvh boot` over ssh to the session's host: exit 130, a verdict.json
+    naming the interrupt, and its domain, run dir and console log gone from the host."""
     art = tmp_path / "art"
     proc = _start_boot(_ssh_args(xen_host), art)
     _wait_for_console(proc, art, b"smp: Brought up")

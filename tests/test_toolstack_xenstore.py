@@ -30,6 +30,8 @@ class FakeXenstored:
         self.store = store
         self.mute = mute  # accept and read requests but never answer (a hung xenstored)
         self.delay = delay  # seconds before each answer (a xenstored that barely keeps up)
+        self.drop_next = 0  # connections to close at their next request (a dropped link)
+        self.connections = 0
         self.requests: list[tuple[int, bytes]] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
@@ -54,6 +56,7 @@ class FakeXenstored:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._client, args=(conn,), daemon=True).start()
 
     @staticmethod
@@ -75,6 +78,9 @@ class FakeXenstored:
                     self.requests.append((op, payload))
                     if self.mute:
                         continue
+                    if self.drop_next:
+                        self.drop_next -= 1
+                        return  # closes the connection without an answer
                     time.sleep(self.delay)
                     path = payload.rstrip(b"\0").decode()
                     if op == XS_READ and path in self.store:
@@ -278,3 +284,19 @@ def test_alive_probe(xenstored: FakeXenstored, sockdir: Path) -> None:
             xs.alive()
     finally:
         mute.close()
+
+
+def test_a_dropped_relay_is_replaced_once_and_a_dead_xenstored_still_broken(
+    xenstored: FakeXenstored, sockdir: Path
+) -> None:
+    """The relay's stream ends (the ssh connection dropped): one fresh relay answers, and
+    the run goes on; when the fresh one ends too (xenstored gone), it is broken."""
+    with XenStore(LocalHost(), socket_path=str(xenstored.path), timeout=5) as xs:
+        assert xs.read("/local/domain/7/name") == b"xenpvh-t"
+        xenstored.drop_next = 1
+        assert xs.read("/local/domain/7/name") == b"xenpvh-t"
+        assert xenstored.connections == 2
+        assert [d.devid for d in xs.device_states(7)] == ["51712", "0"]
+        xenstored.drop_next = 2
+        with pytest.raises(BrokenError, match="closed the stream"):
+            xs.read("/local/domain/7/name")

@@ -82,6 +82,9 @@ BATCH = 64
 # A dump walks a subtree level by level (tens of round trips on a slow dom0): its deadline
 # is this many timeouts from its first call.
 DUMP_BUDGET = 3.0
+# A call whose relay's stream ended is tried once more on a fresh relay, within this many
+# timeouts from its first try.
+RETRY_BUDGET = 2.0
 
 
 def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
@@ -116,7 +119,7 @@ class _StreamTransport:
             except TimeoutError:
                 continue  # the loop re-checks the deadline
             if not chunk:
-                raise BrokenError(
+                raise RelayClosed(
                     f"xenstore relay on {self.owner.path} closed the stream "
                     "(xenstored socket unreachable or python3 missing on the dom0)"
                 )
@@ -125,6 +128,11 @@ class _StreamTransport:
 
     def close(self) -> None:
         self.stream.close()
+
+
+class RelayClosed(BrokenError):
+    """The relay's stream ended: xenstored's socket went away, or the connection to the host
+    did (an ssh connection dropped).  One fresh connection tells which."""
 
 
 class HostXenStoreConnection(PacketConnection):
@@ -258,8 +266,20 @@ class XenStore:
             self._open = False
 
     def _call(self, fn: Any, *args: Any) -> Any:
-        with self._operation():
-            return self._call_locked(fn, *args)
+        with self._operation(RETRY_BUDGET):
+            try:
+                return self._call_locked(fn, *args)
+            except RelayClosed:
+                self._reopen()
+                return self._call_locked(fn, *args)
+
+    def _reopen(self) -> None:
+        """A fresh relay after the last one's stream ended (reads are safe to repeat)."""
+        self.close()
+        try:
+            self.open()
+        except PyXSError as e:
+            raise BrokenError(f"xenstore on {self.connection.path}: reconnecting: {e}") from e
 
     def _call_locked(self, fn: Any, *args: Any) -> Any:
         if not self._open:
@@ -300,8 +320,12 @@ class XenStore:
         costs seconds; xenstored answers a connection's requests in order, so a batch
         shares one round trip (and one deadline).
         """
-        with self._operation():
-            return self._many_locked(op, paths)
+        with self._operation(RETRY_BUDGET):
+            try:
+                return self._many_locked(op, paths)
+            except RelayClosed:
+                self._reopen()
+                return self._many_locked(op, paths)
 
     def _many_locked(self, op: int, paths: list[str]) -> list[bytes | None]:
         if not self._open:
@@ -463,6 +487,7 @@ __all__ = [
     "XENSTORED_SOCKET",
     "DeviceState",
     "HostXenStoreConnection",
+    "RelayClosed",
     "SyncRouter",
     "XenStore",
     "relay_argv",
