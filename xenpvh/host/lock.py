@@ -368,7 +368,7 @@ def acquire(
         assert holder is not None
         waited = time.monotonic() - started
         if waited >= wait:
-            raise HostBusy(holder, waited=waited, now=reading.host_now)
+            raise HostBusy(holder, waited=waited if wait > 0 else 0.0, now=reading.host_now)
         if on_wait is not None:
             on_wait(holder)
         time.sleep(max(0.0, min(poll, wait - waited)))
@@ -425,7 +425,7 @@ def check(
             return holder
         waited = time.monotonic() - started
         if waited >= wait:
-            raise HostBusy(holder, waited=waited, now=reading.host_now)
+            raise HostBusy(holder, waited=waited if wait > 0 else 0.0, now=reading.host_now)
         if on_wait is not None:
             on_wait(holder)
         time.sleep(max(0.0, min(poll, wait - waited)))
