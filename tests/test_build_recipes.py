@@ -64,9 +64,19 @@ def test_freebsd_native_command() -> None:
 
 def test_freebsd_cross_command_uses_make_py_and_debian_llvm() -> None:
     recipe = FreeBSDRecipe(mode="cross", objdir="/tmp/o")
-    make = ["python3", "/src/freebsd/tools/build/make.py", "--cross-bindir=/usr/lib/llvm-14/bin",
-            "--no-clean", "TARGET=amd64", "TARGET_ARCH=amd64", "-j2", "-DWITHOUT_CLANG",
-            "-DWITHOUT_LLD", "-DWITHOUT_LLDB", "-DWITHOUT_LLVM_BINUTILS"]
+    make = [
+        "python3",
+        "/src/freebsd/tools/build/make.py",
+        "--cross-bindir=/usr/lib/llvm-14/bin",
+        "--no-clean",
+        "TARGET=amd64",
+        "TARGET_ARCH=amd64",
+        "-j2",
+        "-DWITHOUT_CLANG",
+        "-DWITHOUT_LLD",
+        "-DWITHOUT_LLDB",
+        "-DWITHOUT_LLVM_BINUTILS",
+    ]
     assert recipe.build_commands("/src/freebsd", fragment=True) == [
         ["env", "MAKEOBJDIRPREFIX=/tmp/o", "BROKEN_TESTS=opt-debug-x-trace", *make,
          "kernel-toolchain"],
