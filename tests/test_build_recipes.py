@@ -57,17 +57,31 @@ def test_freebsd_native_command() -> None:
     recipe = FreeBSDRecipe(mode="native", objdir="/var/obj")
     assert recipe.build_commands("/usr/src") == [
         ["env", "MAKEOBJDIRPREFIX=/var/obj", "make", "-C", "/usr/src", "TARGET=amd64",
-         "TARGET_ARCH=amd64", "-j2", "buildkernel", "KERNCONF=GENERIC"]
+         "TARGET_ARCH=amd64", "-j2", "buildkernel", "KERNCONF=GENERIC", "NO_MODULES=yes"]
     ]  # fmt: skip
     assert recipe.kernel_path("/usr/src") == "/var/obj/usr/src/amd64.amd64/sys/GENERIC/kernel"
 
 
 def test_freebsd_cross_command_uses_make_py_and_debian_llvm() -> None:
     recipe = FreeBSDRecipe(mode="cross", objdir="/tmp/o")
+    make = [
+        "python3",
+        "/src/freebsd/tools/build/make.py",
+        "--cross-bindir=/usr/lib/llvm-14/bin",
+        "--no-clean",
+        "TARGET=amd64",
+        "TARGET_ARCH=amd64",
+        "-j2",
+        "-DWITHOUT_CLANG",
+        "-DWITHOUT_LLD",
+        "-DWITHOUT_LLDB",
+        "-DWITHOUT_LLVM_BINUTILS",
+    ]
     assert recipe.build_commands("/src/freebsd", fragment=True) == [
-        ["env", "MAKEOBJDIRPREFIX=/tmp/o", "python3", "/src/freebsd/tools/build/make.py",
-         "--cross-bindir=/usr/lib/llvm-14/bin", "TARGET=amd64", "TARGET_ARCH=amd64", "-j2",
-         "buildkernel", "KERNCONF=XENPVH"]
+        ["env", "MAKEOBJDIRPREFIX=/tmp/o", "BROKEN_TESTS=opt-debug-x-trace", *make,
+         "kernel-toolchain"],
+        ["env", "MAKEOBJDIRPREFIX=/tmp/o", *make, "buildkernel", "KERNCONF=XENPVH",
+         "NO_MODULES=yes"],
     ]  # fmt: skip
     path, text = recipe.fragment_config("options XENHVM\n")
     assert path == "sys/amd64/conf/XENPVH"

@@ -76,6 +76,7 @@ def test_walking_through_zeroed_memory_is_a_hang_code_is_not() -> None:
     assert found is not None and "zero-filled memory" in found.reason
     assert judge(first, second, {0: (zeros, code)}) is None  # real code at one sample
     assert judge(first, first, {0: (zeros, zeros)}) is None  # not moving: a spin, not this
+    assert judge(second, first, {0: (zeros, zeros)}) is None  # backwards: not a walk
     assert judge(first, second, {0: (zeros[:4], zeros[:4])}) is None  # too little read
 
 

@@ -50,6 +50,9 @@ environment:
   XDG_RUNTIME_DIR       where `host nested up` records the running nested host
   XENPVH_NESTED_FRESH=1 never reuse a nested host left up by `host nested up`
   XENPVH_FREEBSD_SRC    a FreeBSD source tree for the FreeBSD build's live test
+  XENPVH_FREEBSD_KERNEL a FreeBSD kernel for the live tests (default: newest cached build)
+  XENPVH_XTF_DIR        a built XTF tree (or a directory of test binaries) for the live tests
+  XENPVH_QEMU_DEBUG     nested host: QEMU -d items (e.g. int,cpu_reset) -> qemu-debug.log
 
 With --format json exactly one JSON object is printed on stdout, whatever the outcome.
 """
