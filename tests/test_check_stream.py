@@ -287,8 +287,9 @@ def test_pattern_without_literal_uses_line_scan(tmp_path: Path) -> None:
 
 
 def test_a_stage_deadline_counts_from_the_previous_stage_not_the_run_start(profile) -> None:
-    """ap-launch has 120 s from early-init's completion: early-init passing late (100 s into
-    the console) leaves ap-launch its full 120 s, not 20."""
+    """xenbus (FreeBSD's stage after early-init: devices attach before the APs are
+    released) has 120 s from early-init's completion: early-init passing late (100 s into
+    the console) leaves xenbus its full 120 s, not 20."""
     clock = FakeClock()
     c = StageChecker(profile, vcpus=7, disks=1, vifs=1, clock=clock)
     c.feed(b"\n")  # the first byte: the console started
@@ -299,4 +300,4 @@ def test_a_stage_deadline_counts_from_the_previous_stage_not_the_run_start(profi
     assert c.poll() == [] and not c.done
     clock.now += 2
     (ev,) = c.poll()
-    assert (ev.kind, ev.stage) == (EventKind.FAILED, "ap-launch")
+    assert (ev.kind, ev.stage) == (EventKind.FAILED, "xenbus")
