@@ -351,50 +351,71 @@ def test_live_blame_waits_boundedly_for_the_backtrace() -> None:
     assert c.verdict.stages[2].evidence == "panic: page fault"
 
 
-# The real Debian 12 console (tests/samples): a generic Oops inside each stage's lines blames
-# that stage; one whose trace is blkfront's blames xenbus wherever it comes.
-DEBIAN = (
-    (Path(__file__).parent / "samples" / "debian12-systemd-pvh-2disks-2vifs.log")
-    .read_text(errors="replace")
-    .splitlines()
-)
-DEBIAN_COMPLETING = {
-    "early-init": "Booting kernel on Xen PVH",
-    "ap-launch": "smp: Brought up 1 node, 2 CPUs",
-    "root-mount": "Run /init as init process",
-    "xenbus": "blkfront: xvdb:",
-    "login": "debian12-pvh login:",
+# Real consoles (tests/samples), both from live runs on the nested host: the Debian 12
+# systemd guest (2 disks, 2 vifs) and the guest kit (Debian's 6.1 kernel, busybox init, 1
+# vCPU).  A generic Oops inside each stage's lines blames that stage; one whose trace is
+# blkfront's blames xenbus wherever it comes.
+SAMPLES = Path(__file__).parent / "samples"
+REAL = {
+    "debian12": (
+        SAMPLES / "debian12-systemd-pvh-2disks-2vifs.log",
+        {"vcpus": 2, "disks": 2, "vifs": 2},
+        {
+            "early-init": "Booting kernel on Xen PVH",
+            "ap-launch": "smp: Brought up 1 node, 2 CPUs",
+            "root-mount": "Run /init as init process",
+            "xenbus": "blkfront: xvdb:",
+            "login": "debian12-pvh login:",
+        },
+    ),
+    "guestkit": (
+        SAMPLES / "linux-pvh-guestkit-6.1-1vcpu.log",
+        {"vcpus": 1, "disks": 1, "vifs": 1},
+        {
+            "early-init": "Booting kernel on Xen PVH",
+            "ap-launch": "smp: Brought up 1 node, 1 CPU",
+            "root-mount": "Run /init as init process",
+            "xenbus": "blkfront: xvda:",
+            "login": "xenpvh-guest login:",
+        },
+    ),
 }
 
 
-def check_debian(lines: list[str]) -> Verdict:
-    c = StageChecker(LINUX, vcpus=2, disks=2, vifs=2, clock=None)
+def check_real(name: str, lines: list[str] | None = None) -> Verdict:
+    path, counts, _ = REAL[name]
+    if lines is None:
+        lines = path.read_text(errors="replace").splitlines()
+    c = StageChecker(LINUX, **counts, clock=None)
     c.feed(("\n".join(lines) + "\n").encode())
     return c.finish()
 
 
-def test_real_debian_console_passes() -> None:
-    assert check_debian(DEBIAN).verdict is VerdictValue.PASS
+def real_lines(name: str) -> list[str]:
+    return REAL[name][0].read_text(errors="replace").splitlines()
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_console_passes(name: str) -> None:
+    assert check_real(name).verdict is VerdictValue.PASS
 
 
 @pytest.mark.parametrize("stage", LINUX_ORDER)
-def test_real_debian_console_generic_oops_blames_the_stage_in_progress(stage: str) -> None:
-    lines = insert(DEBIAN, DEBIAN_COMPLETING[stage], oops(GENERIC_FRAMES), cut=True)
-    v = check_debian(lines)
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_console_generic_oops_blames_the_stage_in_progress(name: str, stage: str) -> None:
+    lines = insert(real_lines(name), REAL[name][2][stage], oops(GENERIC_FRAMES), cut=True)
+    v = check_real(name, lines)
     assert v.reason == f"forbidden pattern 'kernel-bug' during {stage}"
     assert_blamed(v, stage, LINUX_ORDER, set(LINUX_ORDER[: LINUX_ORDER.index(stage)]))
 
 
 @pytest.mark.parametrize("stage", ["ap-launch", "root-mount", "login"])
-def test_real_debian_console_blkfront_oops_blames_xenbus(stage: str) -> None:
-    lines = insert(DEBIAN, DEBIAN_COMPLETING[stage], oops(BLKFRONT_FRAMES), cut=True)
-    v = check_debian(lines)
-    assert (
-        v.reason == "forbidden pattern 'kernel-bug' indicts xenbus (blamed by 'xen-frontend-frame')"
-    )
-    done = {
-        s.name
-        for s in check_debian(lines[: at(lines, "BUG: kernel NULL")]).stages
-        if s.status is StageStatus.PASSED
-    }
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_console_blkfront_oops_blames_xenbus(name: str, stage: str) -> None:
+    lines = insert(real_lines(name), REAL[name][2][stage], oops(BLKFRONT_FRAMES), cut=True)
+    v = check_real(name, lines)
+    reason = "forbidden pattern 'kernel-bug' indicts xenbus (blamed by 'xen-frontend-frame')"
+    assert v.reason == reason
+    head = lines[: at(lines, "BUG: kernel NULL")]
+    done = {s.name for s in check_real(name, head).stages if s.status is StageStatus.PASSED}
     assert_blamed(v, "xenbus", LINUX_ORDER, done)

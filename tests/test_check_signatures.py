@@ -138,6 +138,26 @@ def test_linux_warning_is_a_notice_not_a_failure() -> None:
     )
     jsonschema.validate(doc, load_schema())
     assert doc["meta"]["notices"][0]["name"] == "kernel-warning"
+    # JUnit states them as properties, the HTML page in its own table (escaped).
+    from xenpvh.report import render_html
+    from xenpvh.report.junit_xml import render_junit
+
+    report = RunReport(
+        verdict=v,
+        profile="linux-pvh",
+        point="x",
+        run_id="r",
+        host=None,
+        started_at=0.0,
+        finished_at=1.0,
+        artifacts=None,
+        console_log=None,
+    )
+    junit = render_junit(report)
+    assert 'name="notices" value="2"' in junit
+    assert "kernel-warning (line " in junit and "WARNING: CPU: 0 PID: 1 at drivers/block" in junit
+    page = render_html(report, [])
+    assert 'id="notices"' in page and "WARNING: at kernel/sched/core.c:1234" in page
 
 
 def test_notices_are_bounded() -> None:

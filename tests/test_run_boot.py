@@ -394,3 +394,32 @@ def test_hotplug_scripts_the_host_declares_are_uploaded_once_and_used(kit, tmp_p
         assert host.files[block.remote_path("/var/lib/xenpvh")] == block.text.encode()
     finally:
         host.close()
+
+
+def test_vif_connecting_late_passes_once_xenstore_shows_it(host, kit, tmp_path) -> None:
+    """The vif is Initialised on the first readings and Connected later: the xenbus stage
+    (and the login after it) wait for XenStore, then pass."""
+
+    class LateVif(FakeXenStore):
+        def device_states(self, domid: int) -> list[DeviceState]:
+            self.reads = getattr(self, "reads", 0) + 1
+            self.states["vif"] = 4 if self.reads >= 3 else 3
+            return super().device_states(domid)
+
+    host.console = GOOD
+    xs = LateVif({"vbd": 4, "vif": 3})
+    run = BootRun(
+        host,
+        PROFILE,
+        _point(str(kit[0]), str(kit[1])),
+        artifacts=tmp_path / "art",
+        xenstore_factory=lambda h: xs,
+        xenbus_grace=20.0,
+        timeout=30,
+    )
+    v = run.run()
+    assert v.verdict == VerdictValue.PASS, v.reason
+    assert xs.reads >= 3
+    assert "vifs: 1 Connected in XenStore (vif/0)" in next(
+        s.detail for s in v.stages if s.name == "xenbus"
+    )

@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 GUESTKIT_PREFIX = "@guestkit:"
 # Files of the Debian guest (xenpvh.build.debian_guest): vmlinuz, initrd, grub, disk.
 DEBIAN_GUEST_PREFIX = "@debian-guest:"
+# After a fail, console.log keeps the rest of the crash dump: until this quiet, this long at most.
+CRASH_QUIET = 1.0
+CRASH_TAIL = 5.0
 # Seconds between XenStore device readings while the guest still probes its devices.
 XENSTORE_POLL_WAITING = 2.0
 # Console lines longer than this are split when looking for a host's emulation faults.
@@ -466,6 +469,7 @@ class BootRun:
                     self.times.decided = time.monotonic()
             if checker.done:
                 if checker.verdict.verdict != VerdictValue.PASS:
+                    self._drain_console(capture)
                     return checker.verdict
                 if check is None or check.result != "pending":
                     return checker.verdict
@@ -478,6 +482,19 @@ class BootRun:
             if arrival > deadline:
                 self.times.decided = time.monotonic()
                 return checker.finish(f"run deadline of {self.timeout:g}s exceeded")
+
+    def _drain_console(self, capture: ConsoleCapture) -> None:
+        """A guest that failed is usually still printing its crash (an Oops decides at its
+        first line; the backtrace follows): keep it for console.log -- the user's triage and
+        the host-fault judges read the whole dump -- until the console is quiet for
+        CRASH_QUIET s or ends, CRASH_TAIL s at most.  The verdict is already decided."""
+        end = time.monotonic() + CRASH_TAIL
+        quiet_since = time.monotonic()
+        while not capture.ended and time.monotonic() < end:
+            if capture.read(0.1):
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= CRASH_QUIET:
+                return
 
     def _poll_devices(self, check: DeviceCheck) -> None:
         now = time.monotonic()
