@@ -239,3 +239,15 @@ def test_real_wrong_root_console_fails_at_root_mount_on_initramfs_tools() -> Non
     assert v.verdict == VerdictValue.FAIL
     assert v.failed_stage == "root-mount", v.reason
     assert "initramfs-root-device-missing" in v.reason
+
+
+def test_debian_keeps_every_linux_signature_of_linux_pvh() -> None:
+    """Same kernel, same crash signatures, blame frames and notices as linux-pvh."""
+    lin, deb = load_profile("linux-pvh"), load_profile("debian-pvh")
+
+    def key(patterns):
+        return [(p.name, p.source, p.stage) for p in patterns]
+
+    assert set(key(lin.forbidden)) <= set(key(deb.forbidden))
+    assert key(deb.blame) == key(lin.blame) and deb.blame_lines == lin.blame_lines
+    assert key(deb.notices) == key(lin.notices)
