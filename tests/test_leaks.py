@@ -11,6 +11,8 @@ from pathlib import Path
 
 from xenpvh import leaks
 
+pytest_plugins = ["pytester"]
+
 
 def test_a_stray_child_and_an_orphaned_grandchild_are_found_by_pid(tmp_path: Path) -> None:
     assert leaks.become_subreaper()
@@ -58,3 +60,26 @@ def test_a_new_nested_temp_dir_is_a_leak(monkeypatch, tmp_path: Path) -> None:
     d = make_run_dir()
     assert leaks.leaks(before) == [f"temp dir {d} left"]
     assert leaks.leaks(before, keep_dirs={str(d)}) == []
+
+
+def test_the_plugin_fails_a_xen_test_that_leaves_a_process(pytester) -> None:
+    """The leak check runs after every `xen` test: a process the test started and left
+    running is an error of that test; one it stopped is not."""
+    pytester.makepyfile(
+        """
+        import subprocess, sys, pytest
+
+        @pytest.mark.xen
+        def test_leaky():
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+
+        @pytest.mark.xen
+        def test_clean():
+            p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+            p.kill()
+            p.wait()
+        """
+    )
+    result = pytester.runpytest_subprocess("-m", "xen")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*left behind by this test: process * still running*"])

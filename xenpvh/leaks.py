@@ -68,10 +68,25 @@ def nested_tmp_dirs(tmp: Path | None = None) -> set[str]:
     return {str(p) for p in base.glob(f"{RUN_DIR_PREFIX}*")}
 
 
+def _started_qemu() -> list[int]:
+    from xenpvh.host.nested.host import STARTED_QEMU
+
+    return list(STARTED_QEMU)
+
+
 @dataclass
 class Snapshot:
+    """Taken before a test's fixtures are set up; `at_call` once they are (processes a
+    session fixture starts during a test's setup, e.g. a database, are its own business;
+    a QEMU a fixture started is not: those are known by PID from NestedHost)."""
+
     pids: dict[int, str] = field(default_factory=descendants)
     tmp_dirs: set[str] = field(default_factory=nested_tmp_dirs)
+    qemu: list[int] = field(default_factory=_started_qemu)
+    at_call: dict[int, str] | None = None
+
+    def call_starts(self) -> None:
+        self.at_call = descendants()
 
 
 def host_leftovers(host: Any) -> list[str]:
@@ -98,10 +113,19 @@ def leaks(
 ) -> list[str]:
     """What was started or made since `before` and is still there."""
     now = descendants()  # zombies are not counted: they hold nothing but a pid
+    started_by_setup = set(before.at_call or {}) - set(before.pids)
     found = [
         f"process {pid} still running: {cmd}"
         for pid, cmd in sorted(now.items())
-        if pid not in before.pids and pid not in keep_pids
+        if pid not in before.pids and pid not in keep_pids and pid not in started_by_setup
+    ]
+    found += [
+        f"QEMU {pid} (started by this test's fixtures) still running"
+        for pid in _started_qemu()
+        if pid not in before.qemu
+        and pid not in keep_pids
+        and pid in now
+        and pid in started_by_setup
     ]
     found += [
         f"temp dir {d} left"

@@ -211,6 +211,17 @@ def xen_host(
         yield h
 
 
+_LEAK_SNAPSHOT = pytest.StashKey[Any]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    snapshot = item.stash.get(_LEAK_SNAPSHOT, None)
+    if snapshot is not None:
+        snapshot.call_starts()  # every fixture is set up now
+    return (yield)
+
+
 @pytest.fixture(autouse=True)
 def _xenpvh_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     """After every `xen` test (and its fixtures' teardown): no process it started (QEMU by
@@ -222,12 +233,22 @@ def _xenpvh_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     from xenpvh import leaks
 
     leaks.become_subreaper()
-    before = leaks.Snapshot()
+    before = request.node.stash[_LEAK_SNAPSHOT] = leaks.Snapshot()
     yield
     host = getattr(request.node, "funcargs", {}).get("xen_host")
     if host is not None and leaks.session_host_parts(host) == (set(), set()):
         host = None  # a lab box (other users' runs are theirs): processes and dirs only
-    keep_pids, keep_dirs = leaks.session_host_parts(host) if host is not None else (set(), set())
+    # Nested hosts that outlive the test by design: those of session/module fixtures.
+    keep_pids: set[int] = set()
+    keep_dirs: set[str] = set()
+    info = getattr(request.node, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        for fixturedef in defs:
+            cached = getattr(fixturedef, "cached_result", None)
+            if fixturedef.scope != "function" and cached is not None:
+                pids, dirs = leaks.session_host_parts(cached[0])
+                keep_pids |= pids
+                keep_dirs |= dirs
     found = leaks.leaks(before, keep_pids=keep_pids, keep_dirs=keep_dirs, host=host)
     if found:
         pytest.fail("left behind by this test: " + "; ".join(found), pytrace=False)

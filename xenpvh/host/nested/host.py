@@ -51,6 +51,8 @@ from xenpvh.util.fs import flock
 
 # Lines of the serial log quoted when a boot fails.
 SERIAL_TAIL = 40
+# Every QEMU this process started, by PID (xenpvh.leaks checks none outlives its test).
+STARTED_QEMU: list[int] = []
 
 
 # -- the host ------------------------------------------------------------------------------
@@ -482,6 +484,7 @@ class NestedHost:
                     preexec_fn=None if detach else _die_with_parent,
                     start_new_session=detach,
                 )
+            STARTED_QEMU.append(self._proc.pid)  # for the live tests' leak check, by PID
             self.times = BootTimes(qemu_started=time.monotonic())
             self._record = NestedRecord(
                 pid=self._proc.pid,
