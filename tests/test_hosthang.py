@@ -53,10 +53,12 @@ def test_parse_registers_reads_every_vcpu() -> None:
 
 
 def test_long_mode_with_paging_off_is_a_hang() -> None:
-    # The nested-SVM #VMEXIT bug: Xen's EFER (LMA) with the guest's CR0 (PG clear), the
-    # guest's RCX (MSR_EFER) left in the register file.
+    # The nested-SVM #VMEXIT bug, with the values a live run read from the frozen nested host
+    # (Debian's QEMU 7.2 + 0001 only, FreeBSD 13.2 PVH guest at unpause): Xen's EFER
+    # (SCE|LME|LMA|NXE|SVME), the guest's CR0 (PE|TS|ET, PG clear), the guest's RCX (MSR_EFER)
+    # left in the register file, RIP in Xen's address space.
     frozen = cpu_dump(0, XEN_RIP, 0x80050033, 0xD01) + cpu_dump(
-        1, 0xFFFF82D0409A0000, 0x00000011, 0xD01, rcx=0xC0000080
+        1, 0xFFFF82D0405BD6FB, 0x19, 0x1D01, rcx=0xC0000080
     )
     cpus = parse_registers(frozen)
     finding = judge(cpus, cpus)

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.status import Status
 
 from xenpvh.build.qemu import QemuBinary, resolve_qemu
+from xenpvh.check.hosthang import HostHang
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
@@ -115,6 +116,8 @@ class NestedHost:
     _image: DomImage | None = field(default=None, init=False, repr=False)
     _detached: bool = field(default=False, init=False, repr=False)
     _tmp: Path | None = field(default=None, init=False, repr=False)
+    # Set when a command found the machine hung (xenpvh.host.nested.hang); cleared by a boot.
+    _hung: HostHang | None = field(default=None, init=False, repr=False)
 
     # -- properties -----------------------------------------------------------------------
 
@@ -324,6 +327,7 @@ class NestedHost:
         input: bytes | None = None,
         check: bool = False,
     ) -> CommandResult:
+        self._raise_if_hung()
         ssh = self.ssh
         record = self._record
         if record is None or timeout <= hang.PROBE_AFTER:
@@ -331,20 +335,31 @@ class NestedHost:
         # A long command on a host a guest froze would wait out its timeout: sample the
         # vCPUs meanwhile, and name the hang (xenpvh.host.nested.hang).
         monitor = Path(record.monitor)
-        return hang.watched_call(
-            lambda: ssh.run(argv, timeout=timeout, input=input, check=check),
-            lambda: hang.sample_vcpus(monitor),
-            what=f" while `{' '.join(argv[:2])}` ran",
-            on_hang=ssh.close,
-        )
+        try:
+            return hang.watched_call(
+                lambda: ssh.run(argv, timeout=timeout, input=input, check=check),
+                lambda: hang.sample_vcpus(monitor),
+                what=f" while `{' '.join(argv[:2])}` ran",
+                on_hang=ssh.close,
+            )
+        except hang.HostHung as e:
+            # A hung machine does not come back: later commands fail at once.
+            self._hung = e.finding
+            raise
+
+    def _raise_if_hung(self) -> None:
+        if self._hung is not None:
+            raise hang.HostHung(self._hung, " (found earlier in this run)")
 
     def put(self, local: Path, remote: str, *, mode: int | None = None) -> bool:
+        self._raise_if_hung()
         return self.ssh.put(local, remote, mode=mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
         self.ssh.put_bytes(data, remote, mode=mode)
 
     def get(self, remote: str, local: Path) -> None:
+        self._raise_if_hung()
         self.ssh.get(remote, local)
 
     def spawn(self, argv: Sequence[str], *, timeout: float = 30.0) -> SpawnBase:
@@ -486,6 +501,7 @@ class NestedHost:
                 )
             STARTED_QEMU.append(self._proc.pid)  # for the live tests' leak check, by PID
             self.times = BootTimes(qemu_started=time.monotonic())
+            self._hung = None  # a new machine
             self._record = NestedRecord(
                 pid=self._proc.pid,
                 ssh_port=port,
