@@ -297,6 +297,10 @@ def test_a_dropped_relay_is_replaced_once_and_a_dead_xenstored_still_broken(
         assert xs.read("/local/domain/7/name") == b"xenpvh-t"
         assert xenstored.connections == 2
         assert [d.devid for d in xs.device_states(7)] == ["51712", "0"]
+        # The link is gone on our side (a write fails, as over a dropped ssh connection).
+        xs.connection.transport.stream.close()
+        assert xs.read("/local/domain/7/name") == b"xenpvh-t"
+        assert xenstored.connections == 3
         xenstored.drop_next = 2
         with pytest.raises(BrokenError, match="closed the stream"):
             xs.read("/local/domain/7/name")

@@ -102,7 +102,10 @@ class _StreamTransport:
         raise OSError(errno.ENOTSUP, "a relayed XenStore connection has no local fd")
 
     def send(self, data: bytes) -> None:
-        self.stream.sendall(bytes(data))
+        try:
+            self.stream.sendall(bytes(data))
+        except (BrokenError, OSError) as e:  # the relay's stream is gone (e.g. ssh dropped)
+            raise RelayClosed(f"xenstore relay on {self.owner.path}: {e}") from e
 
     def recv(self, size: int) -> bytes:
         buf = bytearray()
