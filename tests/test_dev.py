@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import subprocess
 import sys
 import threading
 import time
@@ -122,6 +123,12 @@ def test_fail_keeps_the_guest_with_its_records_and_lease(host, kit, tmp_path, ca
     assert record.domain == domain
     lease_doc = json.loads(host.files[f"{run_dir}/lease"])
     assert lease_doc["expires"] == pytest.approx(kept["expires"], abs=2)
+    # The dev process ends while the guest lives on: the lease is detached, so a sweep does
+    # not reclaim it as a dead owner's (only the keep's expiry ends it).
+    assert lease_doc["detached"] is True
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert not lease.owner_gone({**lease_doc, "owner_pid": dead.pid, "owner_started": 1})
     # The local index finds it by run id and by domain name.
     assert keep.find_local(run_id) == record
     assert keep.find_local(domain) == record

@@ -127,6 +127,8 @@ def keep(host: Host, record: KeptGuest) -> None:
         domain=record.domain,
         run_id=record.run_id,
         timeout=record.expires - time.time() - lease.LEASE_SLACK,
+        # The dev process ends while its guest lives on: only the keep's expiry ends it.
+        detached=True,
     )
     host.put_bytes(record.to_json().encode(), f"{record.run_dir}/{KEPT_NAME}")
     save_local(record)

@@ -50,11 +50,20 @@ def owner_gone(lease: dict[str, object], *, machine: str | None = None) -> bool:
     return process_start(pid) != started
 
 
-def write_lease(host: Host, run_dir: str, *, domain: str, run_id: str, timeout: float) -> None:
+def write_lease(
+    host: Host,
+    run_dir: str,
+    *,
+    domain: str,
+    run_id: str,
+    timeout: float,
+    detached: bool = False,
+) -> None:
     """Claim our domain: a sweep by a concurrent run on this host leaves it alone until
-    the lease expires or its owner (this process) is gone."""
+    the lease expires or its owner (this process) is gone.  `detached`: the domain outlives
+    this process on purpose (a guest kept by `xenpvh dev`), so only the expiry ends it."""
     owner = current_owner()
-    lease = {
+    lease: dict[str, object] = {
         "domain": domain,
         "run_id": run_id,
         "owner": owner.name,
@@ -63,6 +72,8 @@ def write_lease(host: Host, run_dir: str, *, domain: str, run_id: str, timeout: 
         "owner_started": owner.started,
         "expires": time.time() + timeout + LEASE_SLACK,
     }
+    if detached:
+        lease["detached"] = True
     host.put_bytes((json.dumps(lease) + "\n").encode(), f"{run_dir}/lease")
 
 
