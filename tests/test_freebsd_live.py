@@ -39,37 +39,39 @@ def kernel() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kit_profile(kernel: Path, xen_host: Host, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """freebsd-pvh with the kit's ISO (uploaded to the host) as its disk and root."""
+def kit_disk(kernel: Path, xen_host: Host) -> str:
+    """The kit's ISO, uploaded to the host (content-checked: once per machine)."""
     kit = build_freebsd_kit()
     remote = f"{IMAGES}/freebsd-kit-{kit.key[:16]}.iso"
     xen_host.run(["mkdir", "-p", IMAGES], check=True)
     xen_host.put(kit.rootfs, remote, mode=0o644)
+    return remote
+
+
+def kit_profile(directory: Path, disk: str, mountfrom: str = ROOT_MOUNTFROM) -> Path:
+    """freebsd-pvh with the kit's ISO as its disk and `mountfrom` as its root."""
     text = (guestcfg_dir() / "freebsd-pvh.toml").read_text()
     text, n = re.subn(
-        r"(?m)^disks = .*$", f'disks = [{{ vdev = "xvda", target = "{remote}" }}]', text
+        r"(?m)^disks = .*$", f'disks = [{{ vdev = "xvda", target = "{disk}" }}]', text
     )
-    text, m = re.subn(
-        r"(?m)^cmdline = .*$", f'cmdline = "vfs.root.mountfrom={ROOT_MOUNTFROM}"', text
-    )
+    text, m = re.subn(r"(?m)^cmdline = .*$", f'cmdline = "vfs.root.mountfrom={mountfrom}"', text)
     assert n == m == 1
-    path = tmp_path_factory.mktemp("profile") / "freebsd-pvh.toml"
+    path = directory / "freebsd-pvh.toml"
     path.write_text(text)
     return path
 
 
-def _boot(profile: Path, kernel: Path, host: Host, art: Path, vcpus: int, cmdline: str = ""):
+def _boot(profile: Path, kernel: Path, host: Host, art: Path, vcpus: int):
     request = BootRequest(
         profile=str(profile),
         kernel=str(kernel),
         vcpus=vcpus,
-        cmdline_append=cmdline,
-        artifacts=art,
+        artifacts=art / "run",
         attempts=1,
         timeout=600,
     )
     v = Session(request, host=host).run().verdict
-    console = (art / "console.log").read_text(errors="replace")
+    console = (art / "run" / "console.log").read_text(errors="replace")
     print(f"vcpus={vcpus}: {v.verdict} {v.failed_stage}: {v.reason}")
     for s in v.stages:
         print(f"  {s.name}: {s.status} t={s.t} {s.evidence[:100]!r}")
@@ -79,9 +81,9 @@ def _boot(profile: Path, kernel: Path, host: Host, art: Path, vcpus: int, cmdlin
 
 @pytest.mark.parametrize("vcpus", [1, 2, 4])
 def test_freebsd_passes_every_stage(
-    kernel: Path, xen_host: Host, kit_profile: Path, tmp_path: Path, vcpus: int
+    kernel: Path, xen_host: Host, kit_disk: str, tmp_path: Path, vcpus: int
 ) -> None:
-    v, console = _boot(kit_profile, kernel, xen_host, tmp_path, vcpus)
+    v, console = _boot(kit_profile(tmp_path, kit_disk), kernel, xen_host, tmp_path, vcpus)
     assert v.verdict == VerdictValue.PASS, f"{v.failed_stage}: {v.reason}"
     assert all(s.status == StageStatus.PASSED for s in v.stages)
     assert v.meta["xenstore_check"] == "connected"
@@ -92,13 +94,14 @@ def test_freebsd_passes_every_stage(
 
 
 def test_freebsd_root_mount_failure_fails_root_mount(
-    kernel: Path, xen_host: Host, kit_profile: Path, tmp_path: Path
+    kernel: Path, xen_host: Host, kit_disk: str, tmp_path: Path
 ) -> None:
-    """A kernel tunable pointing root at a device that does not exist: FreeBSD's own
-    `Mounting from ... failed` line fails root-mount, the stages before it passed."""
-    v, console = _boot(
-        kit_profile, kernel, xen_host, tmp_path, 1, cmdline=",vfs.root.mountfrom=cd9660:/dev/xbd9"
-    )
+    """The kernel tunable vfs.root.mountfrom pointing root at a device that does not exist:
+    FreeBSD's own `Mounting from ... failed` line fails root-mount, the stages before it
+    passed.  (Appending a second vfs.root.mountfrom to the command line does not work: the
+    first one wins.)"""
+    profile = kit_profile(tmp_path, kit_disk, "cd9660:/dev/xbd9")
+    v, console = _boot(profile, kernel, xen_host, tmp_path, 1)
     assert v.verdict == VerdictValue.FAIL and v.failed_stage == "root-mount", v.reason
     by = {s.name: s.status for s in v.stages}
     assert by["early-init"] == by["xenbus"] == by["ap-launch"] == StageStatus.PASSED
