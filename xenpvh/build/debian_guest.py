@@ -40,6 +40,7 @@ from xenpvh.build import debpkg
 from xenpvh.build.apt import DebPackage, Mirror, PrivateApt
 from xenpvh.build.apt.sources import DEBIAN_KEYRING, debian_mirror, system_mirrors
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.util.chroot import chroot_run
 from xenpvh.util.fs import atomic_write_text, cache_root, flock, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -570,18 +571,7 @@ class DebianGuestBuilder:
     # -- helpers -------------------------------------------------------------------------
 
     def _chroot(self, root: Path, argv: list[str]) -> str:
-        r = subprocess.run(
-            ["chroot", str(root), *argv],
-            capture_output=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
-            timeout=600,
-        )
-        if r.returncode != 0:
-            raise BrokenError(
-                f"chroot {' '.join(argv)} failed ({r.returncode}): "
-                + r.stderr.decode(errors="replace")[-800:]
-            )
-        return r.stdout.decode(errors="replace")
+        return chroot_run(root, argv, timeout=600)
 
     def _run(self, what: str, argv: list[str]) -> None:
         self._status(what)

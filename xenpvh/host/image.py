@@ -28,6 +28,7 @@ from rich.console import Console
 from xenpvh.build.apt.sources import debian_mirror
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.tcg_cpu_model import install_tcg_cpu_model
+from xenpvh.util.chroot import chroot_run
 from xenpvh.util.fs import cache_root, flock, sha256_bytes
 
 # Bump when the build steps change in a way the key would not otherwise see.
@@ -459,17 +460,7 @@ class ImageBuilder:
     # -- helpers --------------------------------------------------------------------------
 
     def _chroot(self, root: Path, argv: list[str]) -> None:
-        r = subprocess.run(
-            ["chroot", str(root), *argv],
-            capture_output=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
-            timeout=300,
-        )
-        if r.returncode != 0:
-            raise BrokenError(
-                f"chroot {' '.join(argv)} failed ({r.returncode}): "
-                + r.stderr.decode(errors="replace")[-500:]
-            )
+        chroot_run(root, argv, timeout=300, tail=500)
 
     def _status(self, msg: str) -> None:
         if self.console is not None:
