@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import PostgresServer, pg_bindir, postgres_server
 
-from tests.pgserver import PostgresServer, pg_bindir, postgres_server
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError
 from xenpvh.history import open_store
