@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from xenpvh.build.freebsdkit import ROOT_MOUNTFROM, build_freebsd_kit
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
 from xenpvh.live_inputs import NO_FREEBSD_KERNEL, freebsd_kernel
@@ -38,33 +37,21 @@ def kernel() -> Path:
     return found
 
 
-@pytest.fixture(scope="session")
-def kit_disk(kernel: Path, xen_host: Host) -> str:
-    """The kit's ISO, uploaded to the host (content-checked: once per machine)."""
-    kit = build_freebsd_kit()
-    remote = f"{IMAGES}/freebsd-kit-{kit.key[:16]}.iso"
-    xen_host.run(["mkdir", "-p", IMAGES], check=True)
-    xen_host.put(kit.rootfs, remote, mode=0o644)
-    return remote
-
-
-def kit_profile(directory: Path, disk: str, mountfrom: str = ROOT_MOUNTFROM) -> Path:
-    """freebsd-pvh with the kit's ISO as its disk and `mountfrom` as its root."""
+def kit_profile(directory: Path, mountfrom: str) -> Path:
+    """freebsd-pvh with `mountfrom` as its root (a second vfs.root.mountfrom appended to the
+    command line loses to the first, so the profile's own is replaced)."""
     text = (guestcfg_dir() / "freebsd-pvh.toml").read_text()
-    text, n = re.subn(
-        r"(?m)^disks = .*$", f'disks = [{{ vdev = "xvda", target = "{disk}" }}]', text
-    )
     text, m = re.subn(r"(?m)^cmdline = .*$", f'cmdline = "vfs.root.mountfrom={mountfrom}"', text)
-    assert n == m == 1
+    assert m == 1
     path = directory / "freebsd-pvh.toml"
     path.write_text(text)
     return path
 
 
-def _boot(profile: Path, kernel: Path, host: Host, art: Path, vcpus: int):
+def _boot(profile: str, kernel: Path | None, host: Host, art: Path, vcpus: int):
     request = BootRequest(
-        profile=str(profile),
-        kernel=str(kernel),
+        profile=profile,
+        kernel=None if kernel is None else str(kernel),
         vcpus=vcpus,
         artifacts=art / "run",
         attempts=1,
@@ -81,9 +68,12 @@ def _boot(profile: Path, kernel: Path, host: Host, art: Path, vcpus: int):
 
 @pytest.mark.parametrize("vcpus", [1, 2, 4])
 def test_freebsd_passes_every_stage(
-    kernel: Path, xen_host: Host, kit_disk: str, tmp_path: Path, vcpus: int
+    kernel: Path, xen_host: Host, tmp_path: Path, vcpus: int
 ) -> None:
-    v, console = _boot(kit_profile(tmp_path, kit_disk), kernel, xen_host, tmp_path, vcpus)
+    """The shipped profile as it is (`xenpvh boot --profile freebsd-pvh`): the kernel the
+    build room made, the kit's ISO as root."""
+    # No --kernel: the profile's own `@freebsd:kernel` finds the same kernel the fixture did.
+    v, console = _boot("freebsd-pvh", None, xen_host, tmp_path, vcpus)
     assert v.verdict == VerdictValue.PASS, f"{v.failed_stage}: {v.reason}"
     assert all(s.status == StageStatus.PASSED for s in v.stages)
     assert v.meta["xenstore_check"] == "connected"
@@ -94,14 +84,14 @@ def test_freebsd_passes_every_stage(
 
 
 def test_freebsd_root_mount_failure_fails_root_mount(
-    kernel: Path, xen_host: Host, kit_disk: str, tmp_path: Path
+    kernel: Path, xen_host: Host, tmp_path: Path
 ) -> None:
     """The kernel tunable vfs.root.mountfrom pointing root at a device that does not exist:
     FreeBSD's own `Mounting from ... failed` line fails root-mount, the stages before it
     passed.  (Appending a second vfs.root.mountfrom to the command line does not work: the
     first one wins.)"""
-    profile = kit_profile(tmp_path, kit_disk, "cd9660:/dev/xbd9")
-    v, console = _boot(profile, kernel, xen_host, tmp_path, 1)
+    profile = kit_profile(tmp_path, "cd9660:/dev/xbd9")
+    v, console = _boot(str(profile), kernel, xen_host, tmp_path, 1)
     assert v.verdict == VerdictValue.FAIL and v.failed_stage == "root-mount", v.reason
     by = {s.name: s.status for s in v.stages}
     assert by["early-init"] == by["xenbus"] == by["ap-launch"] == StageStatus.PASSED

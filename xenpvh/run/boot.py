@@ -78,6 +78,10 @@ CRASH_TAIL = 5.0
 XENSTORE_POLL_WAITING = 2.0
 # Files of the Debian guest (xenpvh.build.debian_guest): vmlinuz, initrd, grub, disk.
 DEBIAN_GUEST_PREFIX = "@debian-guest:"
+# The newest FreeBSD kernel the build room made (or $XENPVH_FREEBSD_KERNEL): `@freebsd:kernel`;
+# the FreeBSD guest kit's root (xenpvh.build.freebsdkit), a disk target: `@freebsd-kit:rootfs`.
+FREEBSD_KERNEL_REF = "@freebsd:kernel"
+FREEBSD_KIT_ROOTFS_REF = "@freebsd-kit:rootfs"
 # Console lines longer than this are split when looking for a host's emulation faults.
 MAX_FAULT_LINE = 64 * 1024
 
@@ -281,6 +285,13 @@ class BootRun:
             return Path(paths[key])
         if value.startswith(DEBIAN_GUEST_PREFIX):
             return self._debian_guest_files().item(value[len(DEBIAN_GUEST_PREFIX) :])
+        if value == FREEBSD_KERNEL_REF:
+            from xenpvh.live_inputs import NO_FREEBSD_KERNEL, freebsd_kernel
+
+            found = freebsd_kernel()
+            if found is None or not found.is_file():
+                raise BlockedError(f"{what} {value!r}: {NO_FREEBSD_KERNEL}")
+            return found
         return Path(value).expanduser()
 
     def _debian_guest_files(self) -> DebianGuest:
@@ -291,11 +302,17 @@ class BootRun:
         return self._debian_guest
 
     def _disk_image(self, target: str, vdev: str) -> guest_disk.PackedImage:
-        """The built image a disk's `@...` target names (only the Debian guest's disk)."""
+        """The built image a disk's `@...` target names: the Debian guest's disk, or the
+        FreeBSD guest kit's root (a small ISO, sent as it is)."""
+        if target == FREEBSD_KIT_ROOTFS_REF:
+            from xenpvh.build.freebsdkit import build_freebsd_kit
+
+            kit = build_freebsd_kit()
+            return guest_disk.PackedImage(kit.rootfs, "", kit.key, name="freebsd-kit.iso")
         if target != f"{DEBIAN_GUEST_PREFIX}disk":
             raise BlockedError(
                 f"disk {vdev}: target {target!r} names no built image "
-                f"(known: {DEBIAN_GUEST_PREFIX}disk)"
+                f"(known: {DEBIAN_GUEST_PREFIX}disk, {FREEBSD_KIT_ROOTFS_REF})"
             )
         guest = self._debian_guest_files()
         return guest_disk.PackedImage(guest.disk_pack, guest.disk.name, guest.disk_sha256)

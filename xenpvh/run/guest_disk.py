@@ -30,8 +30,9 @@ UNPACK_SCRIPT = (
 
 @dataclass(frozen=True)
 class PackedImage:
-    """A disk image as xenpvh ships it: `pack` (sparse tar.gz holding `member`) and the
-    sha256 of the unpacked image (its name on the host)."""
+    """A disk image as xenpvh ships it: `pack` (sparse tar.gz holding `member`, or the image
+    itself when `member` is empty: a small one, such as the FreeBSD kit's ISO) and the sha256
+    of the unpacked image (its name on the host)."""
 
     pack: Path
     member: str
@@ -52,6 +53,14 @@ def ensure_on_host(
         return base, {"send_s": 0.0, "unpack_s": 0.0}
     t0 = time.monotonic()
     host.run(["mkdir", "-p", "--", f"{remote_root}/{IMAGES_DIR}"], check=True)
+    if not image.member:
+        # Sent as it is, under a temporary name renamed into place: never half a file.
+        part = f"{base}.part"
+        host.put(image.pack, part, mode=0o644)
+        host.run(["mv", "-f", "--", part, base], check=True)
+        took = {"send_s": round(time.monotonic() - t0, 3), "unpack_s": 0.0}
+        log.info("sent %s to %s: %s", image.pack.name, base, took)
+        return base, took
     pack_remote = f"{base}.tar.gz"
     host.put(image.pack, pack_remote, mode=0o644)
     t1 = time.monotonic()
