@@ -186,3 +186,14 @@ def test_bundled_expect_file_matches_sample_patch() -> None:
     lines = read_expect_file((root / "expect-console").read_text())
     patch = next(root.glob("0001-*.patch")).read_text()
     assert lines and all(line in patch for line in lines)
+
+
+@pytest.mark.parametrize("profile", ["linux-pvh", "debian-pvh", "debian-pvh-grub", "freebsd-pvh"])
+def test_config_render_previews_built_files_by_their_names(
+    profile: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`@source:item` kernels and disks are previewed as the paths a run gives them."""
+    assert main(["config", "render", "--profile", profile]) == 0
+    out = capsys.readouterr().out
+    assert "@" not in out, out
+    assert 'kernel = "/var/lib/xenpvh/kernels/SHA256-' in out

@@ -158,13 +158,13 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 def preview_point(point: DomainSpec) -> DomainSpec:
     """The point with the paths a run would give it, through the run's own preparation code
     (`xenpvh.run.remote.remote_paths`); content hashes and the run id shown as placeholders."""
-    from xenpvh.run.boot import GUESTKIT_PREFIX
     from xenpvh.run.remote import remote_paths
 
     def local(value: str | None) -> Path | None:
         if not value:
             return None
-        return Path(value.removeprefix(GUESTKIT_PREFIX) if value.startswith("@") else value)
+        # `@source:item` (guest kit, Debian guest, FreeBSD build): the item names the file.
+        return Path(value.partition(":")[2] if value.startswith("@") else value)
 
     return remote_paths(
         point,
