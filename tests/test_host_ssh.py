@@ -259,18 +259,34 @@ def test_run_awkward_args_no_injection(host: SSHHost, tmp_path: Path) -> None:
 
 @pytest.mark.host
 def test_run_timeout_kills_remote_command(host: SSHHost, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
+    # A sleep no other process runs: found by its argument even if the deadline struck
+    # before the shell wrote its pid (a loaded machine).
+    nap = f"60.{os.getpid()}"
     t0 = time.monotonic()
     with pytest.raises(BrokenError, match="timed out"):
-        host.run(["sh", "-c", 'echo $$ > "$0"; exec sleep 60', str(pidfile)], timeout=1.5)
+        host.run(["sh", "-c", f"exec sleep {nap}"], timeout=1.5)
     assert time.monotonic() - t0 < 10
-    pid = int(pidfile.read_text())
+
+    def survivors() -> list[str]:
+        return [
+            d.name
+            for d in Path("/proc").iterdir()
+            if d.name.isdigit() and _cmdline(d) == ["sleep", nap]
+        ]
+
     deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while survivors() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists(), "remote command survived its deadline"
+    assert not survivors(), "remote command survived its deadline"
     # The connection stays usable after a timeout.
     assert host.run(["echo", "ok"]).out == "ok\n"
+
+
+def _cmdline(proc: Path) -> list[str]:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
 
 
 @pytest.mark.host
