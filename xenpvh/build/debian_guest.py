@@ -207,8 +207,6 @@ class DebianGuest:
     key: str
     versions: dict[str, str]
 
-    ITEMS = ("vmlinuz", "kernel", "initrd", "grub", "disk")
-
     def item(self, name: str) -> Path:
         """The file a profile names `@debian-guest:<name>`."""
         paths = {
