@@ -202,7 +202,7 @@ def test_real_debian_console_passes_linux_pvh_offline() -> None:
     xenbus = stage(v, "xenbus")
     assert xenbus.evidence.startswith("blkfront: xvdb: flush diskcache")  # the second disk
     assert xenbus.detail.startswith("vifs: 2 unverified on the console")
-    assert stage(v, "login").evidence == "debian12-pvh login: "
+    assert stage(v, "login").evidence == "debian12-pvh login:"
     # One disk short is still a failure; the vifs fail only when asked to.
     assert check_file(DEBIAN, LINUX, vcpus=2, disks=3, vifs=2).failed_stage == "xenbus"
     strict = check_file(DEBIAN, LINUX, vcpus=2, disks=2, vifs=2, strict_devices=True)

@@ -423,7 +423,7 @@ class StageChecker:
         for rule in self._rules:
             # Forbidden patterns wait for the whole line: a verdict must not depend on
             # where the console happened to split it.
-            if rule.role in _WHOLE_LINE or rule.index in self._partial_done:
+            if rule.role in _NOT_ON_PARTIAL or rule.index in self._partial_done:
                 continue
             lits = rule.pattern.literals
             if lits and not any(lit in part for lit in lits):
@@ -438,7 +438,7 @@ class StageChecker:
 
     def _refresh_partial_evidence(self, full: str) -> None:
         """The partial line matched earlier is now complete: keep the whole line as evidence."""
-        line = strip_prefix(full)[0][:EVIDENCE_MAX]
+        line = strip_prefix(full)[0][:EVIDENCE_MAX].rstrip()
         for i in self._partial_stages:
             st = self._stages[i]
             # Its line number stays: the partial line was already counted as the next line.
@@ -508,7 +508,9 @@ class StageChecker:
     # ----------------------------------------------------------------------- stage logic
 
     def _on_match(self, rule: _Rule, m: re.Match[str], line: str, t: float | None) -> None:
-        ev_line = line[:EVIDENCE_MAX]
+        # Trailing blanks are not evidence: a prompt's "login: " may be matched before its
+        # space arrives, and the verdict must not depend on where the console was cut.
+        ev_line = line[:EVIDENCE_MAX].rstrip()
         line_no = self._line_no
         st = self._stages[rule.stage]
         name = st.spec.name
@@ -859,6 +861,10 @@ class StageChecker:
 
 # Roles that act on a whole console line only (never on a partial line).
 _WHOLE_LINE = frozenset({_Role.FORBIDDEN, _Role.BLAME, _Role.NOTICE, _Role.BLOCKED})
+# Not applied to a partial line either: roles whose value is read from the line and may still
+# grow.  FreeBSD prints "Launching APs: 2 3 1" an id at a time, each from its own CPU; matched
+# at "Launching APs: 2 " it would count AP 2 alone and never see the rest of its line.
+_NOT_ON_PARTIAL = _WHOLE_LINE | {_Role.AP_IDS, _Role.CPU_COUNT, _Role.DISK, _Role.VIF}
 
 
 def _fmt_set(s: set[int] | set[str]) -> str:
