@@ -106,3 +106,112 @@ def test_bad_refs_and_trees_are_blocked(tmp_path: Path) -> None:
         Bisector(str(repo), "nope", c[1], judge_by_content([])).run()
     with pytest.raises(BlockedError, match="git clone failed"):
         Bisector(str(tmp_path / "absent"), c[0], c[1], judge_by_content([])).run()
+
+
+# --------------------------------------------------------------------- the history's record
+
+
+class VerdictBySession:
+    """Stands in for a boot at the Session boundary: the command line the judge built decides
+    the verdict, as the guest would, and the run goes into the history the way the real
+    Session writes it (report.history.write_history)."""
+
+    def __init__(self, request, host=None, guest_kit=None) -> None:
+        self.request = request
+
+    def run(self):
+        import time as _time
+
+        from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
+        from xenpvh.report.history import write_history
+        from xenpvh.report.record import RunReport
+        from xenpvh.run.session import SessionResult
+
+        req = self.request
+        art = Path(req.artifacts)
+        art.mkdir(parents=True)
+        if "maxcpus=1" in req.cmdline_append:
+            v = Verdict(
+                VerdictValue.FAIL, "ap-launch: APs seen {}, expected {1}", "ap-launch",
+                [StageResult("early-init", StageStatus.PASSED),
+                 StageResult("ap-launch", StageStatus.FAILED)],
+            )  # fmt: skip
+        else:
+            v = Verdict(VerdictValue.PASS, "all stages passed", None,
+                        [StageResult("early-init", StageStatus.PASSED),
+                         StageResult("ap-launch", StageStatus.PASSED)])  # fmt: skip
+        now = _time.time()
+        report = RunReport(v, req.profile, "p", art.name, "fakehost", now, now, art)
+        assert req.history is not None, "the judge gave the step no history target"
+        assert write_history(req.history, report)
+        return SessionResult(v, art)
+
+
+def test_every_step_is_recorded_in_the_history(tmp_path: Path, monkeypatch) -> None:
+    from xenpvh.bisect.history import BASELINE
+    from xenpvh.cli.bisect import bisect
+    from xenpvh.history import open_store
+
+    monkeypatch.setattr("xenpvh.run.session.Session", VerdictBySession)
+    repo, commits = _repo(tmp_path, ["audit=0", "audit=0 quiet", "maxcpus=1", "maxcpus=1 x"])
+    plan = tmp_path / "p.toml"
+    plan.write_text(
+        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
+        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
+    )
+    db = str(tmp_path / "h.sqlite")
+    from xenpvh.plan import load_plan
+
+    point = load_plan(str(plan)).points[0].id
+    found = bisect(
+        tree=str(repo), good=commits[0], bad=commits[3], plan=str(plan), point=point,
+        role="cmdline-file:cmdline", artifacts=tmp_path / "b", host=object(), db=db,
+    )  # fmt: skip
+    assert found.first_bad == commits[2]
+    with open_store(db) as store:
+        (pr,) = store.plan_runs()
+        runs = store.runs(plan_run_id=pr.id, limit=100, details=True)
+    assert found.plan_run_id == pr.id and pr.baseline == BASELINE and pr.finished_at
+    summary = __import__("json").loads(pr.summary)
+    assert summary["first_bad"] == commits[2] and summary["stage"] == "ap-launch"
+    assert (summary["good"], summary["bad"]) == (commits[0], commits[3])
+    # One run per step, each naming the commit it booted, with that step's verdict.
+    assert sorted((r.tree_commit, r.verdict) for r in runs) == sorted(
+        (s.commit, s.outcome.verdict) for s in found.steps
+    )
+    assert all(r.point == point and r.baseline == BASELINE for r in runs)
+
+
+def test_a_bisection_that_ends_without_answer_closes_its_history(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from xenpvh.cli.bisect import bisect
+    from xenpvh.history import open_store
+
+    monkeypatch.setattr("xenpvh.run.session.Session", VerdictBySession)
+    repo, commits = _repo(tmp_path, ["audit=0", "audit=0 quiet"])
+    plan = tmp_path / "p.toml"
+    plan.write_text(
+        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
+        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
+    )
+    from xenpvh.plan import load_plan
+
+    point = load_plan(str(plan)).points[0].id
+    db = str(tmp_path / "h.sqlite")
+    with pytest.raises(BlockedError, match="does not fail"):
+        bisect(
+            tree=str(repo), good=commits[0], bad=commits[1], plan=str(plan), point=point,
+            role="cmdline-file:cmdline", artifacts=tmp_path / "b", host=object(), db=db,
+        )  # fmt: skip
+    with open_store(db) as store:
+        (pr,) = store.plan_runs()
+    assert pr.finished_at and "does not fail" in pr.summary
+    # A ref that is no revision is refused by the input alone: no plan run is begun.
+    with pytest.raises(BlockedError, match="not a git revision"):
+        bisect(
+            tree=str(repo), good="-x", bad=commits[1], plan=str(plan), point=point,
+            role="cmdline-file:cmdline", artifacts=tmp_path / "b", host=object(), db=db,
+        )  # fmt: skip
+    with open_store(db) as store:
+        assert len(store.plan_runs()) == 1

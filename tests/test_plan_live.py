@@ -123,7 +123,7 @@ def test_plan_run_detects_a_regression_and_bisect_finds_it(nested_up: None, tmp_
     t0 = time.monotonic()
     found = bisect(
         tree=str(repo), good=commits[0], bad=commits[3], plan=str(plan), point=POINT,
-        role="cmdline-file:cmdline", artifacts=tmp_path / "bisect",
+        role="cmdline-file:cmdline", artifacts=tmp_path / "bisect", db=db,
     )  # fmt: skip
     wall3 = time.monotonic() - t0
     steps = [
@@ -142,3 +142,11 @@ def test_plan_run_detects_a_regression_and_bisect_finds_it(nested_up: None, tmp_
     assert found.first_bad == commits[2], steps
     assert found.stage == "ap-launch"
     assert found.boots <= 4
+    # The bisection is in the history: its own plan run, one run per step with its commit.
+    from xenpvh.history import open_store
+
+    with open_store(db) as store:
+        runs = store.runs(plan_run_id=found.plan_run_id, limit=100, details=False)
+    assert sorted((r.tree_commit, r.verdict) for r in runs) == sorted(
+        (s.commit, s.outcome.verdict) for s in found.steps
+    )

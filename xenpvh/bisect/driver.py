@@ -80,6 +80,7 @@ class BisectResult:
     steps: list[Step] = field(default_factory=list)
     stopped: str | None = None  # why the bisection stopped (blocked), if it did
     log: str = ""
+    plan_run_id: str | None = None  # the history's record of this bisection, if any
 
     @property
     def boots(self) -> int:

@@ -51,6 +51,7 @@ class PointJudge:
     host: Any = None
     host_request: HostRequest = field(default_factory=HostRequest)
     guest_kit: Any = None
+    history: Any = None  # a BisectHistory: each step's boot is recorded under its plan run
 
     def __call__(self, commit: str, work: Path) -> StepOutcome:
         from xenpvh.plan.request import point_request
@@ -77,7 +78,12 @@ class PointJudge:
         else:
             extra = read_cmdline(work / self.role.partition(":")[2])
         req = point_request(
-            self.point, artifacts=artifacts, kernel=kernel, cmdline_extra=extra, host=host_req
+            self.point,
+            artifacts=artifacts,
+            kernel=kernel,
+            cmdline_extra=extra,
+            host=host_req,
+            history=None if self.history is None else self.history.target(commit),
         )
         result = Session(req, host=host, guest_kit=self.guest_kit).run()
         v = result.verdict

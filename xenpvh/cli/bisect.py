@@ -35,6 +35,12 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--host", default="nested", help="the host to boot on (default nested)")
     b.add_argument("--artifacts", default="bisect-runs", help="where each step's run goes")
+    b.add_argument(
+        "--db",
+        default=None,
+        help="history (postgresql://… or an SQLite file; default: the cache's): the "
+        "bisection is recorded as a plan run of its own, one run per step",
+    )
     b.add_argument("--format", choices=["text", "json"], default="text")
     b.set_defaults(func=cmd_bisect)
 
@@ -50,22 +56,37 @@ def bisect(
     host_spec: str = "nested",
     artifacts: Path = Path("bisect-runs"),
     host: Any = None,
+    db: str | None = None,
 ) -> Any:
-    """Library entry (the CLI and `plan run --bisect`): the BisectResult."""
+    """Library entry (the CLI and `plan run --bisect`): the BisectResult.  Every step is
+    recorded in the history `db` under a plan run of the bisection's own."""
     from xenpvh.bisect.driver import Bisector
+    from xenpvh.bisect.history import BisectHistory
     from xenpvh.bisect.judge import PointJudge, check_role, held_host
     from xenpvh.host.request import HostRequest
     from xenpvh.plan import load_plan
 
     role = check_role(role)
-    the_point = load_plan(plan).point(point)
+    the_plan = load_plan(plan)
+    the_point = the_plan.point(point)
     root = artifacts / time.strftime("%Y%m%d-%H%M%S")
     hreq = HostRequest(spec=host_spec)
+    history = BisectHistory(db, the_plan.name, the_point.id, host_spec)
+    judge = PointJudge(the_point, role, root, host=host, host_request=hreq, history=history)
+    # Refs are checked by the input alone, before the history or any host is touched.
+    bisector = Bisector(tree, good, bad, judge)
     with contextlib.ExitStack() as stack:
-        if host is None and role != "xen":
-            host = stack.enter_context(held_host(hreq, root / "host"))
-        judge = PointJudge(the_point, role, root, host=host, host_request=hreq)
-        return Bisector(tree, good, bad, judge).run()
+        if judge.host is None and role != "xen":
+            judge.host = stack.enter_context(held_host(hreq, root / "host"))
+        history.begin(tree, good, bad)
+        try:
+            result = bisector.run()
+        except BaseException as e:
+            history.finish(None, error=f"{type(e).__name__}: {e}")
+            raise
+        result.plan_run_id = history.plan_run_id
+        history.finish(result)
+        return result
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -78,6 +99,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         role=args.role,
         host_spec=args.host,
         artifacts=Path(args.artifacts),
+        db=args.db,
     )
     show(result, args.format)
     if result.stopped:
@@ -92,6 +114,7 @@ def show(result: Any, fmt: str) -> None:
         "stage": result.stage,
         "stopped": result.stopped,
         "boots": result.boots,
+        "plan_run": result.plan_run_id,
         "steps": [
             {
                 "commit": s.commit,
@@ -120,6 +143,8 @@ def show(result: Any, fmt: str) -> None:
         out.print(f"first bad commit: {result.first_bad} (fails at {escape(str(result.stage))})")
     elif result.candidates:
         out.print("first bad commit is one of: " + ", ".join(result.candidates))
+    if result.plan_run_id:
+        out.print(f"history: xenpvh history --plan-run {escape(result.plan_run_id)}")
 
 
 def run_bisect_from_plan(regression: Any, plan_path: str, args: argparse.Namespace) -> None:
@@ -138,7 +163,7 @@ def run_bisect_from_plan(regression: Any, plan_path: str, args: argparse.Namespa
         return
     result = bisect(
         tree=tree, good=prev.tree_commit, bad=cur.tree_commit, plan=plan_path,
-        point=regression.point, role=role, artifacts=Path(args.out) / "bisect",
+        point=regression.point, role=role, artifacts=Path(args.out) / "bisect", db=args.db,
     )  # fmt: skip
     show(result, "text")
 

@@ -44,7 +44,7 @@ def run_plan_command(args: argparse.Namespace) -> int:
         on_line=show,
     )
     result = runner.run()
-    bisects = [bisect_command(r, result.plan.path) for r in result.regressions()]
+    bisects = [bisect_command(r, result.plan.path, args.db) for r in result.regressions()]
     doc = {
         "plan": result.plan.name,
         "plan_run": result.plan_run.id,
@@ -93,8 +93,9 @@ def run_plan_command(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def bisect_command(result: object, plan_path: str) -> str | None:
-    """The `xenpvh bisect` command for a new failure, when both runs name a tree commit."""
+def bisect_command(result: object, plan_path: str, db: str | None = None) -> str | None:
+    """The `xenpvh bisect` command for a new failure, when both runs name a tree commit (with
+    the plan run's `--db`, so the bisection lands in the same history)."""
     cur, prev = getattr(result, "current", None), getattr(result, "previous", None)
     if cur is None or prev is None or not cur.tree_commit or not prev.tree_commit:
         return None
@@ -108,7 +109,7 @@ def bisect_command(result: object, plan_path: str) -> str | None:
         [
             "xenpvh", "bisect", "--tree", tree, "--good", prev.tree_commit,
             "--bad", cur.tree_commit, "--plan", plan_path, "--point", result.point,  # type: ignore[attr-defined]
-            "--role", role,
+            "--role", role, *(["--db", db] if db else []),
         ]
     )  # fmt: skip
 
