@@ -350,6 +350,53 @@ def test_duration(text: str, seconds: float) -> None:
     assert duration(text) == seconds
 
 
+def test_dev_json_is_a_line_per_run_with_stage_deltas_uploads_and_the_kept_guest(
+    host, kit, tmp_path, capsys
+) -> None:
+    """`dev --format json`: stdout carries one JSON object per run, one line each (a stream
+    under --watch); the checklist and the human lines stay on stderr."""
+    from rich.console import Console
+
+    from xenpvh.cli.dev import DevLoop
+
+    xs = FakeXenStore({"vbd": 4, "vif": 4})
+    request = BootRequest(
+        profile="linux-pvh", kernel=kit[0], ramdisk=kit[1], attempts=1,
+        keep_on_fail=True, keep_for=600, owner="ann",
+    )  # fmt: skip
+    stages = ["early-init", "ap-launch", "root-mount", "xenbus", "login"]
+    loop = DevLoop(
+        request, stages, Console(stderr=True), artifacts_root=tmp_path / "art", as_json=True,
+        session_options={"xenstore_factory": lambda h: xs},
+    )  # fmt: skip
+    host.console = GOOD
+    assert loop.run_once(host, changed_at=None) == 0
+    host.console = ONE_CPU
+    assert loop.run_once(host, changed_at=time.time() - 5) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    first, second = (json.loads(x) for x in lines)
+    assert (first["run"], first["verdict"], first["failed_stage"]) == (1, "pass", None)
+    assert first["uploads"] == {"kernel": 6000, "ramdisk": 600} and first["kept"] is None
+    assert all(s["previous_t"] is None and s["t"] is not None for s in first["stages"])
+    assert (second["verdict"], second["failed_stage"], second["exit_code"]) == (
+        "fail", "ap-launch", 1,
+    )  # fmt: skip
+    assert second["uploads"] == {"kernel": 0, "ramdisk": 0} and second["uploaded_bytes"] == 0
+    early = next(s for s in second["stages"] if s["name"] == "early-init")
+    assert early["previous_t"] is not None and early["delta"] == pytest.approx(
+        early["t"] - early["previous_t"], abs=1e-3
+    )
+    ap = next(s for s in second["stages"] if s["name"] == "ap-launch")
+    assert ap["status"] == "failed" and ap["t"] is None and ap["delta"] is None
+    assert second["kept"]["domain"] in host.domains and second["kept"]["owner"] == "ann"
+    assert second["kernel_written_to_verdict_s"] >= 5
+    assert second["run_id"] == second["kept"]["run_id"]
+    assert "run 2: fail at ap-launch" in err and "xenpvh attach" in err
+    keep.end(host, keep.KeptGuest(**second["kept"]))
+
+
 def test_dev_refuses_bad_input_before_any_host(tmp_path: Path, capsys) -> None:
     assert main(["dev", "--profile", "linux-pvh", "--watch"]) == 2
     assert "--watch needs --kernel" in capsys.readouterr().err

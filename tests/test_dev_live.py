@@ -176,11 +176,20 @@ def test_failed_guest_is_kept_attached_destroyed_and_uploads_are_cached(
         if host.run(["xl", "domid", domain]).ok:  # a failure above: do not leak the guest
             _run("destroy", run_id)
 
-    # The second run of the unchanged kernel sends nothing; --no-keep-on-fail destroys.
+    # The second run of the unchanged kernel sends nothing; --no-keep-on-fail destroys; its
+    # outcome is one JSON line on stdout (--format json).
     art2 = tmp_path / "art2"
-    p = _dev(host_args, kernel, art2, "--cmdline-append", "maxcpus=1", "--no-keep-on-fail")
+    p = _dev(
+        host_args, kernel, art2, "--cmdline-append", "maxcpus=1", "--no-keep-on-fail",
+        "--format", "json",
+    )  # fmt: skip
     assert p.returncode == 1, p.stderr
+    (line,) = p.stdout.splitlines()
+    run = json.loads(line)
+    assert (run["verdict"], run["failed_stage"], run["kept"]) == ("fail", "ap-launch", None)
+    assert run["uploaded_bytes"] == 0
     (doc2,) = _verdicts(art2)
+    assert run["run_id"] == doc2["meta"]["run_id"]
     assert doc2["failed_stage"] == "ap-launch"
     assert doc2["meta"]["uploads"]["kernel"] == 0
     assert doc2["meta"]["uploads"]["ramdisk"] == 0

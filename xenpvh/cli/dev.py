@@ -91,6 +91,13 @@ def add_parsers(
     )
     p.add_argument("--watch", action="store_true", help="re-run whenever the kernel changes")
     p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="json: each run's outcome as one JSON object on one line of stdout (with --watch "
+        "a stream, a line per run); the checklist and the human lines go to stderr",
+    )
+    p.add_argument(
         "--debounce",
         type=duration,
         default=1.0,
@@ -326,7 +333,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     stages = [s.name for s in load_profile(request.profile).stages]
     err = _err()
-    loop = DevLoop(request, stages, err, artifacts_root=Path(args.artifacts))
+    loop = DevLoop(
+        request, stages, err, artifacts_root=Path(args.artifacts), as_json=args.format == "json"
+    )
     watched = [Path(p) for p in (args.kernel, args.ramdisk) if p]
     with dev_host(request.host, err) as host:
         loop.reap(host)
@@ -360,12 +369,23 @@ class DevLoop:
     the previous run, what was uploaded and the kept guest."""
 
     def __init__(
-        self, request: Any, stages: list[str], console: Console, *, artifacts_root: Path
+        self,
+        request: Any,
+        stages: list[str],
+        console: Console,
+        *,
+        artifacts_root: Path,
+        as_json: bool = False,
+        session_options: dict[str, Any] | None = None,
     ) -> None:
         self.request = request
         self.stages = stages
         self.console = console
         self.artifacts_root = artifacts_root
+        self.as_json = as_json
+        self.session_options = session_options or {}  # e.g. a XenStore factory in tests
+        # The human lines: stdout, or stderr when stdout carries the JSON lines.
+        self.out = console if as_json else Console(highlight=False, soft_wrap=True)
         self.previous: Any = None
         self.kept: Any = None
         self.runs = 0
@@ -416,14 +436,20 @@ class DevLoop:
                 host=host,
                 progress=progress,
                 artifacts_root=self.artifacts_root,
+                **self.session_options,
             )
             result = session.run()
         verdict = result.verdict
         if verdict.verdict in ("blocked", "broken"):
             print_error(self.console, str(verdict.verdict), verdict.reason)
         if self.runs == 1:
-            Console(highlight=False, soft_wrap=True).print(render_timeline(verdict))
-        self.show(verdict, started, verdict_at[0] if verdict_at else time.time(), changed_at)
+            self.out.print(render_timeline(verdict))
+        at = verdict_at[0] if verdict_at else time.time()
+        self.show(verdict, started, at, changed_at)
+        if self.as_json:
+            doc = run_document(self.runs, verdict, self.previous, started, at, changed_at)
+            sys.stdout.write(json.dumps(doc, default=str) + "\n")
+            sys.stdout.flush()
         self.previous = verdict
         return verdict.exit_code
 
@@ -440,7 +466,7 @@ class DevLoop:
             loop = f"kernel written → verdict {verdict_at - changed_at:.1f}s; " + loop
         uploads = meta.get("uploads") or {}
         sent = ", ".join(f"{k} {_bytes(v)}" for k, v in uploads.items()) or "nothing"
-        out = Console(highlight=False, soft_wrap=True)
+        out = self.out
         out.print(
             Text.assemble(
                 (f"run {self.runs}: ", "bold"),
@@ -476,6 +502,47 @@ class DevLoop:
         artifacts = meta.get("artifacts")
         if artifacts:
             out.print(f"artifacts: {escape(str(artifacts))}")
+
+
+def run_document(
+    n: int,
+    verdict: Any,
+    previous: Any,
+    started: float,
+    verdict_at: float,
+    changed_at: float | None,
+) -> dict[str, Any]:
+    """One dev run as `--format json` prints it: the verdict, each stage's time against the
+    previous run's, the loop's times, what was uploaded, the kept guest."""
+    from xenpvh.run.devloop import stage_deltas
+
+    meta = verdict.meta or {}
+    return {
+        "run": n,
+        "run_id": meta.get("run_id"),
+        "verdict": str(verdict.verdict),
+        "failed_stage": verdict.failed_stage,
+        "reason": verdict.reason,
+        "exit_code": verdict.exit_code,
+        "stages": [
+            {
+                "name": d.stage,
+                "status": d.status,
+                "t": d.now,
+                "previous_t": d.before,
+                "delta": d.delta,
+            }
+            for d in stage_deltas(previous, verdict)
+        ],
+        "start_to_verdict_s": round(verdict_at - started, 3),
+        "kernel_written_to_verdict_s": (
+            None if changed_at is None else round(verdict_at - changed_at, 3)
+        ),
+        "uploads": meta.get("uploads") or {},
+        "uploaded_bytes": meta.get("uploaded_bytes", 0),
+        "kept": meta.get("kept"),
+        "artifacts": meta.get("artifacts"),
+    }
 
 
 def _bytes(n: object) -> str:

@@ -54,7 +54,8 @@ environment:
   XENPVH_XTF_DIR        a built XTF tree (or a directory of test binaries) for the live tests
   XENPVH_QEMU_DEBUG     nested host: QEMU -d items (e.g. int,cpu_reset) -> qemu-debug.log
 
-With --format json exactly one JSON object is printed on stdout, whatever the outcome.
+With --format json exactly one JSON object is printed on stdout, whatever the outcome
+(`dev --format json`: one per run, a line each).
 """
 
 
