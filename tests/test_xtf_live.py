@@ -1,6 +1,7 @@
 """Live: one Xen Test Framework test (`test-hvm64-example`) booted as a PVH guest on the
 session's Xen host through the `xtf` profile.  The binary is the user's build of XTF
-(`$XENPVH_XTF_DIR`); without it the test skips with xenpvh.live_inputs.NO_XTF."""
+(`$XENPVH_XTF_DIR`, else the newest `xenpvh build xtf --tree PATH` in the cache); without one
+the test skips with xenpvh.live_inputs.NO_XTF."""
 
 from __future__ import annotations
 

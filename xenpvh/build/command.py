@@ -179,6 +179,42 @@ def build_freebsd_command(args: argparse.Namespace, console: Console | None = No
     return EXIT_OK
 
 
+def build_xtf_command(args: argparse.Namespace, console: Console | None = None) -> int:
+    """`xenpvh build xtf --tree PATH [--tests a,b] [--rebuild]`: XTF's tests, built in a
+    copy of the user's checkout, cached; prints where the test binaries are."""
+    from pathlib import Path
+
+    from xenpvh.build.xtf import build_xtf_cached, parse_tests
+
+    console = console or Console(stderr=True, highlight=False)
+    try:
+        src = Path(args.tree)
+        tests = parse_tests(args.tests, src.resolve())
+        console.print(
+            f"building XTF {escape(', '.join(tests) or 'all tests')} from {escape(str(src))}",
+            soft_wrap=True,
+        )
+        with make_progress(console) as progress:
+            task = progress.add_task("xtf make", total=None)
+
+            def on_line(line: str) -> None:
+                progress.update(task, detail=line.strip()[:120])
+
+            built = build_xtf_cached(
+                src, tests=tests, jobs=int(args.jobs or 2), rebuild=bool(args.rebuild),
+                on_line=on_line,
+            )  # fmt: skip
+            progress.update(task, total=1, completed=1, detail="")
+    except (BlockedError, BrokenError) as exc:
+        return report_failure(console, exc)
+    console.print(escape(built.report.describe()), soft_wrap=True)
+    console.print(
+        f"tests    {escape(str(built.tests))} ({len(built.names)} binaries)", soft_wrap=True
+    )
+    console.print(f"log      {escape(str(built.log))}", soft_wrap=True)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- guest kit
 # Written by the guest-kit helper: `xenpvh build guestkit [--cache-dir DIR]`.
 

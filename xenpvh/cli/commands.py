@@ -383,6 +383,12 @@ def cmd_build_freebsd(args: argparse.Namespace) -> int:
     return build_freebsd_command(args)
 
 
+def cmd_build_xtf(args: argparse.Namespace) -> int:
+    from xenpvh.build.command import build_xtf_command
+
+    return build_xtf_command(args)
+
+
 def cmd_build_guestkit(args: argparse.Namespace) -> int:
     from xenpvh.build.command import guestkit_command
 

@@ -1,0 +1,243 @@
+"""Xen Test Framework tests, built from the user's XTF checkout and kept in the build cache.
+
+`xenpvh build xtf --tree PATH [--tests example,cpuid]` copies the tree (its `.git` and
+whatever an earlier in-place `make` left are not taken), runs XTF's own `make` on the copy
+with the host's gcc, and publishes every test's binaries (`tests/<test>/test-<env>-<test>`)
+with their `info.json`.  The user's tree is only read.  The cache key is the tree's identity
+(paths, sizes and mtimes of its sources), the tests asked for and the compiler.
+`newest_cached_test(name)` is how the live tests find a binary when `$XENPVH_XTF_DIR` is
+not set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, _first_line
+from xenpvh.build.runner import BuildLog
+from xenpvh.errors import BlockedError, BrokenError
+
+CACHE_RECIPE = "xtf-tests"
+RECIPE_VERSION = 1
+TESTS_ARTIFACT = "tests"
+_TEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# What an in-place `make` of the user's tree leaves: never copied, so the copy builds clean.
+_BUILT = re.compile(r"(?:\.o|\.d|\.lds|\.tmp)$|^test-[a-z0-9]+-|^xtf-runner\.")
+
+
+@dataclass(frozen=True)
+class CachedXtf:
+    tests: Path  # the entry's directory of tests/<test>/...
+    names: tuple[str, ...]  # the test binaries built (test-hvm64-example, ...)
+    log: Path
+    report: CacheReport
+
+
+def is_xtf_tree(src: Path) -> bool:
+    return (
+        (src / "Makefile").is_file()
+        and (src / "tests").is_dir()
+        and (src / "include" / "xtf").is_dir()
+    )
+
+
+def parse_tests(text: str | None, src: Path) -> tuple[str, ...]:
+    """`--tests a,b` (names of directories under tests/), or () for all of them."""
+    if not text:
+        return ()
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    for name in names:
+        if not _TEST_NAME.match(name):
+            raise BlockedError(f"--tests: {name!r} is not an XTF test name")
+        if not (src / "tests" / name / "Makefile").is_file():
+            raise BlockedError(f"--tests: {src}/tests/{name} is not an XTF test (no Makefile)")
+    return names
+
+
+def compiler_version() -> str:
+    return _first_line(["gcc", "--version"]) or "gcc not runnable"
+
+
+def _ignored(name: str) -> bool:
+    return name in (".git", "dist") or _BUILT.search(name) is not None
+
+
+def source_digest(src: Path) -> str:
+    """The sources' identity: every file's path, size and mtime, leaving out what a `make`
+    in the tree writes (an in-place build does not make the cached one stale)."""
+    h = hashlib.sha256(b"xtf-tree\0")
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        dirs[:] = [d for d in dirs if not _ignored(d)]
+        for name in sorted(files):
+            if _ignored(name):
+                continue
+            path = Path(root, name)
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            rel = path.relative_to(src).as_posix()
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def xtf_cache_key(src: Path, tests: Sequence[str]) -> str:
+    record = {
+        "format": CACHE_FORMAT,
+        "recipe": CACHE_RECIPE,
+        "recipe_version": RECIPE_VERSION,
+        "tests": sorted(tests),
+        "tree": source_digest(src),
+        "toolchain": compiler_version(),
+    }
+    blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _copy_sources(src: Path, dest: Path) -> None:
+    def ignore(_dir: str, names: list[str]) -> set[str]:
+        return {n for n in names if _ignored(n)}
+
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+
+
+def collect_tests(tree: Path, out: Path) -> tuple[str, ...]:
+    """Copy each built test's binaries, xl config and info.json to out/tests/<test>/."""
+    names: list[str] = []
+    for test_dir in sorted((tree / "tests").iterdir()):
+        binaries = sorted(p for p in test_dir.glob("test-*") if p.is_file() and p.suffix != ".cfg")
+        if not binaries:
+            continue
+        dest = out / "tests" / test_dir.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in [*binaries, *test_dir.glob("test-*.cfg"), test_dir / "info.json"]:
+            if p.is_file():
+                shutil.copy2(p, dest / p.name)
+        names += [p.name for p in binaries]
+    return tuple(names)
+
+
+def build_xtf_cached(
+    src: Path,
+    *,
+    tests: Sequence[str] = (),
+    jobs: int = 2,
+    cache: ArtifactCache | None = None,
+    rebuild: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> CachedXtf:
+    """Build XTF's tests from the checkout `src` (all of them, or `tests`), cached."""
+    start = time.monotonic()
+    src = src.resolve()
+    if not is_xtf_tree(src):
+        raise BlockedError(f"{src} is not an XTF tree (no Makefile, tests/ and include/xtf/)")
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        raise BlockedError("building XTF needs gcc and make (apt-get install build-essential)")
+    cache = cache if cache is not None else ArtifactCache()
+    key = xtf_cache_key(src, tests)
+
+    def served(hit: bool) -> CachedXtf | None:
+        entry = cache.lookup(key)
+        if entry is None:
+            return None
+        report = CacheReport(
+            key, hit, entry.path, CACHE_RECIPE, entry.version, time.monotonic() - start,
+            forced=rebuild and not hit, built_at=entry.manifest.get("built_at"),
+        )  # fmt: skip
+        names = tuple(entry.manifest.get("tests_built", ()))
+        return CachedXtf(entry.artifacts[TESTS_ARTIFACT], names, entry.log, report)
+
+    if not rebuild and (found := served(True)) is not None:
+        return found
+    with cache.lock(key):
+        if not rebuild and (found := served(True)) is not None:
+            return found
+        cache.work_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{key[:12]}-", dir=cache.work_root) as work:
+            tree, out = Path(work) / "xtf", Path(work) / "out"
+            log_path = Path(work) / "build.log"
+            _copy_sources(src, tree)
+            argv = ["make", f"-j{max(1, int(jobs))}"]
+            if tests:
+                # XTF's Makefile takes the test directories to build in TESTS.
+                argv.append("TESTS=" + " ".join(str(tree / "tests" / t) for t in tests))
+            try:
+                with BuildLog(log_path) as log:
+                    log.phase(f"XTF tests from {src}")
+                    log.run(argv, cwd=tree, what="XTF make", on_line=on_line)
+                    names = collect_tests(tree, out)
+                    log.note(f"built: {' '.join(names)}")
+            except BaseException:
+                failed = cache.new_log(CACHE_RECIPE, key)
+                if log_path.exists():
+                    shutil.copyfile(log_path, failed)
+                raise
+            if not names:
+                raise BrokenError(f"XTF's make succeeded but built no test binary; log: {log_path}")
+            manifest = {
+                "format": CACHE_FORMAT,
+                "recipe": CACHE_RECIPE,
+                "recipe_version": RECIPE_VERSION,
+                "version": f"{len(names)} tests ({src.name})",
+                "spec": str(src),
+                "tests": list(tests),
+                "tests_built": list(names),
+                "toolchain": compiler_version(),
+                "elapsed": {"build": round(time.monotonic() - start, 3)},
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "built_on": socket.gethostname(),
+            }
+            cache.publish(key, {TESTS_ARTIFACT: (out / "tests", "tests")}, manifest, log=log_path)
+    found = served(False)
+    if found is None:
+        raise BrokenError(f"the XTF build {key[:12]} was published but is not readable")
+    return found
+
+
+def newest_cached_test(name: str, cache: ArtifactCache | None = None) -> Path | None:
+    """The binary `name` (e.g. test-hvm64-example) of the newest XTF cache entry that has
+    it, or None."""
+    cache = cache if cache is not None else ArtifactCache()
+    if not cache.root.is_dir():
+        return None
+    best: tuple[float, Path] | None = None
+    for manifest in cache.root.glob("*/manifest.json"):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record.get("recipe") != CACHE_RECIPE:
+            continue
+        if name not in record.get("tests_built", ()):
+            continue
+        entry = cache.lookup(manifest.parent.name)
+        if entry is None:
+            continue
+        found = sorted(entry.artifacts[TESTS_ARTIFACT].glob(f"*/{name}"))
+        stamp = manifest.stat().st_mtime
+        if found and (best is None or stamp > best[0]):
+            best = (stamp, found[0])
+    return best[1] if best else None
+
+
+__all__ = [
+    "CACHE_RECIPE",
+    "CachedXtf",
+    "build_xtf_cached",
+    "collect_tests",
+    "is_xtf_tree",
+    "newest_cached_test",
+    "parse_tests",
+    "xtf_cache_key",
+]
