@@ -235,7 +235,8 @@ def _xenpvh_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     leaks.become_subreaper()
     before = request.node.stash[_LEAK_SNAPSHOT] = leaks.Snapshot()
     yield
-    host = getattr(request.node, "funcargs", {}).get("xen_host")
+    # An interrupted test (Ctrl-C, SIGTERM) has no funcargs left: check what can be checked.
+    host = (getattr(request.node, "funcargs", None) or {}).get("xen_host")
     if host is not None and leaks.session_host_parts(host) == (set(), set()):
         host = None  # a lab box (other users' runs are theirs): processes and dirs only
     # Nested hosts that outlive the test by design: those of session/module fixtures.
