@@ -215,3 +215,28 @@ def test_a_bisection_that_ends_without_answer_closes_its_history(
         )  # fmt: skip
     with open_store(db) as store:
         assert len(store.plan_runs()) == 1
+
+
+def test_an_unwritable_history_is_refused_before_any_host(tmp_path: Path, monkeypatch) -> None:
+    from xenpvh.cli.bisect import bisect
+    from xenpvh.errors import BrokenError
+
+    def no_host(*a, **k):
+        raise AssertionError("a host was opened before the history was checked")
+
+    monkeypatch.setattr("xenpvh.bisect.judge.held_host", no_host)
+    repo, commits = _repo(tmp_path, ["audit=0", "maxcpus=1"])
+    plan = tmp_path / "p.toml"
+    plan.write_text(
+        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
+        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
+    )
+    from xenpvh.plan import load_plan
+
+    point = load_plan(str(plan)).points[0].id
+    with pytest.raises(BrokenError, match=r"history database postgresql://127\.0\.0\.1:1/none"):
+        bisect(
+            tree=str(repo), good=commits[0], bad=commits[1], plan=str(plan), point=point,
+            role="cmdline-file:cmdline", artifacts=tmp_path / "b",
+            db="postgresql://127.0.0.1:1/none",
+        )  # fmt: skip

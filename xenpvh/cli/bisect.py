@@ -75,18 +75,19 @@ def bisect(
     judge = PointJudge(the_point, role, root, host=host, host_request=hreq, history=history)
     # Refs are checked by the input alone, before the history or any host is touched.
     bisector = Bisector(tree, good, bad, judge)
-    with contextlib.ExitStack() as stack:
-        if judge.host is None and role != "xen":
-            judge.host = stack.enter_context(held_host(hreq, root / "host"))
-        history.begin(tree, good, bad)
-        try:
+    # The history next: a database that cannot be written is refused before a host boots.
+    history.begin(tree, good, bad)
+    try:
+        with contextlib.ExitStack() as stack:
+            if judge.host is None and role != "xen":
+                judge.host = stack.enter_context(held_host(hreq, root / "host"))
             result = bisector.run()
-        except BaseException as e:
-            history.finish(None, error=f"{type(e).__name__}: {e}")
-            raise
-        result.plan_run_id = history.plan_run_id
-        history.finish(result)
-        return result
+    except BaseException as e:
+        history.finish(None, error=f"{type(e).__name__}: {e}")
+        raise
+    result.plan_run_id = history.plan_run_id
+    history.finish(result)
+    return result
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
