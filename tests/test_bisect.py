@@ -147,6 +147,18 @@ class VerdictBySession:
         return SessionResult(v, art)
 
 
+def one_point_plan(tmp_path: Path, repo: Path) -> tuple[Path, str]:
+    """A plan of one linux-pvh point whose kernel command line comes from `repo`'s file."""
+    from xenpvh.plan import load_plan
+
+    plan = tmp_path / "p.toml"
+    plan.write_text(
+        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
+        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
+    )
+    return plan, load_plan(str(plan)).points[0].id
+
+
 def test_every_step_is_recorded_in_the_history(tmp_path: Path, monkeypatch) -> None:
     from xenpvh.bisect.history import BASELINE
     from xenpvh.cli.bisect import bisect
@@ -154,15 +166,8 @@ def test_every_step_is_recorded_in_the_history(tmp_path: Path, monkeypatch) -> N
 
     monkeypatch.setattr("xenpvh.run.session.Session", VerdictBySession)
     repo, commits = _repo(tmp_path, ["audit=0", "audit=0 quiet", "maxcpus=1", "maxcpus=1 x"])
-    plan = tmp_path / "p.toml"
-    plan.write_text(
-        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
-        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
-    )
+    plan, point = one_point_plan(tmp_path, repo)
     db = str(tmp_path / "h.sqlite")
-    from xenpvh.plan import load_plan
-
-    point = load_plan(str(plan)).points[0].id
     found = bisect(
         tree=str(repo), good=commits[0], bad=commits[3], plan=str(plan), point=point,
         role="cmdline-file:cmdline", artifacts=tmp_path / "b", host=object(), db=db,
@@ -190,14 +195,7 @@ def test_a_bisection_that_ends_without_answer_closes_its_history(
 
     monkeypatch.setattr("xenpvh.run.session.Session", VerdictBySession)
     repo, commits = _repo(tmp_path, ["audit=0", "audit=0 quiet"])
-    plan = tmp_path / "p.toml"
-    plan.write_text(
-        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
-        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
-    )
-    from xenpvh.plan import load_plan
-
-    point = load_plan(str(plan)).points[0].id
+    plan, point = one_point_plan(tmp_path, repo)
     db = str(tmp_path / "h.sqlite")
     with pytest.raises(BlockedError, match="does not fail"):
         bisect(
@@ -226,14 +224,7 @@ def test_an_unwritable_history_is_refused_before_any_host(tmp_path: Path, monkey
 
     monkeypatch.setattr("xenpvh.bisect.judge.held_host", no_host)
     repo, commits = _repo(tmp_path, ["audit=0", "maxcpus=1"])
-    plan = tmp_path / "p.toml"
-    plan.write_text(
-        f'name = "p"\n[[kernel]]\nname = "kit"\ncmdline_repo = "{repo}"\n'
-        '[[matrix]]\nprofile = "linux-pvh"\ntoolstack = "xl"\nvcpus = 2\n'
-    )
-    from xenpvh.plan import load_plan
-
-    point = load_plan(str(plan)).points[0].id
+    plan, point = one_point_plan(tmp_path, repo)
     with pytest.raises(BrokenError, match=r"history database postgresql://127\.0\.0\.1:1/none"):
         bisect(
             tree=str(repo), good=commits[0], bad=commits[1], plan=str(plan), point=point,

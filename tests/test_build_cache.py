@@ -190,3 +190,29 @@ def test_fragment_is_merged_and_dropped_options_are_named(tree: Path, tmp_path: 
     frag.write_text("CONFIG_UNKNOWN_THING=y\n")
     with pytest.raises(BlockedError, match=r"CONFIG_UNKNOWN_THING=y \(got n\)"):
         build_tree(TreeSpec(LocalSource(tree), (), frag), TinyRecipe(), cache=cache)
+
+
+def test_newest_is_the_latest_valid_entry_of_its_recipe_that_is_accepted(tmp_path: Path) -> None:
+    import os
+
+    cache = ArtifactCache(tmp_path / "cache")
+    assert cache.newest("r") is None  # no cache directory at all
+
+    def publish(key: str, recipe: str, body: bytes, stamp: int) -> Path:
+        f = tmp_path / f"{key}.bin"
+        f.write_bytes(body)
+        with cache.lock(key):
+            entry = cache.publish(key, {"a": (f, "a.bin")}, {"recipe": recipe, "tag": key})
+        os.utime(entry.path / "manifest.json", (stamp, stamp))
+        return entry.path
+
+    publish("k1", "r", b"one", 1000)
+    newest = publish("k2", "r", b"two", 3000)
+    publish("k3", "other", b"three", 5000)
+    publish("k4", "r", b"four", 2000)
+    assert cache.newest("r").key == "k2"
+    assert cache.newest("r", lambda e: e.manifest["tag"] != "k2").key == "k4"
+    assert cache.newest("nothing") is None
+    # An entry whose artifact was cut short is not valid: the next newest is served.
+    (newest / "a.bin").write_bytes(b"t")
+    assert cache.newest("r").key == "k4"

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +191,27 @@ class ArtifactCache:
             elif not file.is_file() or file.stat().st_size != record.get("size"):
                 return None
         return CacheEntry(key, path, manifest)
+
+    def newest(
+        self, recipe: str, accept: Callable[[CacheEntry], bool] = lambda e: True
+    ) -> CacheEntry | None:
+        """The most recently published valid entry of `recipe` that `accept` takes, or None
+        (what the live tests boot when the user names no build of their own)."""
+        best: tuple[float, CacheEntry] | None = None
+        if not self.root.is_dir():
+            return None
+        for manifest in self.root.glob(f"*/{MANIFEST}"):
+            try:
+                record = json.loads(manifest.read_text())
+                stamp = manifest.stat().st_mtime
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict) or record.get("recipe") != recipe:
+                continue
+            entry = self.lookup(manifest.parent.name)
+            if entry is not None and accept(entry) and (best is None or stamp > best[0]):
+                best = (stamp, entry)
+        return best[1] if best else None
 
     # -- building ---------------------------------------------------------------------------
 

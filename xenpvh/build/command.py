@@ -9,6 +9,8 @@ last lines and the log), so the user never has to dig for it.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
 
 from rich.console import Console, RenderableType
 from rich.markup import escape
@@ -25,6 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from xenpvh.errors import BlockedError, BrokenError
+
+T = TypeVar("T")
+LineSink = Callable[[str], None]
 
 EXIT_OK, EXIT_BLOCKED, EXIT_BROKEN = 0, 2, 3
 
@@ -133,6 +138,19 @@ def build_qemu_command(args: argparse.Namespace, console: Console | None = None)
     return EXIT_OK
 
 
+def with_line_progress(console: Console, label: str, build: Callable[[LineSink], T]) -> T:
+    """Run `build(on_line)` under a spinner whose detail is the build's latest output line."""
+    with make_progress(console) as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_line(line: str) -> None:
+            progress.update(task, detail=line.strip()[:120])
+
+        built = build(on_line)
+        progress.update(task, total=1, completed=1, detail="")
+    return built
+
+
 def build_freebsd_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build freebsd --tree PATH [--kernconf NAME] [--config FRAG] [--rebuild]`:
     cross-build a FreeBSD/amd64 kernel on this machine with Debian's clang/lld, cached."""
@@ -157,20 +175,17 @@ def build_freebsd_command(args: argparse.Namespace, console: Console | None = No
             f"from {escape(str(args.tree))}",
             soft_wrap=True,
         )
-        with make_progress(console) as progress:
-            task = progress.add_task("buildkernel", total=None)
-
-            def on_line(line: str) -> None:
-                progress.update(task, detail=line.strip()[:120])
-
-            built = build_freebsd_cached(
+        built = with_line_progress(
+            console,
+            "buildkernel",
+            lambda on_line: build_freebsd_cached(
                 Path(args.tree),
                 recipe=recipe,
                 fragment=fragment,
                 rebuild=bool(args.rebuild),
                 on_line=on_line,
-            )
-            progress.update(task, total=1, completed=1, detail="")
+            ),
+        )
     except (BlockedError, BrokenError) as exc:
         return report_failure(console, exc)
     console.print(escape(built.report.describe()), soft_wrap=True)
@@ -194,17 +209,14 @@ def build_xtf_command(args: argparse.Namespace, console: Console | None = None) 
             f"building XTF {escape(', '.join(tests) or 'all tests')} from {escape(str(src))}",
             soft_wrap=True,
         )
-        with make_progress(console) as progress:
-            task = progress.add_task("xtf make", total=None)
-
-            def on_line(line: str) -> None:
-                progress.update(task, detail=line.strip()[:120])
-
-            built = build_xtf_cached(
+        built = with_line_progress(
+            console,
+            "xtf make",
+            lambda on_line: build_xtf_cached(
                 src, tests=tests, jobs=int(args.jobs or 2), rebuild=bool(args.rebuild),
                 on_line=on_line,
-            )  # fmt: skip
-            progress.update(task, total=1, completed=1, detail="")
+            ),
+        )  # fmt: skip
     except (BlockedError, BrokenError) as exc:
         return report_failure(console, exc)
     console.print(escape(built.report.describe()), soft_wrap=True)

@@ -288,24 +288,8 @@ def build_freebsd_cached(
 
 def newest_cached_kernel(cache: ArtifactCache | None = None) -> Path | None:
     """The kernel of the most recently built FreeBSD cache entry, or None."""
-    cache = cache if cache is not None else ArtifactCache()
-    best: tuple[float, Path] | None = None
-    if not cache.root.is_dir():
-        return None
-    for manifest in cache.root.glob("*/manifest.json"):
-        try:
-            record = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(record, dict) or record.get("recipe") != CACHE_RECIPE:
-            continue
-        entry = cache.lookup(manifest.parent.name)
-        if entry is None:
-            continue
-        stamp = manifest.stat().st_mtime
-        if best is None or stamp > best[0]:
-            best = (stamp, entry.artifacts[KERNEL_ARTIFACT])
-    return best[1] if best else None
+    entry = (cache if cache is not None else ArtifactCache()).newest(CACHE_RECIPE)
+    return None if entry is None else entry.artifacts[KERNEL_ARTIFACT]
 
 
 __all__ = [

@@ -208,27 +208,13 @@ def build_xtf_cached(
 def newest_cached_test(name: str, cache: ArtifactCache | None = None) -> Path | None:
     """The binary `name` (e.g. test-hvm64-example) of the newest XTF cache entry that has
     it, or None."""
-    cache = cache if cache is not None else ArtifactCache()
-    if not cache.root.is_dir():
+    entry = (cache if cache is not None else ArtifactCache()).newest(
+        CACHE_RECIPE, lambda e: name in e.manifest.get("tests_built", ())
+    )
+    if entry is None:
         return None
-    best: tuple[float, Path] | None = None
-    for manifest in cache.root.glob("*/manifest.json"):
-        try:
-            record = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(record, dict) or record.get("recipe") != CACHE_RECIPE:
-            continue
-        if name not in record.get("tests_built", ()):
-            continue
-        entry = cache.lookup(manifest.parent.name)
-        if entry is None:
-            continue
-        found = sorted(entry.artifacts[TESTS_ARTIFACT].glob(f"*/{name}"))
-        stamp = manifest.stat().st_mtime
-        if found and (best is None or stamp > best[0]):
-            best = (stamp, found[0])
-    return best[1] if best else None
+    found = sorted(entry.artifacts[TESTS_ARTIFACT].glob(f"*/{name}"))
+    return found[0] if found else None
 
 
 __all__ = [
