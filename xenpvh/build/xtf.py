@@ -4,7 +4,7 @@
 whatever an earlier in-place `make` left are not taken), runs XTF's own `make` on the copy
 with the host's gcc, and publishes every test's binaries (`tests/<test>/test-<env>-<test>`)
 with their `info.json`.  The user's tree is only read.  The cache key is the tree's identity
-(paths, sizes and mtimes of its sources), the tests asked for and the compiler.
+(paths, sizes and mtimes of its sources), the tests asked for and the compiler and linker.
 `newest_cached_test(name)` is how the live tests find a binary when `$XENPVH_XTF_DIR` is
 not set.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -23,7 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, _first_line
+from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, toolchain_version
+from xenpvh.build.freebsd import tree_digest
 from xenpvh.build.runner import BuildLog
 from xenpvh.errors import BlockedError, BrokenError
 
@@ -64,32 +64,8 @@ def parse_tests(text: str | None, src: Path) -> tuple[str, ...]:
     return names
 
 
-def compiler_version() -> str:
-    return _first_line(["gcc", "--version"]) or "gcc not runnable"
-
-
 def _ignored(name: str) -> bool:
     return name in (".git", "dist") or _BUILT.search(name) is not None
-
-
-def source_digest(src: Path) -> str:
-    """The sources' identity: every file's path, size and mtime, leaving out what a `make`
-    in the tree writes (an in-place build does not make the cached one stale)."""
-    h = hashlib.sha256(b"xtf-tree\0")
-    for root, dirs, files in os.walk(src):
-        dirs.sort()
-        dirs[:] = [d for d in dirs if not _ignored(d)]
-        for name in sorted(files):
-            if _ignored(name):
-                continue
-            path = Path(root, name)
-            try:
-                st = path.lstat()
-            except OSError:
-                continue
-            rel = path.relative_to(src).as_posix()
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
 
 
 def xtf_cache_key(src: Path, tests: Sequence[str]) -> str:
@@ -98,8 +74,9 @@ def xtf_cache_key(src: Path, tests: Sequence[str]) -> str:
         "recipe": CACHE_RECIPE,
         "recipe_version": RECIPE_VERSION,
         "tests": sorted(tests),
-        "tree": source_digest(src),
-        "toolchain": compiler_version(),
+        # An in-place `make` in the user's tree does not make the cached build stale.
+        "tree": tree_digest(src, ignore=_ignored),
+        "toolchain": toolchain_version(),
     }
     blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -193,7 +170,7 @@ def build_xtf_cached(
                 "spec": str(src),
                 "tests": list(tests),
                 "tests_built": list(names),
-                "toolchain": compiler_version(),
+                "toolchain": toolchain_version(),
                 "elapsed": {"build": round(time.monotonic() - start, 3)},
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "built_on": socket.gethostname(),
