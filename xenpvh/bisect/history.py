@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from xenpvh.bisect.driver import BisectResult
 from xenpvh.history.store import PlanRunRecord, open_store
 from xenpvh.report.history import HistoryTarget
 
@@ -61,18 +62,18 @@ class BisectHistory:
             facts={"tree_commit": commit},
         )
 
-    def finish(self, result: object | None, error: str | None = None) -> None:
+    def finish(self, result: BisectResult | None, error: str | None = None) -> None:
         """Close the plan run with the bisection's answer (or why it ended without one)."""
         if not self.plan_run_id:
             return
         doc = dict(self.about)
         if result is not None:
             doc.update(
-                first_bad=getattr(result, "first_bad", None),
-                candidates=list(getattr(result, "candidates", [])),
-                stage=getattr(result, "stage", None),
-                stopped=getattr(result, "stopped", None),
-                boots=getattr(result, "boots", 0),
+                first_bad=result.first_bad,
+                candidates=list(result.candidates),
+                stage=result.stage,
+                stopped=result.stopped,
+                boots=result.boots,
             )
         if error is not None:
             doc["error"] = error

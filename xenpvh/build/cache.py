@@ -201,15 +201,14 @@ class ArtifactCache:
         if not self.root.is_dir():
             return None
         for manifest in self.root.glob(f"*/{MANIFEST}"):
+            entry = self.lookup(manifest.parent.name)  # reads and checks the manifest once
+            if entry is None or entry.manifest.get("recipe") != recipe or not accept(entry):
+                continue
             try:
-                record = json.loads(manifest.read_text())
                 stamp = manifest.stat().st_mtime
-            except (OSError, ValueError):
+            except OSError:
                 continue
-            if not isinstance(record, dict) or record.get("recipe") != recipe:
-                continue
-            entry = self.lookup(manifest.parent.name)
-            if entry is not None and accept(entry) and (best is None or stamp > best[0]):
+            if best is None or stamp > best[0]:
                 best = (stamp, entry)
         return best[1] if best else None
 
