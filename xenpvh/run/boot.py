@@ -61,7 +61,7 @@ from xenpvh.run.timings import Timings
 from xenpvh.toolstack.base import Domain, Prepared, Toolstack
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.registry import get_toolstack
-from xenpvh.toolstack.xenstore import XenStore
+from xenpvh.toolstack.xenstore import XenStore, XenStoreTimeout
 from xenpvh.util.fs import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
@@ -558,8 +558,13 @@ class BootRun:
         check.next_poll = now + (XENSTORE_POLL_WAITING if check.deadline == math.inf else 0.5)
         assert self.domain is not None and self.spec is not None
         xs = self._xenstore()
-        devices = xs.device_states(self.domain.domid)
-        tty = xs.console_tty(self.domain.domid)
+        try:
+            devices = xs.device_states(self.domain.domid)
+            tty = xs.console_tty(self.domain.domid)
+        except XenStoreTimeout as e:
+            # Slow or dead: the liveness probe asks again at once and decides which.
+            self._probe.suspect(e, now)
+            return
         disks, vifs = len(self.spec.disks), len(self.spec.vifs)
         problems = check.judge(
             devices,

@@ -112,7 +112,7 @@ class _StreamTransport:
         while len(buf) < size:
             left = self.owner.deadline - time.monotonic()
             if left <= 0:
-                raise BrokenError(
+                raise XenStoreTimeout(
                     f"xenstore on {self.owner.path}: no reply within {self.owner.timeout:g}s "
                     "(xenstored dead or relay stuck)"
                 )
@@ -131,6 +131,11 @@ class _StreamTransport:
 
     def close(self) -> None:
         self.stream.close()
+
+
+class XenStoreTimeout(BrokenError):
+    """No reply within the deadline: xenstored stopped, or only slow (a dom0 under load).
+    One timeout does not tell which; the liveness probe asks again before it decides."""
 
 
 class RelayClosed(BrokenError):
@@ -233,6 +238,9 @@ class XenStore:
         self.connection = HostXenStoreConnection(host, socket_path=socket_path, timeout=timeout)
         self._client = Client(router=SyncRouter(self.connection))  # type: ignore[arg-type]
         self._open = False
+        # Closed after an error left the stream out of step: the next call opens a fresh
+        # relay (a timeout on a slow dom0 must not make every later call fail).
+        self._stale = False
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
@@ -262,6 +270,7 @@ class XenStore:
         if not self._open:
             self._client.connect()
             self._open = True
+            self._stale = False
 
     def close(self) -> None:
         if self._open:
@@ -284,14 +293,24 @@ class XenStore:
         except PyXSError as e:
             raise BrokenError(f"xenstore on {self.connection.path}: reconnecting: {e}") from e
 
-    def _call_locked(self, fn: Any, *args: Any) -> Any:
+    def _ensure_open(self) -> None:
+        if self._stale:
+            self._reopen()
         if not self._open:
             raise BrokenError("XenStore is not open (use it as a context manager)")
+
+    def _discard(self) -> None:
+        """The stream is out of step (a reply may still arrive): never reuse it; the next
+        call starts a fresh relay."""
+        self.close()
+        self._stale = True
+
+    def _call_locked(self, fn: Any, *args: Any) -> Any:
+        self._ensure_open()
         try:
             return fn(*args)
         except BrokenError:
-            # The stream is now out of step (a reply may still arrive): never reuse it.
-            self.close()
+            self._discard()
             raise
         except InvalidPath as e:
             raise BlockedError(f"xenstore path {args!r} is not a valid XenStore path") from e
@@ -331,8 +350,7 @@ class XenStore:
                 return self._many_locked(op, paths)
 
     def _many_locked(self, op: int, paths: list[str]) -> list[bytes | None]:
-        if not self._open:
-            raise BrokenError("XenStore is not open (use it as a context manager)")
+        self._ensure_open()
         out: list[bytes | None] = []
         try:
             for start in range(0, len(paths), BATCH):
@@ -361,12 +379,12 @@ class XenStore:
                     else:
                         out.append(r.payload.rstrip(NUL))
         except BrokenError:
-            self.close()  # replies may still be in flight: the stream is out of step
+            self._discard()  # replies may still be in flight
             raise
         except InvalidPath as e:
             raise BlockedError(f"xenstore path {e.args!r} is not a valid XenStore path") from e
         except PyXSError as e:
-            self.close()
+            self._discard()
             raise BrokenError(f"xenstore: batch failed: {e}") from e
         return out
 
@@ -493,5 +511,6 @@ __all__ = [
     "RelayClosed",
     "SyncRouter",
     "XenStore",
+    "XenStoreTimeout",
     "relay_argv",
 ]
