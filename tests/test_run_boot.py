@@ -42,7 +42,7 @@ class FakeXenStore:
     `devices` (how many of each kind XenStore lists), `tty` (None: the node is missing),
     `dead` (every call times out, as the real XenStore's calls do when xenstored stopped
     answering; tests set it mid-run), `slow` (the next N calls time out, then it answers: a
-    dom0 too busy to answer within a call's deadline) and `gone` (the relay cannot reach
+    dom0 too busy to answer the probe's question within a call's deadline) and `gone` (the relay cannot reach
     xenstored's socket)."""
 
     def __init__(
@@ -77,8 +77,8 @@ class FakeXenStore:
         self.calls.append(what)
         if self.gone:
             raise RelayClosed("xenstore relay on fake-dom0 closed the stream")
-        if self.slow > 0 or self.dead:
-            self.slow = max(self.slow - 1, 0)
+        if self.dead or (what == "alive" and self.slow > 0):
+            self.slow = max(self.slow - 1, 0) if what == "alive" else self.slow
             time.sleep(0.3)  # the real call waits out its deadline
             raise XenStoreTimeout("xenstore on fake-dom0: no reply within 0.3s")
 
@@ -513,8 +513,9 @@ def test_a_slow_xenstored_is_not_a_dead_one(host, kit, tmp_path) -> None:
     """Seen in CI: a dom0 busy writing back a freshly unpacked guest disk left the first
     probe unanswered past its deadline, and a good boot was called `broken`.  Calls that
     time out and then get answered (within 2 x the call deadline) leave the boot alone."""
-    xs = FakeXenStore(slow=1)  # the first call times out; the next one is answered
+    xs = FakeXenStore(slow=1)  # the first probe times out; the next one is answered
     host.console = GOOD
+    host.console_delay = 0.1  # a boot of a few seconds: the probe asks during it
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs)
     v = run.run()
     assert v.verdict == VerdictValue.PASS, v.reason
