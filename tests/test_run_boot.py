@@ -41,9 +41,9 @@ class FakeXenStore:
     the liveness probe exist to catch: frontend `states` per kind, `backend` states,
     `devices` (how many of each kind XenStore lists), `tty` (None: the node is missing),
     `dead` (every call times out, as the real XenStore's calls do when xenstored stopped
-    answering; tests set it mid-run), `slow` (the next N calls time out, then it answers: a
-    dom0 too busy to answer the probe's question within a call's deadline) and `gone` (the relay cannot reach
-    xenstored's socket)."""
+    answering; tests set it mid-run), `slow` (the probe's next N questions time out, then
+    it answers: a dom0 too busy to answer within a call's deadline) and `gone` (the relay
+    cannot reach xenstored's socket)."""
 
     def __init__(
         self,
