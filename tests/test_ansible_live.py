@@ -194,6 +194,12 @@ class Vm:
             self.proc.wait()
         self.proc = None
 
+    @property
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        """For the leak check (xenpvh.leaks.session_host_parts): a module fixture's QEMU
+        outlives a test that failed while it ran; the fixture's own teardown kills it."""
+        return self.proc
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
