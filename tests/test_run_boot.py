@@ -473,15 +473,22 @@ def _broken_without_a_failed_stage(v) -> None:
     assert "xenstore" in v.reason and "fake-dom0" in v.reason
 
 
+def _when_passed(stage: str, action):
+    """An on_event callback that runs `action` once `stage` passed on the console."""
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, StageEvent) and ev.stage == stage and ev.kind == "passed":
+            action()
+
+    return on_event
+
+
 def test_xenstored_dead_before_xenbus_is_broken_not_a_guest_fail(host, kit, tmp_path) -> None:
     """xenstored stops answering while the guest is before xenbus (the guest then waits
     for its devices forever): broken at once, not `fail (xenbus)` at the stage deadline."""
     xs = FakeXenStore()
     host.console = b"".join(GOOD.splitlines(keepends=True)[:3])  # stalls before xenbus
-
-    def on_event(ev: object) -> None:
-        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
-            xs.dead = True
+    on_event = _when_passed("ap-launch", lambda: setattr(xs, "dead", True))
 
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, on_event=on_event)
     t0 = time.monotonic()
@@ -497,10 +504,7 @@ def test_xenstored_dead_before_xenbus_is_broken_not_a_guest_fail(host, kit, tmp_
 def test_xenstored_dead_after_xenbus_is_broken(host, kit, tmp_path) -> None:
     xs = FakeXenStore()
     host.console = b"".join(GOOD.splitlines(keepends=True)[:-1])  # stalls before login
-
-    def on_event(ev: object) -> None:
-        if isinstance(ev, StageEvent) and ev.stage == "xenbus" and ev.kind == "passed":
-            xs.dead = True
+    on_event = _when_passed("xenbus", lambda: setattr(xs, "dead", True))
 
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, on_event=on_event)
     v = run.run()
@@ -548,10 +552,7 @@ def test_a_slow_device_poll_leaves_the_verdict_to_the_probe(host, kit, tmp_path)
 def test_a_relay_that_cannot_reach_xenstored_is_broken_at_once(host, kit, tmp_path) -> None:
     xs = FakeXenStore()
     host.console = b"".join(GOOD.splitlines(keepends=True)[:3])
-
-    def on_event(ev: object) -> None:
-        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
-            xs.gone = True
+    on_event = _when_passed("ap-launch", lambda: setattr(xs, "gone", True))
 
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, on_event=on_event)
     v = run.run()
@@ -567,10 +568,7 @@ def test_a_deadline_fail_asks_xenstored_before_blaming_the_guest(host, kit, tmp_
     run, _ = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path, xs=xs, timeout=2)
     run._probe.interval = 3600.0  # no periodic probe: only the final one
     run._probe._next = time.monotonic() + 3600.0
-
-    def on_event(ev: object) -> None:
-        if isinstance(ev, StageEvent) and ev.stage == "ap-launch" and ev.kind == "passed":
-            xs.dead = True
+    on_event = _when_passed("ap-launch", lambda: setattr(xs, "dead", True))
 
     run.on_event = on_event
     v = run.run()
