@@ -209,6 +209,15 @@ def test_hung_xenstored_hits_the_deadline(sockdir: Path) -> None:
             srv.mute = False
             assert xs.read("/local/domain/7/name") is not None
             assert srv.connections == first + 1
+            # Closed by its user after a timeout, it stays closed: no relay behind its back.
+            srv.mute = True
+            with pytest.raises(XenStoreTimeout):
+                xs.read("/local/domain/7/name")
+            xs.close()
+            srv.mute = False
+            with pytest.raises(BrokenError, match="not open"):
+                xs.read("/local/domain/7/name")
+            assert srv.connections == first + 1
     finally:
         srv.close()
 

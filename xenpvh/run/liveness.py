@@ -100,10 +100,13 @@ class XenStoreProbe:
                 )
         return ""
 
-    def _start(self, now: float) -> None:
-        self._next = now + self.interval
+    def _begin(self, now: float) -> None:
         self._started = now
         self.probes += 1
+
+    def _start(self, now: float) -> None:
+        self._next = now + self.interval
+        self._begin(now)
         self._thread = threading.Thread(
             target=self._probe, args=(now,), name="xenstore-probe", daemon=True
         )
@@ -134,8 +137,7 @@ class XenStoreProbe:
             if self._thread is not None and self._thread.is_alive():
                 continue  # overdue is judged by problem() on the next turn
             now = time.monotonic()
-            self._started = now
-            self.probes += 1
+            self._begin(now)
             self._probe(now)
             problem = self.problem()
             if problem or self._suspect_since is None:

@@ -273,6 +273,9 @@ class XenStore:
             self._stale = False
 
     def close(self) -> None:
+        # An explicit close ends the XenStore: nothing reopens it behind its user's back (a
+        # probe thread still running after the run's exit stack closed it would leak a relay).
+        self._stale = False
         if self._open:
             self._client.close()
             self._open = False
