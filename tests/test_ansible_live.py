@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.xen
+# 27 min on the 2-core machine of 2026-12-02: the nightly tier (tests/conftest.py).
+pytestmark = [pytest.mark.xen, pytest.mark.slow]
 
 PACKAGES = (
     "python3,systemd-sysv,openssh-server,linux-image-amd64,udev,kmod,iproute2,dbus,"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +46,10 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["COLUMNS"] = "200"
     return env
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -230,6 +235,10 @@ def _attach_and_destroy(host: Any, kept: dict[str, Any]) -> None:
         encoding="utf-8",
         codec_errors="replace",
         dimensions=(50, 200),
+        # Ctrl-C below must reach a Python that honours it: a runner that started pytest
+        # in the background of a script (CI, `cmd &`) hands its children SIGINT ignored,
+        # and Python then installs no KeyboardInterrupt handler (the loop never ended).
+        preexec_fn=_sigint_default,
     )
     transcript: list[str] = []
     child.logfile_read = _Collect(transcript)

@@ -255,6 +255,9 @@ def _start_boot(args: list[str], art: Path, env: dict[str, str] | None = None) -
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        # The SIGINT test's child must honour Ctrl-C: a runner that started pytest in the
+        # background of a script (CI, `cmd &`) hands children SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
