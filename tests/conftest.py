@@ -1,11 +1,11 @@
 """The project's own test tiers.
 
-`slow`: a live test that alone costs a third of CI's 90 minutes on a 2-core machine (the
-ansible lab-box VM: debootstrap, two provisioning runs and a GRUB -> Xen boot, all under
-TCG: 27 min measured on 2026-12-02).  The README's test command runs everything else; such a
-test runs with `--slow` (the nightly job's command, and how its figures in the closing notes
-were measured).  It is deselected, never skipped: a deselected test is named in the summary
-with the option that runs it, and `--xen-required` still fails any skip.
+`slow`: a live test too costly for CI's 90 minutes on a 2-core machine: the ansible lab-box
+VM (debootstrap, two provisioning runs and a GRUB -> Xen boot, all under TCG: 27 min measured
+on 2026-12-02) and the Debian guest through GRUB's PVH image (5 min).  The README's test
+command runs everything else; `--slow` runs these as well.  A slow test is deselected, never
+skipped: the summary names it with the option that runs it, and `--xen-required` still fails
+any skip.
 """
 
 from __future__ import annotations

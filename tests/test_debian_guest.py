@@ -54,9 +54,11 @@ def test_the_two_profiles_judge_alike() -> None:
          "initramfs-root-device-missing", "root-mount"),
         ("ALERT!  /dev/xvdz does not exist.  Dropping to a shell!", "initramfs-dropped-to-shell",
          "root-mount"),
+        ("[\x1b[0;1;31m TIME \x1b[0m] Timed out waiting for device \x1b[0;1;39mdev-hvc0.device"
+         "\x1b[0m - /dev/hvc0.", "console-device-timeout", "login"),
     ],
 )  # fmt: skip
-def test_initramfs_tools_failures_indict_root_mount(line: str, name: str, stage: str) -> None:
+def test_initramfs_and_systemd_failures_name_their_stage(line: str, name: str, stage: str) -> None:
     hits = [p for p in load_profile("debian-pvh").forbidden if p.regex.search(line)]
     assert [(p.name, p.stage) for p in hits] == [(name, stage)]
 
@@ -78,7 +80,8 @@ def test_dpkg_keeps_only_the_modules_a_pvh_guest_uses() -> None:
 
 def test_grub_cfg_boots_the_installed_kernel_on_the_console() -> None:
     cfg = dg.grub_cfg("6.1.0-50-amd64")
-    assert "linux /boot/vmlinuz-6.1.0-50-amd64 root=/dev/xvda rw console=hvc0" in cfg
+    assert f"linux /boot/vmlinuz-6.1.0-50-amd64 {dg.CMDLINE}" in cfg
+    assert dg.CMDLINE.startswith("root=/dev/xvda rw console=hvc0 ")
     assert "initrd /boot/initrd.img-6.1.0-50-amd64" in cfg
     with pytest.raises(Exception, match="not a kernel release"):
         dg.grub_cfg("6.1; reboot")

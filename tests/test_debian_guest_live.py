@@ -130,6 +130,9 @@ def test_vif_on_a_missing_bridge_is_blocked_before_create(host, tmp_path) -> Non
     assert not [c for c in host.calls if c[0] == "mkdir"], host.calls
 
 
+# The slow tier (tests/conftest.py): 282 s of CI on the 2-core machine of 2026-12-03, the same
+# disk and stages as the 1-vCPU test, booted through GRUB's PVH image instead.
+@pytest.mark.slow
 def test_debian_guest_through_pvh_grub_passes(host, tmp_path) -> None:
     v = _boot(host, tmp_path, profile="debian-pvh-grub", vcpus=2)
     _record_times("debian-grub", v)
