@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import faulthandler
 import json
 import signal
 import sys
@@ -314,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with contextlib.suppress(ValueError):  # not the main thread (an embedding program)
         signal.signal(signal.SIGTERM, _on_sigterm)
+        # `kill -USR1 <pid>`: every thread's stack on stderr, the process goes on (a run
+        # that seems stuck on a slow host can be looked into without ending it).
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     parser = build_parser()
     args = parser.parse_args(argv)
     err = err_console()
