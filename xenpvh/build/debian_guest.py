@@ -53,11 +53,8 @@ HOSTNAME = "debian12-pvh"
 # paths); sparse, so its size is a ceiling, not a cost.
 DISK_SIZE = "1G"
 ROOT_DEVICE = "/dev/xvda"
-# What a domain's kernel command line needs for this guest (the profiles use it).  The device
-# timeout: under a TCG nested host udev took more than systemd's default 90 s to announce
-# /dev/hvc0 (1 vCPU, 2 disks, 2 vifs; CI of 2026-12-03), so serial-getty@hvc0 failed its
-# dependency and no login prompt came -- a slow boot is still a boot.
-CMDLINE = f"root={ROOT_DEVICE} rw console=hvc0 systemd.default_device_timeout_sec=300"
+# What a domain's kernel command line needs for this guest (the profiles use it).
+CMDLINE = f"root={ROOT_DEVICE} rw console=hvc0"
 
 # On top of minbase: systemd as PID 1 (systemd-sysv), udev (device nodes, interface names;
 # initramfs-tools wants it too), Debian's kernel and the initramfs generator its postinst
