@@ -331,10 +331,15 @@ def test_watch_reruns_on_a_new_kernel_and_measures_the_loop(
         time.sleep(1)  # a human's Ctrl-C: the watch has started polling
         child.sendintr()
         if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=60) == 1:
-            # Still running: its threads' stacks (xenpvh dumps them on SIGUSR1) name the wait.
+            # Still running: its signal masks and its threads' stacks (xenpvh dumps them on
+            # SIGUSR1) say whether the SIGINT was ignored, blocked or caught and where it waits.
+            status = Path(f"/proc/{child.pid}/status").read_text()
+            masks = [ln for ln in status.splitlines() if ln.startswith(("SigBlk", "SigIgn"))]
             child.kill(signal.SIGUSR1)
             child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=5)
-            raise AssertionError("dev --watch ignored Ctrl-C for 60 s:\n" + "".join(transcript))
+            raise AssertionError(
+                f"dev --watch ignored Ctrl-C for 60 s ({'; '.join(masks)}):\n" + "".join(transcript)
+            )
     finally:
         child.close()
     assert child.exitstatus == 130 or child.signalstatus is not None, "".join(transcript)
