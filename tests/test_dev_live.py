@@ -235,10 +235,6 @@ def _attach_and_destroy(host: Any, kept: dict[str, Any]) -> None:
         encoding="utf-8",
         codec_errors="replace",
         dimensions=(50, 200),
-        # Ctrl-C below must reach a Python that honours it: a runner that started pytest
-        # in the background of a script (CI, `cmd &`) hands its children SIGINT ignored,
-        # and Python then installs no KeyboardInterrupt handler (the loop never ended).
-        preexec_fn=_sigint_default,
     )
     transcript: list[str] = []
     child.logfile_read = _Collect(transcript)
@@ -313,6 +309,10 @@ def test_watch_reruns_on_a_new_kernel_and_measures_the_loop(
         encoding="utf-8",
         codec_errors="replace",
         dimensions=(50, 200),
+        # Ctrl-C below must reach a Python that honours it: a runner that started pytest
+        # in the background of a script (CI, `cmd &`) hands its children SIGINT ignored,
+        # and Python then installs no KeyboardInterrupt handler (the loop never ended).
+        preexec_fn=_sigint_default,
     )
     transcript: list[str] = []
     child.logfile_read = _Collect(transcript)
