@@ -6,6 +6,7 @@ tests/test_debian_guest_live.py."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import tarfile
 from pathlib import Path
 
@@ -69,6 +70,17 @@ def test_recipe_key_follows_versions_and_files() -> None:
     assert r.key(v) == dg.GuestRecipe().key(dict(v))
     assert r.key(v) != r.key({**v, "systemd": "252.40-1~deb12u1"})
     assert r.key(v) != dataclasses.replace(r, disk_size="2G").key(v)
+
+
+@pytest.mark.parametrize("profile", ["debian-pvh", "debian-pvh-grub"])
+def test_the_console_device_waits_as_long_as_the_login_deadline(profile: str) -> None:
+    """udev on a TCG nested host may announce hvc0 after systemd's 90 s: the image's
+    drop-in lets dev-hvc0.device wait for as long as the profile waits for a login."""
+    text = dg.FILES["etc/systemd/system/dev-hvc0.device.d/xenpvh-console-timeout.conf"]
+    m = re.fullmatch(r"\[Unit\]\nJobRunningTimeoutSec=(\d+)min\n", text)
+    assert m is not None, text
+    login = next(s for s in load_profile(profile).stages if s.name == "login")
+    assert int(m[1]) * 60 >= login.deadline
 
 
 def test_dpkg_keeps_only_the_modules_a_pvh_guest_uses() -> None:

@@ -272,6 +272,8 @@ def _attach_and_destroy(host: Any, kept: dict[str, Any]) -> None:
     assert _run("attach", run_id).returncode == 2
 
 
+# Nightly tier (tests/conftest.py): the lease has live sshd tests in test_host_lock.
+@pytest.mark.slow
 def test_host_lease_of_another_owner_refuses_then_waits(
     host: Any, host_args: list[str], kernel: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -35,13 +35,16 @@ from xenpvh.toolstack.xl import Xl
 
 pytestmark = pytest.mark.xen
 
-# Bounds a live fault must be decided within (seconds from the fault to the verdict): the
-# xenstored probe runs every 5 s; an unanswered call (10 s) makes it ask again at once, and
-# xenstored is dead when nothing was answered for 20 s: <= 5 + 20 s, plus a watch-loop turn
-# that may be waiting on the device check's own 10-s read.
-XENSTORED_BOUND = 40.0
+# Bounds a live fault must be decided within (seconds from the fault to the verdict).  They
+# tell "decided by the fault handling" from "waited out a deadline" (stage deadlines are
+# 120 s here; the defects these tests caught took 6+ minutes), with room for a loaded CI
+# machine, where one destroy took 46 s and one ssh command 11 s (2026-12-03).
+# xenstored: the probe runs every 5 s; an unanswered call (10 s) makes it ask again at once;
+# after 20 s of silence the witness reads xenstored's process state over ssh (stopped: dead).
+XENSTORED_BOUND = 75.0
 QEMU_BOUND = 30.0
-INTERRUPT_BOUND = 30.0
+# The signal is handled at once; the destroy that follows is the host's pace.
+INTERRUPT_BOUND = 75.0
 
 
 def _record(fault: str, **figures: object) -> None:
@@ -115,7 +118,12 @@ def _xenstored_pid(host: Any) -> str:
     return pids[0]
 
 
-@pytest.mark.parametrize("stage", ["ap-launch", "xenbus"], ids=["before-xenbus", "after-xenbus"])
+# After xenbus is in the nightly tier (tests/conftest.py): the probe is the same either way.
+@pytest.mark.parametrize(
+    "stage",
+    ["ap-launch", pytest.param("xenbus", marks=pytest.mark.slow)],
+    ids=["before-xenbus", "after-xenbus"],
+)
 def test_xenstored_stopped_is_broken_not_a_guest_fail(
     xen_host: Any, tmp_path: Path, stage: str
 ) -> None:
@@ -300,6 +308,8 @@ def test_a_signalled_boot_cleans_up_and_says_why(
     _record(f"{signal.Signals(sig).name} mid-watch", exit=code, to_exit_s=seconds)
 
 
+# Nightly tier (tests/conftest.py): a nested host of its own; SIGINT mid-watch stays in CI.
+@pytest.mark.slow
 def test_sigterm_to_a_boot_with_its_own_nested_host_leaves_nothing(tmp_path: Path) -> None:
     """The boot started its own nested host (a copy of the saved machine state in a temp
     dir, a QEMU): SIGTERM stops both; the leak check finds neither."""

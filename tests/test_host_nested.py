@@ -501,6 +501,8 @@ def test_nested_xen_boots_and_runs_a_pvh_guest(tmp_path: Path) -> None:
 
 @pytest.mark.xen
 @pytest.mark.host
+# Nightly tier (tests/conftest.py): every CI run with an empty cache boots cold.
+@pytest.mark.slow
 def test_nested_cold_boot(tmp_path: Path) -> None:
     before = _qemu_pids(tmp_path)
     h = NestedHost(artifacts=tmp_path, warm=False)

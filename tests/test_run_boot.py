@@ -138,6 +138,8 @@ def _run(
     host, point, tmp_path, *, states=None, on_event=None, grace=2.0, kit=None, timeout=30, xs=None
 ):
     xs = xs or FakeXenStore(states or {"vbd": 4, "vif": 4})
+    # A dead fake XenStore is a stopped xenstored, as the live fault tests make it (SIGSTOP).
+    host.xenstored = lambda: "T" if xs.dead else "S"
     events: list[object] = []
     run = BootRun(
         host,

@@ -98,7 +98,8 @@ def _boot(host: RecordingHost, profile: Any, point: Any, kit: Any, tmp_path: Pat
     return Session(request, host=host, guest_kit=kit).run().verdict
 
 
-@pytest.mark.parametrize("vcpus", [1, 4])
+# 1 vCPU is in the nightly tier (tests/conftest.py): the fault and dev tests boot the kit too.
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=pytest.mark.slow), 4])
 def test_linux_pvh_passes(host, profile, guest_kit, tmp_path, vcpus: int) -> None:
     v = _boot(host, profile, profile.point(vcpus=vcpus), guest_kit, tmp_path)
     _record_times(f"pass-vcpus{vcpus}", v)
@@ -124,6 +125,8 @@ def test_linux_pvh_passes(host, profile, guest_kit, tmp_path, vcpus: int) -> Non
         assert "attempts" not in v.meta
 
 
+# Nightly tier (tests/conftest.py): a 20-s busy guest; the retry logic has its unit tests.
+@pytest.mark.slow
 def test_guest_busy_in_user_space_passes_without_retries(
     host, profile, guest_kit, tmp_path
 ) -> None:

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pexpect
@@ -60,6 +60,10 @@ class FakeXenHost:
         self.fail: dict[str, CommandResult] = {}  # argv[0:2] joined -> canned failure
         self.interfaces: set[str] = {"lo", "eth0", "xenbr0"}  # /sys/class/net/*
         self.mtimes: dict[str, float] = {}  # path (file or dir) -> mtime; default: now
+        # xenstored's process state letters as /proc shows them ("" or []: none runs); a
+        # callable decides per call (tests tie it to their fake XenStore's `dead`).
+        self.xenstored: str | Callable[[], str] = "S"
+        self.xenstored_reads = 0
 
     # -- Host protocol ----------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class FakeXenHost:
         if cmd == "sh" and args[0] == "-c":
             # The run's shell snippets, by their text (data comes as positional args).
             from xenpvh.host.lock import READ_SCRIPT
+            from xenpvh.run.liveness import XENSTORED_STATE_SCRIPT
             from xenpvh.run.remote import MISSING_SCRIPT, NO_IFACE_SCRIPT, SCRATCH_SCRIPT
 
             script, params = args[1], args[3:]
@@ -197,6 +202,12 @@ class FakeXenHost:
                     return ok(b"%d\nnone\n" % time.time())
                 digest = hashlib.sha256(lease).hexdigest().encode()
                 return ok(b"%d\n%s\n%s" % (time.time(), digest, lease))
+            if script == XENSTORED_STATE_SCRIPT:
+                self.xenstored_reads += 1
+                states = self.xenstored() if callable(self.xenstored) else self.xenstored
+                if not states:
+                    return err("", 3)
+                return ok("".join(f"{c}\n" for c in states).encode())
             if script == SCRATCH_SCRIPT:
                 self.files[params[1]] = b""
                 return self.run(tuple(params[2:]))  # as the shell would run it

@@ -150,6 +150,14 @@ FILES: dict[str, str] = {
     # passno 0: a fresh copy per run needs no fsck (and the root is mounted rw).
     "etc/fstab": f"{ROOT_DEVICE} / ext4 rw,errors=remount-ro 0 0\n",
     "etc/systemd/network/50-xen-vif.network": NETWORK_UNIT,
+    # The console's device unit waits as long as the profile's login deadline, not systemd's
+    # 90 s: on a TCG nested host udev's coldplug can take longer than that to announce
+    # hvc0 (seen in CI: `Timed out waiting for device dev-hvc0.device`, then no getty and
+    # no login).  The same knob fstab's x-systemd.device-timeout= sets, for a unit that
+    # fstab does not name.
+    "etc/systemd/system/dev-hvc0.device.d/xenpvh-console-timeout.conf": (
+        "[Unit]\nJobRunningTimeoutSec=10min\n"
+    ),
 }
 
 # Units a throw-away test guest does not need at boot: timers that would start maintenance

@@ -48,7 +48,7 @@ from xenpvh.run.events import (
 )
 from xenpvh.run.keep import KeepPolicy, KeptEvent, KeptGuest
 from xenpvh.run.lease import DOMAIN_PREFIX, LEASE_FIND, LEASE_SLACK, RUN_ID, parse_leases
-from xenpvh.run.liveness import XenStoreProbe
+from xenpvh.run.liveness import XenStoreProbe, xenstored_witness
 from xenpvh.run.preflight import check_host_memory
 from xenpvh.run.remote import (
     MISSING_SCRIPT,
@@ -170,6 +170,7 @@ class BootRun:
             host=getattr(host, "name", "host"),
             interval=xenstore_probe_interval,
             timeout=xenstore_timeout,
+            witness=xenstored_witness(host),
         )
         # Keep the guest of a `fail` running instead of destroying it (xenpvh dev).
         self.keep = keep
