@@ -90,6 +90,8 @@ class NestedHost:
     # Multi-threaded TCG makes nested-SVM PVH guests triple-fault at random early in boot
     # (2 of 2 runs); single-threaded TCG booted 4 of 4.  Slower (~70 s vs ~40 s to ssh)
     # but a nested host that kills guests at random is worthless.
+    # Still so with both QEMU patches (2026-12-03): 2-vCPU kit guests 30 % faster, but a
+    # 4-vCPU kit and a 1-vCPU Debian guest triple-faulted (`d4v2 Triple fault`), 2 of 6 boots.
     tcg_thread: str | None = "single"
     boot_timeout: float = 300.0
     # Resume a saved, booted machine (a qcow2 snapshot beside the image, made on first use)
