@@ -665,3 +665,16 @@ def test_boot_reuses_only_an_up_host_running_the_asked_xen(
     finally:
         fake.kill()
         fake.wait()
+
+
+def test_an_attached_host_is_described_by_its_running_qemu(tmp_path: Path) -> None:
+    """`xenpvh boot` on a host another process started reports what that QEMU runs with
+    (it once said `single` for a host started with thread=multi)."""
+    from xenpvh.host.nested.host import running_qemu_settings
+
+    (tmp_path / "77").mkdir()
+    argv = ["qemu", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "3G", "-cpu", "qemu64"]
+    (tmp_path / "77" / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+    got = running_qemu_settings(77, proc=tmp_path)
+    assert got == {"accel": "tcg", "tcg_thread": "multi", "cpus": 2, "memory": "3G"}
+    assert running_qemu_settings(78, proc=tmp_path) == {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import itertools
 import os
 import shutil
 import signal
@@ -64,6 +65,30 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def running_qemu_settings(pid: int, proc: Path = Path("/proc")) -> dict[str, object]:
+    """accel, tcg_thread, cpus and memory read off a running QEMU's command line ({} when
+    it cannot be read)."""
+    try:
+        argv = [
+            a.decode(errors="replace")
+            for a in (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+        ]
+    except OSError:
+        return {}
+    out: dict[str, object] = {}
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-accel":
+            accel, _, opts = value.partition(",")
+            out["accel"] = accel
+            opt = dict(o.partition("=")[::2] for o in opts.split(",") if o)
+            out["tcg_thread"] = opt.get("thread") if accel == "tcg" else None
+        elif flag == "-smp" and value.isdigit():
+            out["cpus"] = int(value)
+        elif flag == "-m":
+            out["memory"] = value
+    return out
 
 
 @dataclass
@@ -153,6 +178,9 @@ class NestedHost:
             details["qemu"] = self.qemu_binary.describe()
         elif self._record is not None:
             details["qemu"] = {"path": self._record.qemu}
+            # An attached host (started by another process) is described by what its QEMU
+            # runs with, not by this object's defaults.
+            details.update(running_qemu_settings(self._record.pid))
         return details
 
     @property
