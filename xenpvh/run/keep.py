@@ -201,7 +201,7 @@ def reap_expired(host: Host, remote_root: str | None = None) -> list[KeptGuest]:
 
 
 def domain_alive(host: Host, domain: str) -> bool:
-    return host.run(["xl", "domid", domain], timeout=30).ok
+    return host.run(["xl", "domid", domain], timeout=60).ok
 
 
 # -- the local index ------------------------------------------------------------------------

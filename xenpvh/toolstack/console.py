@@ -226,7 +226,7 @@ class ConsoleCapture:
     def _fetch_log(self) -> bytes | None:
         """New bytes of the xenconsoled log, or None when it does not exist."""
         if self._log_offset is None:
-            r = self.host.run(["cat", "--", self.consoled_log], timeout=30)
+            r = self.host.run(["cat", "--", self.consoled_log], timeout=60)
             if not r.ok:
                 return None
             start = skip_ignoring_cr(r.stdout, self._noncr_seen)
@@ -240,7 +240,9 @@ class ConsoleCapture:
         return r.stdout
 
     def _xl_domain_alive(self) -> bool:
-        r = self.host.run(["xl", "domid", self.domain.name], timeout=30)
+        # 60 s: on a loaded TCG dom0, `xl domid` over the connection that replaced a dropped
+        # one took over 30 s (CI, 2026-12-03), and a timeout here makes the run broken.
+        r = self.host.run(["xl", "domid", self.domain.name], timeout=60)
         return r.ok
 
     def _deliver(self, data: bytes) -> bytes:
