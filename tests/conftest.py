@@ -2,7 +2,8 @@
 
 `slow`: a live test too costly for CI's 90 minutes on a 2-core machine (the nightly tier):
 the ansible lab-box VM (debootstrap, two provisioning runs and a GRUB -> Xen boot, all under
-TCG: 27 min measured on 2026-12-02), the Debian guest through GRUB's PVH image (5 min), and
+TCG: 27 min measured on 2026-12-02), the Debian guest booted live (5-11 min a boot), the
+live plan run with its bisection (7-11 min), and
 variants of what a CI test already proves (a cold nested boot, other vCPU counts, a second
 point of the same fault; 1-2.5 min each -- together ~14 min of CI on 2026-12-03, when a
 loaded CI run took 1.6x longer than a quiet one).  The README's test command runs everything

@@ -74,6 +74,9 @@ def _connected(v: Any, kind: str) -> list[dict[str, Any]]:
     return devices
 
 
+# Nightly tier (tests/conftest.py): 7-11 min of CI here for 1 vCPU (a 69-MB disk sent and
+# unpacked into a TCG dom0, then systemd and udev under one TCG thread: 221 s to login).
+@pytest.mark.slow
 @pytest.mark.parametrize("vcpus", [1, 4])
 def test_debian_guest_passes(host, tmp_path, vcpus: int) -> None:
     details = host.describe() if hasattr(host, "describe") else {}

@@ -64,6 +64,9 @@ def _record(name: str, row: dict) -> None:
             f.write(json.dumps({"test": name, **row}) + "\n")
 
 
+# Nightly tier (tests/conftest.py): two plan nights and a bisection, 6-11 boots' worth of CI
+# (438-659 s here); the scheduler, regressions and bisection logic have unit tests in CI.
+@pytest.mark.slow
 def test_plan_run_detects_a_regression_and_bisect_finds_it(nested_up: None, tmp_path: Path) -> None:
     repo = tmp_path / "guest-config"
     repo.mkdir()
