@@ -96,7 +96,6 @@ class XenStoreProbe:
         # Silence that long is death even while the process runs (hung, not slow).
         self.slow_cap = slow_cap if slow_cap is not None else 12 * timeout
         self._witnessed: float | None = None  # the suspicion the witness called slow
-        self.witness_calls = 0
         # A call still running this long is hung, whatever the XenStore's own deadline.
         self.overdue = timeout + 5.0
         self._next = time.monotonic() + interval
@@ -142,7 +141,6 @@ class XenStoreProbe:
         silent = self._silent_for(time.monotonic())
         if self._witness is None or silent is None or silent <= self.dead_after:
             return
-        self.witness_calls += 1
         try:
             why = self._witness()
         except (XenpvhError, OSError) as e:
