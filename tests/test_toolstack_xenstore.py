@@ -14,7 +14,7 @@ import pytest
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.local import LocalHost
-from xenpvh.toolstack.xenstore import DeviceState, XenStore, XenStoreTimeout
+from xenpvh.toolstack.xenstore import STALE_AFTER, DeviceState, XenStore, XenStoreTimeout
 
 HEADER = struct.Struct("<IIII")  # type, req_id, tx_id, len
 XS_DIRECTORY, XS_READ, XS_ERROR = 1, 2, 16
@@ -31,6 +31,8 @@ class FakeXenstored:
         self.mute = mute  # accept and read requests but never answer (a hung xenstored)
         self.delay = delay  # seconds before each answer (a xenstored that barely keeps up)
         self.drop_next = 0  # connections to close at their next request (a dropped link)
+        self.split = 0.0  # seconds between a reply's header and its payload
+        self.garble_next = 0  # replies whose header claims more than XENSTORE_PAYLOAD_MAX
         self.connections = 0
         self.requests: list[tuple[int, bytes]] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -94,7 +96,14 @@ class FakeXenstored:
                         rop, body = XS_ERROR, b"ENOENT\0"
                     else:
                         rop, body = XS_ERROR, b"EINVAL\0"
-                    conn.sendall(HEADER.pack(rop, rq, tx, len(body)) + body)
+                    if self.garble_next:
+                        self.garble_next -= 1
+                        conn.sendall(HEADER.pack(rop, rq, tx, 100000) + body)
+                        continue
+                    conn.sendall(HEADER.pack(rop, rq, tx, len(body)))
+                    if self.split:
+                        time.sleep(self.split)
+                    conn.sendall(body)
             except (EOFError, OSError):
                 return
 
@@ -203,9 +212,17 @@ def test_hung_xenstored_hits_the_deadline(sockdir: Path) -> None:
             with pytest.raises(XenStoreTimeout, match="no reply within 1s"):
                 xs.read("/local/domain/7/name")
             assert time.monotonic() - t0 < 3
-            # The stream is out of step now: never reused; the next call starts a fresh
-            # relay, and once xenstored answers again (only slow, not dead) so does XenStore.
+            # A timeout keeps the relay: once xenstored answers again (only slow, not
+            # dead), so does XenStore, on the same relay.
             first = srv.connections
+            srv.mute = False
+            assert xs.read("/local/domain/7/name") is not None
+            assert srv.connections == first
+            # STALE_AFTER calls in a row unanswered: that relay is replaced.
+            srv.mute = True
+            for _ in range(STALE_AFTER):
+                with pytest.raises(XenStoreTimeout):
+                    xs.read("/local/domain/7/name")
             srv.mute = False
             assert xs.read("/local/domain/7/name") is not None
             assert srv.connections == first + 1
@@ -220,6 +237,51 @@ def test_hung_xenstored_hits_the_deadline(sockdir: Path) -> None:
             assert srv.connections == first + 1
     finally:
         srv.close()
+
+
+def test_a_late_reply_is_skipped_and_the_relay_kept(sockdir: Path) -> None:
+    """xenstored answers after the call's deadline (a loaded dom0): the call times out, and
+    the next call on the same relay skips the late answer and gets its own -- no fresh
+    relay, whose start would cost the slow dom0 more than the call's deadline."""
+    srv = FakeXenstored(sockdir / "socket", guest_store(), delay=1.5)
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path), timeout=1.0) as xs:
+            with pytest.raises(XenStoreTimeout):
+                xs.read("/local/domain/7/name")
+            srv.delay = 0.0
+            assert xs.read("/local/domain/7/console/tty") == b"/dev/pts/3"
+            assert xs.connection.late_replies == 1
+            assert srv.connections == 1 and xs.connection.relays == 1
+    finally:
+        srv.close()
+
+
+def test_a_reply_cut_by_the_deadline_stays_buffered(sockdir: Path) -> None:
+    """The deadline expires between a reply's header and its payload: the header stays
+    buffered, the late reply is completed and skipped, and the stream stays in step."""
+    srv = FakeXenstored(sockdir / "socket", guest_store())
+    srv.split = 1.5
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path), timeout=1.0) as xs:
+            with pytest.raises(XenStoreTimeout):
+                xs.read("/local/domain/7/name")
+            srv.split = 0.0
+            assert xs.read("/local/domain/7/console/tty") == b"/dev/pts/3"
+            assert [d.devid for d in xs.device_states(7)] == ["51712", "0"]
+            assert xs.connection.late_replies == 1 and srv.connections == 1
+    finally:
+        srv.close()
+
+
+def test_a_garbled_reply_discards_the_relay(xenstored: FakeXenstored) -> None:
+    """A header claiming more than XENSTORE_PAYLOAD_MAX bytes: that stream is not
+    xenstored's; the call is broken, and the next one runs on a fresh relay."""
+    with XenStore(LocalHost(), socket_path=str(xenstored.path), timeout=2.0) as xs:
+        xenstored.garble_next = 1
+        with pytest.raises(BrokenError, match="not xenstored's"):
+            xs.read("/local/domain/7/name")
+        assert xs.read("/local/domain/7/name") == b"xenpvh-t"
+        assert xenstored.connections == 2
 
 
 def test_unreachable_socket_is_broken(sockdir: Path) -> None:

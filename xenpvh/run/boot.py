@@ -153,6 +153,7 @@ class BootRun:
         self.swept: list[str] = []
         self._create_attempted = False
         self._xs: XenStore | None = None
+        self._xs_opened: XenStore | None = None
         self._exits = contextlib.ExitStack()
         self._run_dir_made = False
         self._scripts: dict[str, tuple[HotplugScript, str]] = {}
@@ -615,6 +616,7 @@ class BootRun:
         with self._xs_lock:
             if self._xs is None:
                 self._xs = self._exits.enter_context(self._xenstore_factory(self.host))
+                self._xs_opened = self._xs  # kept past the close, for its counters
             return self._xs
 
     def _infrastructure_problem(self, verdict: Verdict) -> str:
@@ -846,6 +848,7 @@ class BootRun:
                 "source": str(self.capture.source),
                 "fallback_reason": self.capture.fallback_reason,
             }
+        meta["xenstore_health"] = self._xenstore_health()
         if self.swept:
             meta["swept_stale_domains"] = self.swept
         if self.disk_copies:
@@ -859,6 +862,19 @@ class BootRun:
         if self.collect_errors:
             meta["collect_errors"] = self.collect_errors
         return meta
+
+
+    def _xenstore_health(self) -> dict[str, int]:
+        """How hard XenStore was to reach: the probe's questions and timeouts, and the
+        relays the run's XenStore started and late replies it skipped (a slow dom0 shows
+        timeouts and late replies; a dropped connection one more relay)."""
+        health = {"probes": self._probe.probes, "timeouts": self._probe.timeouts}
+        connection = getattr(self._xs_opened, "connection", None)
+        for key in ("relays", "late_replies"):
+            value = getattr(connection, key, None)
+            if isinstance(value, int):
+                health[key] = value
+        return health
 
 
 def _is_pass(ev: object, stage: str) -> bool:

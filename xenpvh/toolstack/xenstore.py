@@ -10,6 +10,15 @@ condition variable forever, so a dead xenstored would hang the run.  We therefor
 the router with a synchronous one whose every receive has a deadline; expiry or a closed
 relay raises BrokenError.  The wire format, path checks and error decoding stay pyxs's own.
 
+A call that timed out does not cost its relay.  Replies are matched to requests by rq_id
+(xenstored echoes it) and a partly received reply stays buffered, so the stream is still in
+step after a timeout and the late answer is skipped when it comes.  Starting a fresh relay
+instead costs a python3 start on the dom0 and, after a dropped ssh connection, a new
+handshake: measured on the nested host while a guest booted, 11-22 s for the reconnect and
+3-6.5 s to a fresh relay's first answer -- more than a call's 10 s, so a client that
+replaced its relay after every timeout never got an answer again (issue 12).  Only a relay
+that left `STALE_AFTER` calls in a row unanswered is replaced.
+
 Deadlines count from an operation's first call: `device_states` or `dump` make many calls,
 and all of them share one deadline, so a xenstored that answers each request just in time
 cannot stretch an operation to N x the timeout.  Calls from several threads (the run's
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +39,13 @@ from typing import Any
 from pyxs._internal import NUL, Op, Packet, next_rq_id
 from pyxs.client import Client
 from pyxs.connection import PacketConnection
-from pyxs.exceptions import InvalidPath, PyXSError
+from pyxs.exceptions import InvalidOperation, InvalidPath, InvalidPayload, PyXSError
 from pyxs.helpers import check_path, error
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import ByteStream, Host
+
+log = logging.getLogger(__name__)
 
 XENSTORED_SOCKET = "/run/xenstored/socket"
 
@@ -85,6 +97,14 @@ DUMP_BUDGET = 3.0
 # A call whose relay's stream ended is tried once more on a fresh relay, within this many
 # timeouts from its first try.
 RETRY_BUDGET = 2.0
+# A relay that left this many calls in a row unanswered is replaced (a stuck ssh channel,
+# or a relay whose python3 never started); fewer is a slow dom0, and a fresh relay would
+# only cost it more.
+STALE_AFTER = 3
+# XENSTORE_PAYLOAD_MAX (xen/include/public/io/xs_wire.h): a longer reply means the stream
+# is not xenstored's.
+PAYLOAD_MAX = 4096
+HEADER_SIZE = Packet._struct.size
 
 
 def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
@@ -92,11 +112,15 @@ def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> 
 
 
 class _StreamTransport:
-    """pyxs transport (send/recv/close/fileno) over a ByteStream, with a per-call deadline."""
+    """pyxs transport (send/recv/close/fileno) over a ByteStream, with a per-call deadline.
+
+    Received bytes are buffered here: a deadline that expires inside a reply leaves them
+    for the next call, so the stream never falls out of step."""
 
     def __init__(self, stream: ByteStream, owner: HostXenStoreConnection) -> None:
         self.stream = stream
         self.owner = owner
+        self._buffer = bytearray()
 
     def fileno(self) -> int:
         raise OSError(errno.ENOTSUP, "a relayed XenStore connection has no local fd")
@@ -107,9 +131,9 @@ class _StreamTransport:
         except (BrokenError, OSError) as e:  # the relay's stream is gone (e.g. ssh dropped)
             raise RelayClosed(f"xenstore relay on {self.owner.path}: {e}") from e
 
-    def recv(self, size: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < size:
+    def peek(self, size: int) -> bytes:
+        """The next `size` bytes, left in the buffer; waits for them up to the deadline."""
+        while len(self._buffer) < size:
             left = self.owner.deadline - time.monotonic()
             if left <= 0:
                 raise XenStoreTimeout(
@@ -118,7 +142,7 @@ class _StreamTransport:
                 )
             self.stream.settimeout(left)
             try:
-                chunk = self.stream.recv(size - len(buf))
+                chunk = self.stream.recv(max(size - len(self._buffer), 65536))
             except TimeoutError:
                 continue  # the loop re-checks the deadline
             if not chunk:
@@ -126,8 +150,13 @@ class _StreamTransport:
                     f"xenstore relay on {self.owner.path} closed the stream "
                     "(xenstored socket unreachable or python3 missing on the dom0)"
                 )
-            buf += chunk
-        return bytes(buf)
+            self._buffer += chunk
+        return bytes(self._buffer[:size])
+
+    def recv(self, size: int) -> bytes:
+        data = self.peek(size)
+        del self._buffer[:size]
+        return data
 
     def close(self) -> None:
         self.stream.close()
@@ -143,6 +172,10 @@ class RelayClosed(BrokenError):
     did (an ssh connection dropped).  One fresh connection tells which."""
 
 
+class RelayGarbled(BrokenError):
+    """The relay's stream carried bytes that are no xenstored reply: never reused."""
+
+
 class HostXenStoreConnection(PacketConnection):
     """A pyxs PacketConnection whose transport is a relay started through a Host."""
 
@@ -156,9 +189,45 @@ class HostXenStoreConnection(PacketConnection):
         self.deadline = time.monotonic() + timeout
         # The deadline of the operation in progress (set by XenStore._operation).
         self.operation_deadline: float | None = None
+        # rq_ids of the requests in flight: a reply with another one is a late answer to a
+        # call that timed out, and is skipped.
+        self.expected: set[int] = set()
+        self.relays = 0  # relays started
+        self.late_replies = 0  # replies skipped (their call had timed out)
 
     def create_transport(self) -> _StreamTransport:
+        self.relays += 1
         return _StreamTransport(self.host.open_stream(relay_argv(self.socket_path)), self)
+
+    def expect(self, rq_ids: set[int]) -> None:
+        self.expected = set(rq_ids)
+
+    def recv(self) -> Packet:
+        """The reply to a request in flight; replies to earlier (timed-out) requests are
+        skipped.  A reply is consumed whole or not at all."""
+        transport = self.transport
+        if transport is None:
+            raise RelayClosed(f"xenstore relay on {self.path} is not open")
+        while True:
+            header = transport.peek(HEADER_SIZE)
+            op, rq_id, tx_id, size = Packet._struct.unpack(header)
+            if size > PAYLOAD_MAX:
+                raise RelayGarbled(
+                    f"xenstore relay on {self.path}: a {size}-byte reply (at most "
+                    f"{PAYLOAD_MAX}): the stream is not xenstored's"
+                )
+            data = transport.recv(HEADER_SIZE + size)
+            try:
+                packet = Packet(op, data[HEADER_SIZE:], rq_id, tx_id)
+            except (InvalidOperation, InvalidPayload) as e:
+                raise RelayGarbled(
+                    f"xenstore relay on {self.path}: not a xenstored reply: {e!r}"
+                ) from e
+            if rq_id in self.expected:
+                self.expected.discard(rq_id)
+                return packet
+            self.late_replies += 1
+            log.debug("xenstore on %s: skipped a late reply (rq_id %d)", self.path, rq_id)
 
     def arm(self) -> None:
         """Start the deadline of one request/response exchange; within an operation it is
@@ -198,6 +267,7 @@ class SyncRouter:
 
     def send(self, packet: Any) -> _Reply:
         self.connection.arm()
+        self.connection.expect({packet.rq_id})
         self.connection.send(packet)
         return _Reply(self.connection)
 
@@ -238,9 +308,10 @@ class XenStore:
         self.connection = HostXenStoreConnection(host, socket_path=socket_path, timeout=timeout)
         self._client = Client(router=SyncRouter(self.connection))  # type: ignore[arg-type]
         self._open = False
-        # Closed after an error left the stream out of step: the next call opens a fresh
+        # Closed after an error left the stream unusable: the next call opens a fresh
         # relay (a timeout on a slow dom0 must not make every later call fail).
         self._stale = False
+        self._unanswered = 0  # calls in a row that timed out on the current relay
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
@@ -271,6 +342,7 @@ class XenStore:
             self._client.connect()
             self._open = True
             self._stale = False
+            self._unanswered = 0
 
     def close(self) -> None:
         # An explicit close ends the XenStore: nothing reopens it behind its user's back (a
@@ -303,24 +375,37 @@ class XenStore:
             raise BrokenError("XenStore is not open (use it as a context manager)")
 
     def _discard(self) -> None:
-        """The stream is out of step (a reply may still arrive): never reuse it; the next
-        call starts a fresh relay."""
+        """The stream is unusable (ended, garbled, or silent too long): never reuse it; the
+        next call starts a fresh relay."""
         self.close()
         self._stale = True
+
+    def _failed(self, error: BrokenError) -> None:
+        """A call failed: a timeout keeps the relay (its stream stays in step, and a late
+        answer is skipped) until `STALE_AFTER` calls in a row went unanswered; anything
+        else discards it."""
+        if isinstance(error, XenStoreTimeout):
+            self._unanswered += 1
+            if self._unanswered < STALE_AFTER:
+                return
+        self._discard()
 
     def _call_locked(self, fn: Any, *args: Any) -> Any:
         self._ensure_open()
         try:
-            return fn(*args)
-        except BrokenError:
-            self._discard()
+            result = fn(*args)
+        except BrokenError as e:
+            self._failed(e)
             raise
         except InvalidPath as e:
             raise BlockedError(f"xenstore path {args!r} is not a valid XenStore path") from e
         except PyXSError as e:
+            self._unanswered = 0  # xenstored answered, with an error
             if e.args and e.args[0] == errno.ENOENT:
                 return None
             raise BrokenError(f"xenstore: {fn.__name__}{args!r} failed: {e}") from e
+        self._unanswered = 0
+        return result
 
     @staticmethod
     def _path(path: str | bytes) -> bytes:
@@ -364,12 +449,14 @@ class XenStore:
                     check_path(raw)
                     packets.append(Packet(op, raw + NUL, next_rq_id()))
                 self.connection.arm()
+                self.connection.expect({pk.rq_id for pk in packets})
                 for pk in packets:
                     self.connection.send(pk)
                 replies = {}
                 for _ in packets:
                     r = self.connection.recv()
                     replies[r.rq_id] = r
+                self._unanswered = 0
                 for pk, p in zip(packets, chunk, strict=True):
                     r = replies.get(pk.rq_id)
                     if r is None:
@@ -381,8 +468,8 @@ class XenStore:
                         out.append(None)
                     else:
                         out.append(r.payload.rstrip(NUL))
-        except BrokenError:
-            self._discard()  # replies may still be in flight
+        except BrokenError as e:
+            self._failed(e)  # late replies are skipped by rq_id if the relay is kept
             raise
         except InvalidPath as e:
             raise BlockedError(f"xenstore path {e.args!r} is not a valid XenStore path") from e
@@ -507,11 +594,13 @@ def _quote(v: bytes) -> str:
 __all__ = [
     "CONNECTED",
     "RELAY",
+    "STALE_AFTER",
     "XENBUS_STATES",
     "XENSTORED_SOCKET",
     "DeviceState",
     "HostXenStoreConnection",
     "RelayClosed",
+    "RelayGarbled",
     "SyncRouter",
     "XenStore",
     "XenStoreTimeout",
