@@ -863,7 +863,6 @@ class BootRun:
             meta["collect_errors"] = self.collect_errors
         return meta
 
-
     def _xenstore_health(self) -> dict[str, int]:
         """How hard XenStore was to reach: the probe's questions and timeouts, and the
         relays the run's XenStore started and late replies it skipped (a slow dom0 shows
