@@ -129,6 +129,27 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_toolstack_xenstore.py",),
     ),
     Mutant(
+        "a timed-out XenStore call throws its relay away",
+        "xenpvh/toolstack/xenstore.py",
+        "STALE_AFTER = 3",
+        "STALE_AFTER = 1",
+        ("tests/test_toolstack_xenstore.py",),
+    ),
+    Mutant(
+        "a late XenStore reply taken for the current call's",
+        "xenpvh/toolstack/xenstore.py",
+        "            if rq_id in self.expected:",
+        "            if True:",
+        ("tests/test_toolstack_xenstore.py",),
+    ),
+    Mutant(
+        "a XenStore reply cut by a deadline is lost",
+        "xenpvh/toolstack/xenstore.py",
+        "                continue  # the loop re-checks the deadline",
+        "                self._buffer.clear()\n                continue",
+        ("tests/test_toolstack_xenstore.py",),
+    ),
+    Mutant(
         "a dead owner's lease still protects its domain",
         "xenpvh/run/lease.py",
         "    return process_start(pid) != started",

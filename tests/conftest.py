@@ -2,8 +2,9 @@
 
 `slow`: a live test too costly for CI's 90 minutes on a 2-core machine (the nightly tier):
 the ansible lab-box VM (debootstrap, two provisioning runs and a GRUB -> Xen boot, all under
-TCG: 27 min measured on 2026-12-02), the Debian guest booted live (5-11 min a boot), the
-live plan run with its bisection (7-11 min), and
+TCG: 27 min measured on 2026-12-02), Debian guest variants (GRUB, 1 disk at 1 and 4 vCPUs,
+2 disks at 2 vCPUs: 5-8 min a boot; CI boots it at 1 vCPU with 2 disks and 2 vifs, and with a
+wrong root), the live plan run with its bisection (7-11 min), and
 variants of what a CI test already proves (a cold nested boot, other vCPU counts, a second
 point of the same fault; 1-2.5 min each -- together ~14 min of CI on 2026-12-03, when a
 loaded CI run took 1.6x longer than a quiet one).  The README's test command runs everything

@@ -74,8 +74,38 @@ def _connected(v: Any, kind: str) -> list[dict[str, Any]]:
     return devices
 
 
-# Nightly tier (tests/conftest.py): 7-11 min of CI here for 1 vCPU (a 69-MB disk sent and
-# unpacked into a TCG dom0, then systemd and udev under one TCG thread: 221 s to login).
+TWO_DISKS = (
+    DiskSpec(vdev="xvda", target="@debian-guest:disk"),
+    DiskSpec(vdev="xvdb", size_mb=16, fs="ext4"),
+)
+TWO_VIFS = (VifSpec("xenbr0"), VifSpec("xenbr0"))
+
+
+def _proves_two_disks_and_two_vifs(v: Any, console: str) -> None:
+    for vdev in ("xvda", "xvdb"):
+        assert f"blkfront: {vdev}: " in console, vdev
+    assert len(_connected(v, "vbd")) == 2
+    assert len(_connected(v, "vif")) == 2
+
+
+# The CI tier's Debian boot (the README's test command): one boot at 1 vCPU proves the guest
+# passes every stage and that each of two disks and two vifs is proven.  ~7.5 min here on
+# 2026-12-03 when it is the session's first Debian boot (the 57-MB disk is sent and unpacked
+# into the TCG dom0 once, ~2 min), ~5 min after: systemd and udev on one TCG thread.
+def test_debian_guest_passes_and_proves_two_disks_and_two_vifs(host, tmp_path) -> None:
+    v = _boot(host, tmp_path, vcpus=1, disks=TWO_DISKS, vifs=TWO_VIFS)
+    _record_times("debian-vcpus1-2disks-2vifs", v)
+    _passed(v)
+    console = (tmp_path / "console.log").read_text(errors="replace")
+    assert "smp: Brought up 1 node, 1 CPU" in console
+    assert re.search(r"systemd\[1\]: systemd \S+ running in system mode", console)
+    assert "login:" in console
+    _proves_two_disks_and_two_vifs(v, console)
+    assert v.meta["disk_copies"]["xvda"]["copy_s"] > 0
+
+
+# Nightly tier (tests/conftest.py): the single-disk guest at 1 vCPU (the CI test above boots
+# it with two of each), and at 4 vCPUs.
 @pytest.mark.slow
 @pytest.mark.parametrize("vcpus", [1, 4])
 def test_debian_guest_passes(host, tmp_path, vcpus: int) -> None:
@@ -93,28 +123,18 @@ def test_debian_guest_passes(host, tmp_path, vcpus: int) -> None:
     assert v.meta["disk_copies"]["xvda"]["copy_s"] > 0
 
 
-# Nightly tier (tests/conftest.py): 493 s here on 2026-12-03 (2 vCPUs on one TCG thread);
-# the 1-vCPU boot proves its disk and vif through XenStore in CI.
+# Nightly tier (tests/conftest.py): the same devices at 2 vCPUs (493 s here on 2026-12-03).
 @pytest.mark.slow
 def test_two_disks_two_vifs_every_device_proven(host, tmp_path) -> None:
-    disks = (
-        DiskSpec(vdev="xvda", target="@debian-guest:disk"),
-        DiskSpec(vdev="xvdb", size_mb=16, fs="ext4"),
-    )
-    vifs = (VifSpec("xenbr0"), VifSpec("xenbr0"))
-    v = _boot(host, tmp_path, vcpus=2, disks=disks, vifs=vifs)
+    v = _boot(host, tmp_path, vcpus=2, disks=TWO_DISKS, vifs=TWO_VIFS)
     _record_times("debian-2disks-2vifs", v)
     _passed(v)
-    console = (tmp_path / "console.log").read_text(errors="replace")
-    for vdev in ("xvda", "xvdb"):
-        assert f"blkfront: {vdev}: " in console, vdev
-    assert len(_connected(v, "vbd")) == 2
-    assert len(_connected(v, "vif")) == 2
+    _proves_two_disks_and_two_vifs(v, (tmp_path / "console.log").read_text(errors="replace"))
 
 
-# Nightly tier (tests/conftest.py): the initramfs root failure; FreeBSD's root-mount
-# failure stays in CI.
-@pytest.mark.slow
+# CI tier: initramfs-tools gives up on the root device after max(30, rootdelay) s (its
+# scripts/local), so the guest says so ~2 min after unpause here; the verdict must come
+# from that line, not from a deadline.
 def test_wrong_root_device_fails_at_root_mount_on_the_initramfs_message(host, tmp_path) -> None:
     v = _boot(host, tmp_path, vcpus=1, cmdline_append="root=/dev/xvdz", attempts=1)
     _record_times("debian-root-xvdz", v)

@@ -31,6 +31,7 @@ from xenpvh.host.base import Host
 from xenpvh.run import lease
 from xenpvh.run.lease import DOMAIN_PREFIX, RUN_ID
 from xenpvh.run.remote import REMOTE_ROOT
+from xenpvh.toolstack.base import xl_domain_exists
 from xenpvh.toolstack.console import CONSOLED_LOG_DIR
 from xenpvh.util.fs import atomic_write_text, cache_root
 
@@ -201,7 +202,7 @@ def reap_expired(host: Host, remote_root: str | None = None) -> list[KeptGuest]:
 
 
 def domain_alive(host: Host, domain: str) -> bool:
-    return host.run(["xl", "domid", domain], timeout=60).ok
+    return xl_domain_exists(host, domain)
 
 
 # -- the local index ------------------------------------------------------------------------

@@ -42,6 +42,13 @@ def check_domain_name(name: str) -> str:
     return name
 
 
+def xl_domain_exists(host: Host, name: str, *, timeout: float = 60.0) -> bool:
+    """`xl domid NAME` succeeds on the host.  60 s: on a loaded TCG dom0, `xl domid` over a
+    connection that replaced a dropped one took over 30 s (CI, 2026-12-03), and a timeout
+    here turns a run broken."""
+    return bool(host.run(["xl", "domid", check_domain_name(name)], timeout=timeout).ok)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A domain description ready to upload: rendered for the Xen the host runs."""
@@ -84,4 +91,4 @@ class Toolstack(Protocol):
         ...
 
 
-__all__ = ["Domain", "Prepared", "Toolstack", "check_domain_name"]
+__all__ = ["Domain", "Prepared", "Toolstack", "check_domain_name", "xl_domain_exists"]

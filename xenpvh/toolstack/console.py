@@ -24,7 +24,7 @@ import pexpect
 
 from xenpvh.errors import BrokenError
 from xenpvh.host.base import Host
-from xenpvh.toolstack.base import Domain, check_domain_name
+from xenpvh.toolstack.base import Domain, check_domain_name, xl_domain_exists
 
 MAX_LOG_BYTES = 64 * 1024 * 1024
 # Bytes asked for per read: large enough to drain a fast console, small enough to bound
@@ -240,10 +240,7 @@ class ConsoleCapture:
         return r.stdout
 
     def _xl_domain_alive(self) -> bool:
-        # 60 s: on a loaded TCG dom0, `xl domid` over the connection that replaced a dropped
-        # one took over 30 s (CI, 2026-12-03), and a timeout here makes the run broken.
-        r = self.host.run(["xl", "domid", self.domain.name], timeout=60)
-        return r.ok
+        return xl_domain_exists(self.host, self.domain.name)
 
     def _deliver(self, data: bytes) -> bytes:
         self.bytes_total += len(data)
