@@ -561,10 +561,11 @@ def _bytes(n: object) -> str:
 def cmd_attach(args: argparse.Namespace) -> int:
     from xenpvh.run import keep
     from xenpvh.toolstack.attach import AttachEnd, attach
+    from xenpvh.toolstack.base import xl_domain_exists
 
     err = _err()
     with _kept(args, err) as (host, rec):
-        if not keep.domain_alive(host, rec.domain):
+        if not xl_domain_exists(host, rec.domain):
             keep.remove_local(rec.run_id)
             raise BlockedError(f"kept guest {rec.domain} is gone from {host.name} (record removed)")
         log = Path(rec.console_log)

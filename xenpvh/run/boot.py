@@ -58,7 +58,7 @@ from xenpvh.run.remote import (
     remote_paths,
 )
 from xenpvh.run.timings import Timings
-from xenpvh.toolstack.base import Domain, Prepared, Toolstack
+from xenpvh.toolstack.base import Domain, Prepared, Toolstack, xl_domain_exists
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.registry import get_toolstack
 from xenpvh.toolstack.xenstore import XenStore, XenStoreTimeout
@@ -805,7 +805,7 @@ class BootRun:
             remote_root=self.remote_root,
         )
         try:
-            if not keep_guest.domain_alive(self.host, self.domain_name):
+            if not xl_domain_exists(self.host, self.domain_name):
                 log.info("run %s: the failed guest is gone already; nothing to keep", self.run_id)
                 return self._destroy()
             keep_guest.keep(self.host, record)

@@ -37,7 +37,7 @@ with tarfile.open(sys.argv[1], "r:gz") as tf:
 # final name; the pack is removed whether or not it unpacked (a bad one is sent again).
 UNPACK_SCRIPT = (
     'set -e; d=$(mktemp -d "$3.XXXXXX"); trap \'rm -rf -- "$d" "$1"\' EXIT; '
-    'python3 -c "$4" "$1" "$2" "$d"; chmod 644 -- "$d/$2"; mv -- "$d/$2" "$3"; rm -f -- "$1"'
+    'python3 -c "$4" "$1" "$2" "$d"; chmod 644 -- "$d/$2"; mv -- "$d/$2" "$3"'
 )
 
 

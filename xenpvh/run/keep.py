@@ -31,7 +31,6 @@ from xenpvh.host.base import Host
 from xenpvh.run import lease
 from xenpvh.run.lease import DOMAIN_PREFIX, RUN_ID
 from xenpvh.run.remote import REMOTE_ROOT
-from xenpvh.toolstack.base import xl_domain_exists
 from xenpvh.toolstack.console import CONSOLED_LOG_DIR
 from xenpvh.util.fs import atomic_write_text, cache_root
 
@@ -201,10 +200,6 @@ def reap_expired(host: Host, remote_root: str | None = None) -> list[KeptGuest]:
     return reaped
 
 
-def domain_alive(host: Host, domain: str) -> bool:
-    return xl_domain_exists(host, domain)
-
-
 # -- the local index ------------------------------------------------------------------------
 
 
@@ -284,7 +279,6 @@ __all__ = [
     "KeptEvent",
     "KeptGuest",
     "as_dict",
-    "domain_alive",
     "end",
     "find_local",
     "find_on_host",

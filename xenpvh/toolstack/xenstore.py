@@ -458,9 +458,7 @@ class XenStore:
                     replies[r.rq_id] = r
                 self._unanswered = 0
                 for pk, p in zip(packets, chunk, strict=True):
-                    r = replies.get(pk.rq_id)
-                    if r is None:
-                        raise BrokenError(f"xenstore: no reply for {p!r} in a batch")
+                    r = replies[pk.rq_id]  # recv() returns each expected rq_id once
                     if r.op == Op.ERROR:
                         e = error(r.payload.rstrip(NUL))
                         if e.args[0] != errno.ENOENT:
