@@ -135,11 +135,70 @@ def decide_session(attempts: Sequence[Verdict], hypervisor: StageResult | None =
     return with_hypervisor(final, hypervisor)
 
 
+# --------------------------------------------------------------------------- verdicts without a
+# finished console: every verdict is built here, the other rooms hand in facts.
+
+
+def decide_unreached(
+    value: VerdictValue, reason: str, stage_names: Sequence[str], meta: dict | None = None
+) -> Verdict:
+    """Blocked or broken before any guest ran (bad input, a host that could not be reached):
+    the profile's stages, none reached, none blamed."""
+    if value not in (VerdictValue.BLOCKED, VerdictValue.BROKEN):
+        raise ValueError(f"a verdict before a boot is blocked or broken, not {value}")
+    return Verdict(
+        value, reason, stages=[StageResult(n) for n in stage_names], meta=dict(meta or {})
+    )
+
+
+def decide_error(
+    value: VerdictValue,
+    reason: str,
+    stages: Sequence[StageResult],
+    stage_names: Sequence[str],
+) -> Verdict:
+    """An infrastructure error (or refused input) in mid-run: the stages seen so far are kept
+    (none blamed: rule 0), else the profile's, none reached."""
+    if value not in (VerdictValue.BLOCKED, VerdictValue.BROKEN):
+        raise ValueError(f"an error verdict is blocked or broken, not {value}")
+    verdict = Verdict(value, reason, stages=list(stages) or [StageResult(n) for n in stage_names])
+    return decide_run(RunFacts(guest=verdict))
+
+
+def decide_devices_stuck(base: Verdict, problem: str, grace: float, stage: str) -> Verdict:
+    """The XenStore device check's failure: `stage` (xenbus) fails naming the stuck devices,
+    later stages are not reached, earlier ones keep what the console proved."""
+    reason = (
+        f"{stage}: device(s) not Connected {grace:g}s after the {stage} stage's console "
+        f"lines: {problem}"
+    )
+    stages: list[StageResult] = []
+    seen = False
+    for s in base.stages:
+        if s.name == stage:
+            seen = True
+            stages.append(dataclasses.replace(s, status=StageStatus.FAILED, detail=problem))
+        elif seen:
+            stages.append(StageResult(name=s.name))
+        else:
+            stages.append(s)
+    return Verdict(
+        verdict=VerdictValue.FAIL,
+        reason=reason,
+        failed_stage=stage,
+        stages=stages,
+        meta=dict(base.meta),
+    )
+
+
 __all__ = [
     "HostFault",
     "RunFacts",
+    "decide_devices_stuck",
+    "decide_error",
     "decide_run",
     "decide_session",
+    "decide_unreached",
     "retryable",
     "with_hypervisor",
 ]
