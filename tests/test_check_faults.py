@@ -67,3 +67,26 @@ def test_a_stub_rip_with_if_clear_outside_an_oops_is_not_the_fault() -> None:
 )
 def test_lookalike_guest_oopses_are_not_the_fault(oops: list[str]) -> None:
     assert xen_upcall_redelivered(oops) is None
+
+
+# An oops's end clears what the judge had seen inside it: a frame and a stub RIP of one oops
+# never pair with the register dump of the next (nor with lines outside any oops).
+_FRAME = " asm_sysvec_xen_hvm_callback+0x16/0x20"
+_IF_CLEAR = "RSP: 0018:ffffc9000001bd80 EFLAGS: 00010046"
+
+
+@pytest.mark.parametrize(
+    "end", ["---[ end trace 0000000000000000 ]---", "Kernel panic - not syncing: Fatal exception"]
+)
+def test_the_judge_forgets_an_ended_oops(end: str) -> None:
+    first = ["BUG: unable to handle page fault for address: ffffffffff5fd000", _FRAME, INNER_RIP]
+    second = ["BUG: kernel NULL pointer dereference, address: 0000000000000008", _IF_CLEAR]
+    assert xen_upcall_redelivered([*first, end, *second]) is None
+    # The same lines without the end between them are one oops: the fault.
+    assert xen_upcall_redelivered([*first, *second]) is not None
+
+
+def test_evidence_after_an_oops_ended_is_outside_any_oops() -> None:
+    oops = ["Oops: 0000 [#1] PREEMPT SMP NOPTI", "---[ end trace 0000000000000000 ]---"]
+    assert xen_upcall_redelivered([*oops, _FRAME, INNER_RIP, INNER_FLAGS]) is None
+    assert xen_upcall_redelivered([oops[0], _FRAME, INNER_RIP, INNER_FLAGS]) is not None

@@ -95,6 +95,23 @@ def test_xtf_profile_judges_xtfs_own_result_line(
         assert "xtf-skip" in v.reason and "Test result: SKIP" in v.reason
 
 
+# XTF's PV environments (arch/x86/include/arch/config.h: ENVIRONMENT_DESCRIPTION, printed by
+# common/setup.c as "Environment: %s"): a PV test binary is no PVH guest, even if it passes.
+@pytest.mark.parametrize(
+    "environment", ["PV 64bit (Long mode 4 levels)", "PV 32bit (PAE 3 levels)"]
+)
+@pytest.mark.parametrize("result", [b"SUCCESS", b"FAILURE"])
+def test_xtf_profile_fails_a_pv_environment_at_early_init(environment: str, result: bytes) -> None:
+    console = XTF_OK.replace(b"HVM 64bit (Long mode 4 levels)", environment.encode())
+    checker = StageChecker(load_profile("xtf"), vcpus=1, disks=0, vifs=0, clock=None)
+    checker.feed(console.replace(b"SUCCESS", result))
+    v = checker.finish("console ended")
+    assert (v.verdict, v.failed_stage) == (VerdictValue.FAIL, "early-init")
+    early = next(s for s in v.stages if s.name == "early-init")
+    assert early.evidence == f"Environment: {environment}"
+    assert "xtf-pv-environment" in v.reason and early.line == 2
+
+
 def _vbd(state: int) -> DeviceState:
     return DeviceState("vbd", "51712", "/local/domain/5/device/vbd/51712", state, "/be", 4)
 

@@ -316,3 +316,42 @@ def test_every_injection_refused(
         prefix = field
     with pytest.raises(RenderError, match=f"^{prefix}"):
         render_xl_config(spec, "4.17")
+
+
+# C0 controls, DEL and the C1 controls (U+0080-U+009F: U+009B is a one-character CSI, U+0085
+# a line end to some readers) have no business in a config value; tab and Latin-1 text do.
+@pytest.mark.parametrize("ch", ["\x01", "\x1b", "\x7f", "\x80", "\x85", "\x9b", "\x9f"])
+@pytest.mark.parametrize("field", ["kernel", "cmdline", "name"])
+def test_control_characters_refused(field: str, ch: str) -> None:
+    with pytest.raises(RenderError, match=f"{field}: refusing control character U\\+{ord(ch):04X}"):
+        render_xl_config(dataclasses.replace(BASE, **{field: f"a{ch}b"}), "4.17")
+
+
+@pytest.mark.parametrize("text", ["a\tb", "caf\xe9", "\xa0nbsp", "\u00ff"])
+def test_tab_and_printable_latin1_accepted(text: str) -> None:
+    cfg = parse_xl_config(render_xl_config(dataclasses.replace(BASE, cmdline=text), "4.17"))
+    assert cfg["cmdline"] == text
+
+
+FULL = dataclasses.replace(
+    BASE,
+    ramdisk="/boot/initrd",
+    disks=(DiskSpec(target="/images/root.img"),),
+    vifs=(VifSpec(mac="00:16:3e:12:34:56"),),
+)
+
+
+def _rendered_keys(spec: DomainSpec, xen: str) -> list[str]:
+    return list(parse_xl_config(render_xl_config(spec, xen)))
+
+
+@pytest.mark.parametrize(
+    ("spec", "xen"), [(FULL, "4.17"), (dataclasses.replace(FULL, mode="pvhv1"), "4.4")]
+)
+def test_extra_may_override_no_key_xenpvh_renders(spec: DomainSpec, xen: str) -> None:
+    keys = _rendered_keys(spec, xen)
+    # Every key of the rendered config, and the mode keys of either PVH generation.
+    for key in {*keys, "pvh", "type", "extra", "cmdline", "builder"}:
+        with pytest.raises(RenderError, match=f"extra.{key}: would override"):
+            render_xl_config(dataclasses.replace(spec, extra={key: "x"}), xen)
+    assert {"name", "kernel", "ramdisk", "memory", "vcpus", "disk", "vif", "on_crash"} <= set(keys)
