@@ -35,6 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from xenpvh.cli.progress import ProgressView
 from xenpvh.host.image import ImageBuilder
 from xenpvh.host.nested import NestedHost
 
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         for i in range(args.boots):
             with tempfile.TemporaryDirectory(prefix="xenpvh-bench-boot-") as art:
-                h = NestedHost(artifacts=Path(art), console=console, warm=mode == "warm")
+                h = NestedHost(
+                    artifacts=Path(art), progress=ProgressView(console), warm=mode == "warm"
+                )
                 t0 = time.monotonic()
                 h.up()
                 fell_back = h.times.warm != (mode == "warm")
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def guest_rows(n: int, console: Console) -> list[tuple[str, float | int | str]]:
     from xenpvh.build.guestkit import build_linux_guest_kit
     from xenpvh.profile import load_profile
-    from xenpvh.run import BootRun
+    from xenpvh.run.boot import BootRun
 
     rows: list[tuple[str, float | int | str]] = []
     profile = load_profile("linux-pvh")
@@ -116,15 +119,13 @@ def guest_rows(n: int, console: Console) -> list[tuple[str, float | int | str]]:
     }
     with (
         tempfile.TemporaryDirectory(prefix="xenpvh-bench-guests-") as art,
-        NestedHost(artifacts=Path(art) / "host", console=console) as host,
+        NestedHost(artifacts=Path(art) / "host", progress=ProgressView(console)) as host,
     ):
         for kind, point in kinds.items():
             for i in range(n):
                 run_dir = Path(art) / f"{kind}-{i}"
                 t0 = time.monotonic()
-                v = BootRun(
-                    host, profile, point, toolstack="xl", artifacts=run_dir, guest_kit=kit
-                ).run()
+                v = BootRun(host, profile, point, artifacts=run_dir, guest_kit=kit).run()
                 wall = time.monotonic() - t0
                 tag = f"guest {kind} {i + 1} ({v.verdict})"
                 m = v.meta
@@ -142,7 +143,7 @@ def series_rows(n: int, qemu: str, console: Console) -> list[tuple[str, float | 
     from xenpvh.build.guestkit import build_linux_guest_kit
     from xenpvh.check.faults import find_fault
     from xenpvh.profile import load_profile
-    from xenpvh.run import BootRun
+    from xenpvh.run.boot import BootRun, RunHooks
     from xenpvh.run.events import VerdictEvent
 
     profile = load_profile("linux-pvh")
@@ -152,7 +153,7 @@ def series_rows(n: int, qemu: str, console: Console) -> list[tuple[str, float | 
     faults = not_pass = 0
     with (
         tempfile.TemporaryDirectory(prefix="xenpvh-bench-series-") as art,
-        NestedHost(artifacts=Path(art) / "host", console=console, qemu=qemu) as host,
+        NestedHost(artifacts=Path(art) / "host", progress=ProgressView(console), qemu=qemu) as host,
     ):
         assert host.qemu_binary is not None
         qemu_version = host.qemu_binary.version
@@ -169,10 +170,9 @@ def series_rows(n: int, qemu: str, console: Console) -> list[tuple[str, float | 
                 host,
                 profile,
                 point,
-                toolstack="xl",
                 artifacts=run_dir,
                 guest_kit=kit,
-                on_event=on_event,
+                hooks=RunHooks(on_event=on_event),
             ).run()
             t_end = time.monotonic()
             log = run_dir / "console.log"

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xenpvh.check.faults import find_fault
+from xenpvh.cli.progress import ProgressView
 from xenpvh.host.nested import NestedHost
 
 BROAD = "BUG: ENTRY_TRAMPOLINE stack guard page was hit"
@@ -48,7 +49,7 @@ def run_arm(
 ) -> list[dict[str, object]]:
     from xenpvh.build.guestkit import build_linux_guest_kit
     from xenpvh.profile import load_profile
-    from xenpvh.run import BootRun
+    from xenpvh.run.boot import BootRun
 
     qemu, cpus = parse_arm(arm)
     profile = load_profile("linux-pvh")
@@ -58,15 +59,15 @@ def run_arm(
     point = profile.point(vcpus=2, cmdline=cmdline)
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="xenpvh-bench-ab-") as art:
-        host = NestedHost(artifacts=Path(art) / "host", console=console, qemu=qemu, cpus=cpus)
+        host = NestedHost(
+            artifacts=Path(art) / "host", progress=ProgressView(console), qemu=qemu, cpus=cpus
+        )
         with host:
             assert host.qemu_binary is not None
             for i in range(boots):
                 run_dir = Path(art) / f"boot-{i}"
                 t0 = time.monotonic()
-                v = BootRun(
-                    host, profile, point, toolstack="xl", artifacts=run_dir, guest_kit=kit
-                ).run()
+                v = BootRun(host, profile, point, artifacts=run_dir, guest_kit=kit).run()
                 wall = time.monotonic() - t0
                 text = _console(run_dir)
                 fault = find_fault(text.splitlines())

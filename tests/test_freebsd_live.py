@@ -3,7 +3,7 @@ guest on the session's Xen host, with xenpvh's FreeBSD guest kit as its root (an
 image holding our own /sbin/init, xenpvh.build.freebsdkit).
 
 The kernel is the user's (`$XENPVH_FREEBSD_KERNEL`, else the newest in the build cache);
-without one the tests skip with xenpvh.live_inputs.NO_FREEBSD_KERNEL.  Before the nested-SVM
+without one the tests skip with xenpvh.run.guest_inputs.NO_FREEBSD_KERNEL.  Before the nested-SVM
 #VMEXIT fix (guestcfg/patches/qemu/0002) this kernel froze the whole nested host at unpause.
 """
 
@@ -16,8 +16,8 @@ import pytest
 
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
-from xenpvh.live_inputs import NO_FREEBSD_KERNEL, freebsd_kernel
 from xenpvh.profile.loader import guestcfg_dir
+from xenpvh.run.guest_inputs import NO_FREEBSD_KERNEL, freebsd_kernel
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.xl import Xl

@@ -13,10 +13,10 @@ from test_toolstack_fakes import FakeXenHost
 
 from xenpvh.errors import BlockedError
 from xenpvh.host.local import LocalHost
-from xenpvh.live_inputs import FREEBSD_KERNEL_ENV, NO_FREEBSD_KERNEL
 from xenpvh.profile import load_profile
-from xenpvh.run import BootRun
+from xenpvh.run.boot import BootRun, RunHooks
 from xenpvh.run.guest_disk import PackedImage, ensure_on_host
+from xenpvh.run.guest_inputs import FREEBSD_KERNEL_ENV, NO_FREEBSD_KERNEL
 
 
 def test_the_profile_names_the_built_kernel_and_the_kit_root() -> None:
@@ -35,10 +35,10 @@ def test_no_freebsd_kernel_is_blocked_naming_how_to_get_one(tmp_path, monkeypatc
             load_profile("freebsd-pvh"),
             load_profile("freebsd-pvh").point(),
             artifacts=tmp_path / "art",
-            xenstore_factory=lambda h: FakeXenStore(),
+            hooks=RunHooks(xenstore_factory=lambda h: FakeXenStore()),
         )
         with pytest.raises(BlockedError) as info:
-            run._resolve("@freebsd:kernel", "kernel")
+            run.inputs.resolve("@freebsd:kernel", "kernel")
     finally:
         host.close()
     assert NO_FREEBSD_KERNEL in str(info.value)

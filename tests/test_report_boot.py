@@ -14,6 +14,7 @@ from test_toolstack_fakes import FakeXenHost
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.profile import load_profile
 from xenpvh.report import read_console
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 
@@ -42,7 +43,7 @@ def test_a_boot_writes_valid_reports(host, tmp_path: Path, console: bytes, verdi
     request = BootRequest(
         profile="linux-pvh", kernel=str(kernel), ramdisk=str(ramdisk), artifacts=art, attempts=1
     )
-    session = Session(request, host=host, xenstore_factory=lambda h: xs)
+    session = Session(request, host=host, clients=HostClients(xenstore_factory=lambda h: xs))
     v = session.run().verdict
     assert v.verdict is verdict, v.reason
     doc = json.loads((art / "verdict.json").read_text())

@@ -17,8 +17,9 @@ from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.errors import BrokenError
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
-from xenpvh.run import BootRun, RunState, RunStateEvent
-from xenpvh.run.events import VerdictEvent
+from xenpvh.run.boot import BootRun, RunHooks, RunLimits
+from xenpvh.run.events import RunState, RunStateEvent, VerdictEvent
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.xenstore import DeviceState, RelayClosed, XenStoreTimeout
@@ -146,14 +147,15 @@ def _run(
         PROFILE,
         point,
         artifacts=tmp_path / "art",
-        on_event=on_event or events.append,
         guest_kit=kit,
-        xenstore_factory=lambda h: xs,
-        xenbus_grace=grace,
-        timeout=timeout,
-        xenstore_probe_interval=0.2,
-        # The probe declares xenstored dead after 2 x this without an answer.
-        xenstore_timeout=0.3,
+        hooks=RunHooks(on_event=on_event or events.append, xenstore_factory=lambda h: xs),
+        limits=RunLimits(
+            xenbus_grace=grace,
+            timeout=timeout,
+            xenstore_probe_interval=0.2,
+            # The probe declares xenstored dead after 2 x this without an answer.
+            xenstore_timeout=0.3,
+        ),
     )
     return run, events
 
@@ -174,7 +176,8 @@ def _session(host, kit, tmp_path, *, on_event=None, kernel=None, attempts=1):
         attempts=attempts,
         artifacts=tmp_path / "art",
     )
-    return Session(request, host=host, on_event=on_event, xenstore_factory=lambda h: xs)
+    clients = HostClients(xenstore_factory=lambda h: xs)
+    return Session(request, host=host, on_event=on_event, clients=clients)
 
 
 def test_pass_collects_everything_and_destroys(host, kit, tmp_path) -> None:
@@ -664,9 +667,8 @@ def test_vif_connecting_late_passes_once_xenstore_shows_it(host, kit, tmp_path) 
         PROFILE,
         _point(str(kit[0]), str(kit[1])),
         artifacts=tmp_path / "art",
-        xenstore_factory=lambda h: xs,
-        xenbus_grace=20.0,
-        timeout=30,
+        hooks=RunHooks(xenstore_factory=lambda h: xs),
+        limits=RunLimits(xenbus_grace=20.0, timeout=30),
     )
     v = run.run()
     assert v.verdict == VerdictValue.PASS, v.reason
@@ -674,3 +676,66 @@ def test_vif_connecting_late_passes_once_xenstore_shows_it(host, kit, tmp_path) 
     assert "vifs: 1 Connected in XenStore (vif/0)" in next(
         s.detail for s in v.stages if s.name == "xenbus"
     )
+
+
+# -- the state machine's table and the run's shape ---------------------------------------------
+
+
+def test_destroy_follows_every_state_after_prepare_and_alone_reaches_done() -> None:
+    from xenpvh.run.events import TRANSITIONS, InvalidTransition, check_transition
+
+    for state in (RunState.PREPARE, RunState.CREATE, RunState.WATCH, RunState.DECIDE):
+        assert RunState.DESTROY in TRANSITIONS[state], state
+    assert [s for s, nxt in TRANSITIONS.items() if RunState.DONE in nxt] == [RunState.DESTROY]
+    with pytest.raises(InvalidTransition):
+        check_transition(RunState.REPORT, RunState.DONE)
+    with pytest.raises(InvalidTransition):
+        check_transition(RunState.WATCH, RunState.PREPARE)
+
+
+def test_a_bug_while_collecting_still_destroys_through_the_checked_transition(
+    host, kit, tmp_path, monkeypatch
+) -> None:
+    """Every state change goes through transition() (the table's check), the destroy after
+    a bug in COLLECT too: the guest is gone and the DESTROY event reported."""
+    import xenpvh.run.boot as boot
+
+    checked: list[RunState] = []
+
+    def recording(current, target) -> None:
+        checked.append(target)
+        boot_check(current, target)
+
+    boot_check = boot.check_transition
+    monkeypatch.setattr(boot, "check_transition", recording)
+    host.console = GOOD
+    run, events = _run(host, _point(str(kit[0]), str(kit[1])), tmp_path)
+
+    def collect_bug() -> None:
+        raise RuntimeError("a bug in collect")
+
+    monkeypatch.setattr(run, "_collect", collect_bug)
+    with pytest.raises(RuntimeError, match="a bug in collect"):
+        run.run()
+    states = [e.state for e in events if isinstance(e, RunStateEvent)]
+    assert states[-2:] == [RunState.COLLECT, RunState.DESTROY]
+    assert checked == states and run.state is RunState.DESTROY
+    _no_guest_left(host, run)
+
+
+def test_the_run_room_builds_no_verdict_and_no_constructor_takes_over_8_parameters() -> None:
+    """Verdicts are built by the decider (xenpvh.check.decide) from the facts the run
+    reports; the run's parts take grouped options, not long parameter lists."""
+    import ast
+
+    import xenpvh.run
+
+    for path in Path(xenpvh.run.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Verdict":
+                raise AssertionError(f"{path.name}:{node.lineno} builds a Verdict")
+            if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+                a = node.args
+                n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) - 1  # not self
+                assert n <= 8, f"{path.name}:{node.lineno} __init__ takes {n} parameters"

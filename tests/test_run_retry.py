@@ -20,6 +20,7 @@ from xenpvh.host.base import EmulationFault, emulation_faults
 from xenpvh.host.nested import TCG_FAULTS, NestedHost
 from xenpvh.profile import load_profile
 from xenpvh.run.events import VerdictEvent
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import AttemptEvent, Session
 
@@ -115,7 +116,8 @@ def _session(host: FakeXenHost, kit, tmp_path: Path, attempts: int = 3, on_event
         artifacts=tmp_path / "art",
     )
     xs = FakeXenStore({"vbd": 4, "vif": 4})
-    return Session(request, host=host, on_event=on_event, xenstore_factory=lambda h: xs)
+    clients = HostClients(xenstore_factory=lambda h: xs)
+    return Session(request, host=host, on_event=on_event, clients=clients)
 
 
 def test_retries_only_what_the_host_spoilt_and_keeps_every_attempt(kit, tmp_path) -> None:

@@ -16,6 +16,7 @@ from test_toolstack_fakes import FakeXenHost
 from xenpvh.check.checker import StageEvent
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.run.events import VerdictEvent
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest, HostRequest
 from xenpvh.run.session import Session
 
@@ -40,7 +41,7 @@ def kit(tmp_path: Path) -> tuple[str, str]:
 def _session(fake_host, kit, **kw) -> Session:
     xs = FakeXenStore({"vbd": 4, "vif": 4})
     request = BootRequest(profile="linux-pvh", kernel=kit[0], ramdisk=kit[1], **kw)
-    return Session(request, host=fake_host, xenstore_factory=lambda h: xs)
+    return Session(request, host=fake_host, clients=HostClients(xenstore_factory=lambda h: xs))
 
 
 def test_reports_agree_with_each_other_and_with_the_result(host, kit, tmp_path) -> None:
@@ -185,6 +186,7 @@ import sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_run_boot import FakeXenStore
 from test_toolstack_fakes import FakeXenHost
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 host = FakeXenHost()
@@ -192,7 +194,7 @@ host.console = b"Booting paravirtualized kernel on Xen PVH\\n"
 req = BootRequest(
     profile="linux-pvh", kernel={kit[0]!r}, ramdisk={kit[1]!r}, artifacts={str(art)!r}
 )
-Session(req, host=host, xenstore_factory=lambda h: FakeXenStore()).run()
+Session(req, host=host, clients=HostClients(xenstore_factory=lambda h: FakeXenStore())).run()
 """
     child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
     try:

@@ -1,7 +1,7 @@
 """Live: one Xen Test Framework test (`test-hvm64-example`) booted as a PVH guest on the
 session's Xen host through the `xtf` profile.  The binary is the user's build of XTF
 (`$XENPVH_XTF_DIR`, else the newest `xenpvh build xtf --tree PATH` in the cache); without one
-the test skips with xenpvh.live_inputs.NO_XTF."""
+the test skips with xenpvh.run.guest_inputs.NO_XTF."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
-from xenpvh.live_inputs import NO_XTF, xtf_test
+from xenpvh.run.guest_inputs import NO_XTF, xtf_test
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.xl import Xl

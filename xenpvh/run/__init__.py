@@ -1,6 +1,3 @@
-"""One boot run of one profile point on one host (see boot.py for the state machine)."""
-
-from xenpvh.run.boot import BootRun, Timings, new_run_id
-from xenpvh.run.events import DeviceCheckEvent, RunState, RunStateEvent
-
-__all__ = ["BootRun", "DeviceCheckEvent", "RunState", "RunStateEvent", "Timings", "new_run_id"]
+"""Boot runs: the Session (xenpvh.run.session) for every front end, one boot run as a state
+machine (xenpvh.run.boot) and its parts.  Import from the modules themselves: this package
+imports none of them, so no submodule's import comes back through it."""

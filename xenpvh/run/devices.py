@@ -5,7 +5,9 @@ said, or the xenbus stage fails naming the stuck devices.
 The check polls from the moment the xenbus stage is in progress or the console shows one of
 its lines (so XenStore can prove the devices a kernel does not name on its console: Linux's
 netfront); its grace period is armed once the console's own part of the stage is done (the
-stage passed, or only XenStore-proven devices are missing)."""
+stage passed, or only XenStore-proven devices are missing).  A check that ends `stuck` is
+turned into the xenbus stage's `fail` by the decider (xenpvh.check.decide's
+`decide_devices_stuck`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import dataclasses
 import math
 import time
 
-from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.profile.model import DEVICE_CHECKS
 from xenpvh.toolstack.xenstore import DeviceState
 
@@ -80,26 +81,18 @@ class DeviceCheck:
         return out
 
 
-def device_failure(base: Verdict, problem: str, grace: float) -> Verdict:
-    """Fail the xenbus stage naming the stuck devices; later stages are not reached."""
-    reason = (
-        f"xenbus: device(s) not Connected {grace:g}s after the xenbus stage's console "
-        f"lines: {problem}"
-    )
-    stages: list[StageResult] = []
-    seen_xenbus = False
-    for s in base.stages:
-        if s.name == XENBUS_STAGE:
-            seen_xenbus = True
-            stages.append(dataclasses.replace(s, status=StageStatus.FAILED, detail=problem))
-        elif seen_xenbus:
-            stages.append(StageResult(name=s.name))
-        else:
-            stages.append(s)
-    return Verdict(
-        verdict=VerdictValue.FAIL,
-        reason=reason,
-        failed_stage=XENBUS_STAGE,
-        stages=stages,
-        meta=dict(base.meta),
-    )
+def device_facts(check: DeviceCheck | None, passed: bool) -> dict[str, object]:
+    """What the device check found, for the verdict's meta: the devices XenStore listed and
+    the check's result; a pass without a check says so rather than pretend the devices were
+    checked (the profile has no xenbus stage)."""
+    if check is not None:
+        return {
+            "xenstore_devices": [dataclasses.asdict(d) for d in check.devices],
+            "xenstore_check": check.result,
+        }
+    if passed:
+        return {"xenstore_check": "not run (no xenbus stage passed)"}
+    return {}
+
+
+__all__ = ["XENBUS_STAGE", "DeviceCheck", "device_facts"]

@@ -21,19 +21,34 @@ class RunState(StrEnum):
 
 # Allowed transitions: a run may leave any state early for COLLECT/REPORT on error, but it
 # never goes backwards.  The verdict is reported before the destroy (the user sees it at
-# once; the destroy takes seconds on a slow dom0), and DESTROY is the only way to DONE, so
-# a refactoring cannot silently skip it.
+# once; the destroy takes seconds on a slow dom0).  DESTROY is reachable from every state
+# after PREPARE (whatever failed, the destroy runs) and is the only way to DONE, so a
+# refactoring cannot silently skip it.
 TRANSITIONS: dict[RunState | None, frozenset[RunState]] = {
     None: frozenset({RunState.PREPARE}),
-    RunState.PREPARE: frozenset({RunState.CREATE, RunState.REPORT}),
-    RunState.CREATE: frozenset({RunState.WATCH, RunState.COLLECT, RunState.REPORT}),
-    RunState.WATCH: frozenset({RunState.DECIDE, RunState.COLLECT, RunState.REPORT}),
-    RunState.DECIDE: frozenset({RunState.COLLECT, RunState.REPORT}),
-    RunState.COLLECT: frozenset({RunState.REPORT}),
+    RunState.PREPARE: frozenset({RunState.CREATE, RunState.REPORT, RunState.DESTROY}),
+    RunState.CREATE: frozenset(
+        {RunState.WATCH, RunState.COLLECT, RunState.REPORT, RunState.DESTROY}
+    ),
+    RunState.WATCH: frozenset(
+        {RunState.DECIDE, RunState.COLLECT, RunState.REPORT, RunState.DESTROY}
+    ),
+    RunState.DECIDE: frozenset({RunState.COLLECT, RunState.REPORT, RunState.DESTROY}),
+    RunState.COLLECT: frozenset({RunState.REPORT, RunState.DESTROY}),
     RunState.REPORT: frozenset({RunState.DESTROY}),
     RunState.DESTROY: frozenset({RunState.DONE}),
     RunState.DONE: frozenset(),
 }
+
+
+class InvalidTransition(AssertionError):
+    """A move the table does not allow: a bug of ours, never a verdict."""
+
+
+def check_transition(current: RunState | None, target: RunState) -> None:
+    """InvalidTransition unless TRANSITIONS allows `current` -> `target`."""
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(f"illegal transition {current} -> {target}")
 
 
 @dataclass(frozen=True)
@@ -65,4 +80,45 @@ class VerdictEvent:
     t: float
 
 
-__all__ = ["TRANSITIONS", "DeviceCheckEvent", "RunState", "RunStateEvent", "VerdictEvent"]
+# -- a session's events (xenpvh.run.session) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """A build the session made (or served from the cache) before booting."""
+
+    what: str  # "xen" | "kernel"
+    description: str  # the cache's one-line account (hit or built, key, time)
+    path: str
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """Attempt `number` ended `retryable`: another follows (its artifacts moved aside)."""
+
+    number: int
+    of: int
+    reason: str
+    kept_in: str
+
+
+@dataclass(frozen=True)
+class HostWaitEvent:
+    """The host is leased to another owner; the session waits (`wait_host`)."""
+
+    host: str
+    holder: str  # HostLease.describe(): owner, reason, expiry
+
+
+__all__ = [
+    "TRANSITIONS",
+    "AttemptEvent",
+    "BuildEvent",
+    "DeviceCheckEvent",
+    "HostWaitEvent",
+    "InvalidTransition",
+    "RunState",
+    "RunStateEvent",
+    "VerdictEvent",
+    "check_transition",
+]

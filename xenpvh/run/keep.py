@@ -31,7 +31,9 @@ from xenpvh.host.base import Host
 from xenpvh.run import lease
 from xenpvh.run.lease import DOMAIN_PREFIX, RUN_ID
 from xenpvh.run.remote import REMOTE_ROOT
+from xenpvh.toolstack.base import xl_domain_exists
 from xenpvh.toolstack.console import CONSOLED_LOG_DIR
+from xenpvh.toolstack.registry import get_toolstack
 from xenpvh.util.fs import atomic_write_text, cache_root
 
 log = logging.getLogger(__name__)
@@ -135,11 +137,23 @@ def keep(host: Host, record: KeptGuest) -> None:
     log.info("kept %s on %s until %s", record.domain, record.host, time.ctime(record.expires))
 
 
+def keep_if_alive(host: Host, record: KeptGuest) -> bool:
+    """Keep the failed guest of `record` (see `keep`); False when it is gone already or the
+    keep cannot be recorded (the run then destroys it as usual)."""
+    try:
+        if not xl_domain_exists(host, record.domain):
+            log.info("run %s: the failed guest is gone already; nothing to keep", record.run_id)
+            return False
+        keep(host, record)
+    except Exception as e:
+        log.warning("run %s: cannot keep the guest (%s); destroying it", record.run_id, e)
+        return False
+    return True
+
+
 def end(host: Host, record: KeptGuest) -> bool:
     """Destroy a kept guest, remove its run dir on the host and both records.  True when a
     domain was destroyed (False: it had gone already)."""
-    from xenpvh.toolstack.registry import get_toolstack
-
     toolstack = get_toolstack(record.toolstack or "xl", host)
     try:
         gone = toolstack.destroy(record.domain)
@@ -285,6 +299,7 @@ __all__ = [
     "host_records",
     "index_dir",
     "keep",
+    "keep_if_alive",
     "local_records",
     "reap_expired",
     "remove_local",

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xenpvh.errors import BlockedError
 from xenpvh.profile.domain import DomainSpec
+from xenpvh.render.libvirt import render_libvirt_xml
+from xenpvh.render.xl import render_xl_config
 from xenpvh.run.remote import remote_paths
+from xenpvh.toolstack.xl import parse_info
 
 # A Xen version that has the point's PVH mode: the host's own version is checked later.
 _XEN_FOR_MODE = {"pvh": "4.17", "pvhv1": "4.8"}
@@ -19,8 +23,6 @@ _XEN_FOR_MODE = {"pvh": "4.17", "pvhv1": "4.8"}
 
 def check_renderable(point: DomainSpec, toolstack: str) -> None:
     """RenderError (blocked) naming what the point's config would refuse."""
-    from xenpvh.render.libvirt import render_libvirt_xml
-    from xenpvh.render.xl import render_xl_config
 
     def placeholder(value: str | None) -> Path | None:
         return Path(value.rsplit(":", 1)[-1] or "kernel") if value else None
@@ -42,8 +44,6 @@ def check_host_memory(xl_info: str, memory_mb: int, *, host: str) -> None:
     """BlockedError when the host cannot give the guest `memory_mb` MiB (Xen's free memory
     from `xl info`, read after the sweep reclaimed dead runs' domains and before create): the
     request asks more than this host has, named with the figures."""
-    from xenpvh.errors import BlockedError
-    from xenpvh.toolstack.xl import parse_info
 
     try:
         info = parse_info(xl_info)

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,50 +33,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xenpvh.check.decide import decide_session, retryable
+from xenpvh.build.builder import build_linux, build_xen
+from xenpvh.build.tree import TreeSpec
+from xenpvh.check.checker import EventKind, StageEvent
+from xenpvh.check.decide import decide_session, decide_unreached, retryable
 from xenpvh.check.hostconsole import HostExpectation, check_hypervisor, read_expect_file
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host import lock
 from xenpvh.host.base import Host
+from xenpvh.host.open import open_host
 from xenpvh.host.request import HostRequest
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
 from xenpvh.profile.model import Profile
-from xenpvh.run.boot import BootRun, new_run_id
+from xenpvh.report import Attempt, RunReport, write_reports
+from xenpvh.report.history import write_history
+from xenpvh.run.boot import BootRun
+from xenpvh.run.events import AttemptEvent, BuildEvent, HostWaitEvent
+from xenpvh.run.keep import KeepPolicy
+from xenpvh.run.options import HostClients, RunHooks, RunLimits, RunOptions, new_run_id
+from xenpvh.run.preflight import check_renderable
 from xenpvh.run.request import BootRequest
+from xenpvh.run.session_files import make_artifacts_dir, move_attempt
+from xenpvh.toolstack.xl import Xl
+from xenpvh.util.fs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[object], None]
 HostOpener = Callable[[HostRequest, Path], AbstractContextManager[Host]]
 DEFAULT_ARTIFACTS_ROOT = Path("artifacts")
-
-
-@dataclass(frozen=True)
-class BuildEvent:
-    """A build the session made (or served from the cache) before booting."""
-
-    what: str  # "xen" | "kernel"
-    description: str  # the cache's one-line account (hit or built, key, time)
-    path: str
-
-
-@dataclass(frozen=True)
-class AttemptEvent:
-    """Attempt `number` ended `retryable`: another follows (its artifacts moved aside)."""
-
-    number: int
-    of: int
-    reason: str
-    kept_in: str
-
-
-@dataclass(frozen=True)
-class HostWaitEvent:
-    """The host is leased to another owner; the session waits (`wait_host`)."""
-
-    host: str
-    holder: str  # HostLease.describe(): owner, reason, expiry
 
 
 @dataclass
@@ -98,7 +85,8 @@ def point_name(toolstack: str, point: DomainSpec) -> str:
 class Session:
     """Run one BootRequest.  `host` (a Host the caller already holds, e.g. the pytest
     session's) skips opening one; `open_host` replaces how one is opened (front ends pass
-    one that shows progress).  `guest_kit` and `progress` go to the builders."""
+    one that shows progress).  `guest_kit` and `progress` go to the builders; `clients`
+    are the host's service clients the caller holds (a toolstack, a XenStore factory)."""
 
     def __init__(
         self,
@@ -110,8 +98,7 @@ class Session:
         guest_kit: Any = None,
         progress: Any = None,
         artifacts_root: Path = DEFAULT_ARTIFACTS_ROOT,
-        toolstack: Any = None,
-        xenstore_factory: Callable[[Host], Any] | None = None,
+        clients: HostClients | None = None,
     ) -> None:
         self.request = request
         self.on_event = on_event
@@ -120,9 +107,9 @@ class Session:
         self.guest_kit = guest_kit
         self.progress = progress
         self.artifacts_root = artifacts_root
-        # A toolstack instance the caller holds (and closes); else one per run by name.
-        self.toolstack = toolstack
-        self.xenstore_factory = xenstore_factory  # tests: a fake XenStore at the boundary
+        # A toolstack instance the caller holds (and closes), else one per run by name; a
+        # XenStore factory (tests: a fake at the boundary), else the real XenStore.
+        self.clients = clients or HostClients()
         self.run_id = new_run_id()
         self.started_at = time.time()
         self.profile: Profile | None = None
@@ -186,23 +173,16 @@ class Session:
             disks=_repeat(base.disks, req.disks, "disk", self.profile.name),
             vifs=_repeat(base.vifs, req.vifs, "vif", self.profile.name),
         )
-        from xenpvh.run.preflight import check_renderable
-
         check_renderable(self.point, req.toolstack)  # a hostile cmdline: blocked, no host
         if req.xen_build is not None:
-            from xenpvh.build.tree import TreeSpec
-
             # Parsing the spec checks the tree, patches and fragment paths (blocked if bad).
             TreeSpec.from_cli(req.xen_build.tree, list(req.xen_build.patches), req.xen_build.config)
-        self.artifacts = self._make_artifacts_dir(self.profile.name)
+        self.artifacts = make_artifacts_dir(req.artifacts, self.artifacts_root, self.profile.name)
         self._write_provisional()
 
     def _build(self) -> None:
         req = self.request
         if req.xen_build is not None:
-            from xenpvh.build.builder import build_xen
-            from xenpvh.build.tree import TreeSpec
-
             xb = req.xen_build
             spec = TreeSpec.from_cli(xb.tree, list(xb.patches), xb.config)
             built = build_xen(spec, rebuild=xb.rebuild or req.rebuild, progress=self.progress)
@@ -219,9 +199,6 @@ class Session:
                     lines += read_expect_file(expect_file.read_text())
             self._expect = HostExpectation(xen_version=built.version, lines=lines)
         if req.kernel_tree:
-            from xenpvh.build.builder import build_linux
-            from xenpvh.build.tree import TreeSpec
-
             kbuilt = build_linux(
                 TreeSpec.from_cli(req.kernel_tree, [], None),
                 rebuild=req.rebuild,
@@ -248,7 +225,6 @@ class Session:
     def _check_host_lock(self, host: Host) -> None:
         """Before any domain is made: another owner's lease on the host (`xenpvh host lock`,
         a nightly pool) makes us wait (up to `wait_host`) or refuse, naming the holder."""
-        from xenpvh.host import lock
 
         def waiting(holder: lock.HostLease) -> None:
             self._emit(HostWaitEvent(host.name, holder.describe()))
@@ -256,11 +232,9 @@ class Session:
         owner = self.request.owner or lock.default_owner()
         lock.check(host, owner=owner, wait=self.request.wait_host, on_wait=waiting)
 
-    def _keep_policy(self) -> Any:
+    def _keep_policy(self) -> KeepPolicy | None:
         if not self.request.keep_on_fail:
             return None
-        from xenpvh.host import lock
-        from xenpvh.run.keep import KeepPolicy
 
         h = self.request.host
         spec = {
@@ -280,9 +254,6 @@ class Session:
         build promised."""
         if self._expect is None:
             return None
-        from xenpvh.toolstack.xl import Xl
-        from xenpvh.util.fs import atomic_write_text
-
         assert self.artifacts is not None
         xl = Xl(host)
         dmesg = xl.dmesg()
@@ -312,14 +283,18 @@ class Session:
                 host,
                 self.profile,
                 self.point,
-                toolstack=self.toolstack or self.request.toolstack,
                 artifacts=self.artifacts,
                 guest_kit=self.guest_kit,
-                on_event=self.on_event,
-                on_decided=decided,
-                timeout=self.request.timeout,
-                xenstore_factory=self.xenstore_factory,
-                keep=self._keep_policy(),
+                options=RunOptions(
+                    toolstack=self.clients.toolstack or self.request.toolstack,
+                    keep=self._keep_policy(),
+                ),
+                limits=RunLimits(timeout=self.request.timeout),
+                hooks=RunHooks(
+                    on_event=self.on_event,
+                    on_decided=decided,
+                    xenstore_factory=self.clients.xenstore_factory,
+                ),
             )
             verdict = run.run()
             self.attempts.append(verdict)
@@ -327,7 +302,7 @@ class Session:
                 self.attempt_dirs.append(None)
                 return
             kept = self.artifacts / f"attempt-{n}"
-            _move_attempt(self.artifacts, kept, before)
+            move_attempt(self.artifacts, kept, before)
             self.attempt_dirs.append(kept.name)
             self._write_attempt(verdict, n, kept)
             self._emit(AttemptEvent(n, total, verdict.reason, str(kept)))
@@ -355,8 +330,6 @@ class Session:
     def _attempt_records(self, attempts: list[Verdict]) -> tuple[Any, ...]:
         """Each attempt as the reports list it (`xenpvh.report.Attempt`); the last one's
         files are the run directory itself, earlier ones' are in `attempt-N/`."""
-        from xenpvh.report import Attempt
-
         return tuple(
             Attempt(
                 number=i,
@@ -377,8 +350,8 @@ class Session:
 
     def _unreached(self, value: VerdictValue, reason: str) -> Verdict:
         """A verdict with the profile's stages, none reached (nothing of the guest ran)."""
-        stages = [StageResult(s.name) for s in self.profile.stages] if self.profile else []
-        return Verdict(value, reason, stages=stages)
+        names = [s.name for s in self.profile.stages] if self.profile else []
+        return decide_unreached(value, reason, names)
 
     def _without_boot(self, value: VerdictValue, reason: str) -> SessionResult:
         """Blocked or broken before any guest ran: the profile's stages, none reached."""
@@ -409,8 +382,6 @@ class Session:
     def _write_provisional(self) -> None:
         """The run dir holds a verdict.json from the start: if this process is killed
         (SIGKILL, OOM, power) before a verdict, the one it leaves says so."""
-        import socket
-
         reason = (
             f"no verdict: the run (pid {os.getpid()} on {socket.gethostname()}) was killed or "
             "is still running"
@@ -438,8 +409,6 @@ class Session:
     ) -> Any:
         """The one writer's input for `verdict` (a `xenpvh.report.RunReport`); `attempts`
         are the verdicts it was decided from (default: the attempts so far)."""
-        from xenpvh.report import RunReport
-
         records = self._attempt_records(self.attempts if attempts is None else attempts)
         timings = {
             k: v for k, v in verdict.meta.items() if k.endswith("_s") and isinstance(v, float)
@@ -458,14 +427,10 @@ class Session:
         )
 
     def _write(self, verdict: Verdict, attempts: list[Verdict] | None = None) -> dict[str, Path]:
-        from xenpvh.report import write_reports
-
         assert self.artifacts is not None
         report = self.report_for(verdict, attempts)
         written = write_reports(report)
         if self.request.history is not None:
-            from xenpvh.report.history import write_history
-
             target = self.request.history
             facts = {**self._build_facts, **target.facts}  # type: ignore[attr-defined]
             write_history(dataclasses.replace(target, facts=facts), report, written)  # type: ignore
@@ -473,8 +438,6 @@ class Session:
 
     def _write_attempt(self, verdict: Verdict, n: int, where: Path) -> None:
         """An earlier attempt's directory gets its own reports, so it reads on its own."""
-        from xenpvh.report import write_reports
-
         write_reports(
             self.report_for(verdict, [], run_id=f"{self.run_id}-attempt{n}", artifacts=where)
         )
@@ -484,18 +447,6 @@ class Session:
     def _emit(self, event: object) -> None:
         if self.on_event is not None:
             self.on_event(event)
-
-    def _make_artifacts_dir(self, profile: str) -> Path:
-        if self.request.artifacts is not None:
-            path = Path(self.request.artifacts)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        root = self.artifacts_root
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = root / f"{profile}-{stamp}-{os.getpid()}"
-        path.mkdir(parents=True, exist_ok=True)
-        _point_latest(root, path)
-        return path
 
 
 def _repeat(
@@ -513,41 +464,12 @@ def _repeat(
 
 
 def _default_opener(request: HostRequest, artifacts: Path) -> AbstractContextManager[Host]:
-    from xenpvh.host.open import open_host
-
     return open_host(request, artifacts=artifacts)
 
 
 def _stage_event(stage: StageResult) -> object:
-    from xenpvh.check.checker import EventKind, StageEvent
-
     kind = EventKind.PASSED if stage.status is StageStatus.PASSED else EventKind.FAILED
     return StageEvent(kind, stage.name, stage.t, stage.evidence or stage.detail)
-
-
-def _point_latest(root: Path, target: Path) -> None:
-    """`root/latest` -> the newest run dir, replaced atomically (a symlink renamed over)."""
-    link = root / "latest"
-    tmp = root / f".latest.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        tmp.symlink_to(target.name)
-        os.replace(tmp, link)
-    except OSError as e:  # a filesystem without symlinks: the run itself is unaffected
-        log.warning("cannot point %s at %s: %s", link, target, e)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _move_attempt(artifacts: Path, dest: Path, hosts: set[str]) -> None:
-    """Move one attempt's files out of the way of the next, leaving the host's files (there
-    before the first attempt) and earlier attempt directories alone."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in list(artifacts.iterdir()):
-        if p == dest or p.name in hosts or (p.name.startswith("attempt-") and p.is_dir()):
-            continue
-        shutil.move(str(p), dest / p.name)
 
 
 __all__ = [
