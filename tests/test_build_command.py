@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from xenpvh.build.command import build_xen_command
+from xenpvh.cli.build import build_xen_command
 
 
 def _run(tmp_path: Path, **kw: object) -> tuple[int, str]:

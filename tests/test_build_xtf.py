@@ -2,7 +2,7 @@
 
 The trees here are XTF-shaped (a top Makefile that runs each test directory's `build`, as
 XTF's does) and built by the real make; the live XTF test boots what the cache holds
-(tests/test_xtf_live.py via xenpvh.live_inputs.xtf_test)."""
+(tests/test_xtf_live.py via xenpvh.run.guest_inputs.xtf_test)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_builds_in_a_copy_caches_and_serves_the_live_tests(tmp_path: Path) -> No
     assert (example / "test-hvm64-example.cfg").is_file()
     assert _files(src) == before, "the user's tree was written"
     # What the live tests find without $XENPVH_XTF_DIR.
-    from xenpvh.live_inputs import xtf_test
+    from xenpvh.run.guest_inputs import xtf_test
 
     assert xtf_test("test-hvm64-example") == example / "test-hvm64-example"
     assert newest_cached_test("test-hvm64-nosuch") is None

@@ -670,7 +670,7 @@ def test_boot_reuses_only_an_up_host_running_the_asked_xen(
 def test_an_attached_host_is_described_by_its_running_qemu(tmp_path: Path) -> None:
     """`xenpvh boot` on a host another process started reports what that QEMU runs with
     (it once said `single` for a host started with thread=multi)."""
-    from xenpvh.host.nested.host import running_qemu_settings
+    from xenpvh.host.nested.process import running_qemu_settings
 
     (tmp_path / "77").mkdir()
     argv = ["qemu", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "3G", "-cpu", "qemu64"]

@@ -31,7 +31,7 @@ from xenpvh.errors import BlockedError, BrokenError, RenderError
 from xenpvh.host.base import CommandResult
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import DomainSpec
-from xenpvh.run import BootRun
+from xenpvh.run.boot import BootRun, RunHooks, RunLimits, RunOptions
 from xenpvh.toolstack.libvirt import (
     Libvirt,
     LibvirtCallError,
@@ -589,10 +589,10 @@ def test_boot_run_with_libvirt_creates_paused_and_always_cleans_up(
         host,
         profile,
         profile.point(kernel=str(k), ramdisk=str(r), vcpus=2),
-        toolstack=lv,
+        options=RunOptions(toolstack=lv),
         artifacts=tmp_path / "art",
-        xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4}),
-        timeout=30,
+        hooks=RunHooks(xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4})),
+        limits=RunLimits(timeout=30),
     )
     v = run.run()
     assert v.verdict == VerdictValue.PASS, v.reason
@@ -620,10 +620,10 @@ def test_boot_run_undefines_even_when_pvh_check_blocks(
         host,
         profile,
         profile.point(kernel=str(k), ramdisk=str(r), vcpus=2),
-        toolstack=lv,
+        options=RunOptions(toolstack=lv),
         artifacts=tmp_path / "art",
-        xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4}),
-        timeout=30,
+        hooks=RunHooks(xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4})),
+        limits=RunLimits(timeout=30),
     )
     v = run.run()
     assert v.verdict == VerdictValue.BLOCKED and "not 'pvh'" in v.reason, v.reason

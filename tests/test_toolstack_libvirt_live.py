@@ -19,6 +19,7 @@ import pytest
 
 from xenpvh.check.verdict import StageStatus, VerdictValue
 from xenpvh.host.base import Host
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 from xenpvh.toolstack.libvirt import Libvirt, os_machine
@@ -83,7 +84,7 @@ def test_linux_pvh_boots_with_libvirt(host: Host, tmp_path: Path) -> None:
                 BootRequest(profile="linux-pvh", vcpus=2, toolstack="libvirt", artifacts=tmp_path),
                 host=host,
                 guest_kit=kit,
-                toolstack=lv,
+                clients=HostClients(toolstack=lv),
             )
             .run()
             .verdict

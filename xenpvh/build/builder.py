@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress, TaskID
-
 from xenpvh.build import source
 from xenpvh.build.cache import (
     CACHE_FORMAT,
@@ -46,6 +44,7 @@ from xenpvh.build.recipes import (
 from xenpvh.build.runner import BuildLog
 from xenpvh.build.tree import TreeSpec, TreeState
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+from xenpvh.util.progress import ProgressSink, task
 
 # Phases timed in the manifest's "elapsed" (bench/build.py reads them).
 PHASES = ("resolve", "fetch", "patch", "configure", "build", "collect")
@@ -90,45 +89,31 @@ class XenBuild(BuildResult):
 
 
 class _Steps:
-    """One rich progress task per phase, with its elapsed time and the last output line."""
+    """One progress task per phase (`<recipe>: <phase>`), its latest output line as the
+    task's detail; each phase's elapsed time is kept for the manifest."""
 
-    def __init__(self, progress: Progress | None, label: str) -> None:
+    def __init__(self, progress: ProgressSink | None, label: str) -> None:
         self.progress = progress
         self.label = label
         self.elapsed: dict[str, float] = {}
 
-    def add(self, text: str) -> TaskID | None:
-        if self.progress is None:
-            return None
-        return self.progress.add_task(f"{self.label}: {text}", total=None, detail="")
-
-    def done(self, task: TaskID | None, text: str | None = None) -> None:
-        if self.progress is not None and task is not None:
-            if text is not None:
-                self.progress.update(task, description=f"{self.label}: {text}")
-            self.progress.update(task, total=1, completed=1, detail="")
+    def served(self, key: str) -> None:
+        """A finished task saying the cache served the build."""
+        with task(self.progress, f"{self.label}: cache") as advance:
+            advance(label=f"{self.label}: cache hit {key[:12]}")
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[Callable[[str], None]]:
-        label = _LABELS.get(name, name)
-        task = self.add(label)
         start = time.monotonic()
-
-        def on_line(line: str) -> None:
-            if self.progress is not None and task is not None:
-                self.progress.update(task, detail=line.strip()[:_DETAIL_WIDTH])
-
         try:
-            yield on_line
-        except BaseException:
+            with task(self.progress, f"{self.label}: {_LABELS.get(name, name)}") as advance:
+
+                def on_line(line: str) -> None:
+                    advance(detail=line.strip()[:_DETAIL_WIDTH])
+
+                yield on_line
+        finally:
             self.elapsed[name] = time.monotonic() - start
-            if self.progress is not None and task is not None:
-                # Stopped, not finished: its elapsed time stays at the moment it failed.
-                self.progress.update(task, failed=True)
-                self.progress.stop_task(task)
-            raise
-        self.elapsed[name] = time.monotonic() - start
-        self.done(task)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -140,7 +125,7 @@ def build_tree(
     *,
     cache: ArtifactCache | None = None,
     rebuild: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
     result_type: type[BuildResult] = BuildResult,
 ) -> BuildResult:
     """Build `spec` with `recipe`, or serve it from `cache` (`rebuild` forces a build).
@@ -193,7 +178,7 @@ def _served(
         time.monotonic() - start,
         built_at=entry.manifest.get("built_at"),
     )
-    steps.done(steps.add("cache"), f"cache hit {entry.key[:12]}")
+    steps.served(entry.key)
     return _result(entry, state, report, result_type)
 
 
@@ -375,7 +360,7 @@ def build_xen(
     with_tools: bool = False,
     cache: ArtifactCache | None = None,
     rebuild: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
 ) -> XenBuild:
     """The Xen hypervisor of `spec` (and its tools when asked)."""
     built = build_tree(
@@ -396,7 +381,7 @@ def build_linux(
     jobs: int = 2,
     cache: ArtifactCache | None = None,
     rebuild: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
 ) -> BuildResult:
     """A Linux bzImage of `spec` that boots as a PVH guest."""
     return build_tree(spec, LinuxRecipe(jobs=jobs), cache=cache, rebuild=rebuild, progress=progress)

@@ -17,18 +17,44 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
-from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport
+from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, _first_line
 from xenpvh.build.recipes import FreeBSDRecipe
 from xenpvh.build.runner import BuildFailed, BuildLog, tail_of
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.base import Host
+from xenpvh.util.progress import ProgressSink, task
 
 # A GENERIC buildkernel at -j2 takes about an hour on a small box; give it room.
 NATIVE_TIMEOUT = 6 * 3600.0
+
+
+class _Ran(Protocol):
+    """What a native build reads of a finished command (a `CommandResult`)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def out(self) -> str: ...
+    @property
+    def err(self) -> str: ...
+    @property
+    def exit_status(self) -> int: ...
+
+
+class BuildHost(Protocol):
+    """What a native build needs of its FreeBSD host: the part of the `Host` protocol
+    (`xenpvh.host.base`) it uses, declared here so the build room does not import the host
+    room."""
+
+    name: str
+
+    def run(self, argv: Sequence[str], *, timeout: float = 120.0) -> _Ran: ...
+    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None: ...
+    def get(self, remote: str, local: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +67,7 @@ class FreeBSDKernel:
 
 
 def build_freebsd_native(
-    host: Host,
+    host: BuildHost,
     src: str,
     out: Path,
     *,
@@ -192,8 +218,6 @@ def tree_digest(
 
 
 def llvm_version(recipe: FreeBSDRecipe) -> str:
-    from xenpvh.build.cache import _first_line
-
     clang = str(Path(recipe.llvm_bindir) / "clang")
     return _first_line([clang, "--version"]) or f"{clang} not runnable"
 
@@ -228,10 +252,11 @@ def build_freebsd_cached(
     fragment: str | None = None,
     cache: ArtifactCache | None = None,
     rebuild: bool = False,
-    on_line: Callable[[str], None] | None = None,
+    progress: ProgressSink | None = None,
 ) -> CachedFreeBSDKernel:
     """`build_freebsd_cross`, served from the build cache when the tree, the recipe, the
-    fragment and clang are the same as for a kernel built before."""
+    fragment and clang are the same as for a kernel built before.  A build is one progress
+    task (`buildkernel`), its latest output line the task's detail."""
     start = time.monotonic()
     src = src.resolve()
     if not is_freebsd_tree(src):
@@ -264,9 +289,14 @@ def build_freebsd_cached(
         with tempfile.TemporaryDirectory(prefix=f"{key[:12]}-", dir=cache.work_root) as work:
             out = Path(work)
             try:
-                built = build_freebsd_cross(
-                    src, out, recipe=recipe, fragment=fragment, on_line=on_line
-                )
+                with task(progress, "buildkernel") as advance:
+                    built = build_freebsd_cross(
+                        src,
+                        out,
+                        recipe=recipe,
+                        fragment=fragment,
+                        on_line=lambda line: advance(detail=line),
+                    )
             except BaseException:
                 # A failed build's log outlives the work directory.
                 failed = cache.new_log(CACHE_RECIPE, key)

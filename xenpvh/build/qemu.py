@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
+from xenpvh.build.builder import build_tree
 from xenpvh.build.cache import ArtifactCache
 from xenpvh.build.recipes import QemuRecipe
 from xenpvh.build.tree import TreeSpec
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.profile.loader import guestcfg_dir
 from xenpvh.util.fs import sha256_file
+from xenpvh.util.progress import ProgressSink
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ CHOICES = ("patched", "system")
 
 
 def default_spec_path() -> Path:
-    from xenpvh.profile.loader import guestcfg_dir
-
     return guestcfg_dir() / DEFAULT_SPEC
 
 
@@ -98,12 +97,10 @@ def build_qemu(
     jobs: int = 2,
     cache: ArtifactCache | None = None,
     rebuild: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
 ) -> QemuBinary:
     """Build (or serve from the cache) `qemu-system-x86_64` of `spec`, the patched default
     when None."""
-    from xenpvh.build.builder import build_tree
-
     spec = spec if spec is not None else TreeSpec.from_toml(default_spec_path())
     built = build_tree(spec, QemuRecipe(jobs=jobs), cache=cache, rebuild=rebuild, progress=progress)
     path = built.image
@@ -120,7 +117,7 @@ def resolve_qemu(
     choice: str = "patched",
     *,
     cache: ArtifactCache | None = None,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
 ) -> QemuBinary:
     """The binary `choice` names, built when it is the patched default and not cached."""
     choice = check_choice(choice)

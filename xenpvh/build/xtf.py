@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, toolcha
 from xenpvh.build.freebsd import tree_digest
 from xenpvh.build.runner import BuildLog
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.util.progress import ProgressSink, task
 
 CACHE_RECIPE = "xtf-tests"
 RECIPE_VERSION = 1
@@ -112,9 +113,10 @@ def build_xtf_cached(
     jobs: int = 2,
     cache: ArtifactCache | None = None,
     rebuild: bool = False,
-    on_line: Callable[[str], None] | None = None,
+    progress: ProgressSink | None = None,
 ) -> CachedXtf:
-    """Build XTF's tests from the checkout `src` (all of them, or `tests`), cached."""
+    """Build XTF's tests from the checkout `src` (all of them, or `tests`), cached.  A build
+    is one progress task (`xtf make`), its latest output line the task's detail."""
     start = time.monotonic()
     src = src.resolve()
     if not is_xtf_tree(src):
@@ -150,9 +152,9 @@ def build_xtf_cached(
                 # XTF's Makefile takes the test directories to build in TESTS.
                 argv.append("TESTS=" + " ".join(str(tree / "tests" / t) for t in tests))
             try:
-                with BuildLog(log_path) as log:
+                with BuildLog(log_path) as log, task(progress, "xtf make") as advance:
                     log.phase(f"XTF tests from {src}")
-                    log.run(argv, cwd=tree, what="XTF make", on_line=on_line)
+                    log.run(argv, cwd=tree, what="XTF make", on_line=lambda ln: advance(detail=ln))
                     names = collect_tests(tree, out)
                     log.note(f"built: {' '.join(names)}")
             except BaseException:

@@ -59,7 +59,8 @@ class TaskFinished:
 
 @dataclass(frozen=True)
 class Status:
-    """A one-line status that replaces the previous one ("nested Xen: waiting for ssh (12s)")."""
+    """A one-line status that replaces the previous one ("nested Xen: waiting for ssh (12s)");
+    an empty `text` clears it (the wait is over)."""
 
     text: str
 

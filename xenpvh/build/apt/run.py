@@ -1,5 +1,5 @@
 """Running apt, apt-cache and dpkg-source: a C locale, no prompts, and apt's download
-progress (APT::Status-Fd) driving a task of the caller's rich Progress."""
+progress (APT::Status-Fd) reported as a progress task to the caller's sink."""
 
 from __future__ import annotations
 
@@ -9,19 +9,18 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
-from rich.progress import Progress, TaskID
-
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.util.progress import Note, ProgressSink, emit, task
 
 log = logging.getLogger(__name__)
 
-# The rich Progress that long apt steps report to (set by `reporting`).  A context variable,
-# not a parameter: the functions keep the small signatures callers (and tests) rely on.
-_PROGRESS: ContextVar[Progress | None] = ContextVar("xenpvh_apt_progress", default=None)
+# The sink long apt steps report to (set by `reporting`).  A context variable, not a
+# parameter: the functions keep the small signatures callers (and tests) rely on.
+_PROGRESS: ContextVar[ProgressSink | None] = ContextVar("xenpvh_apt_progress", default=None)
 # apt's words for "the mirrors do not have it" (our input) as opposed to a failed download.
 _NOT_ON_MIRRORS = re.compile(
     r"Can't find a source to download|Unable to locate package|"
@@ -31,8 +30,8 @@ _APT_ERROR = re.compile(r"^(E|Err):", re.MULTILINE)
 
 
 @contextlib.contextmanager
-def reporting(progress: Progress | None) -> Iterator[None]:
-    """Report apt's downloads (update, packages) as tasks of `progress` meanwhile."""
+def reporting(progress: ProgressSink | None) -> Iterator[None]:
+    """Report apt's downloads (update, packages) as tasks to `progress` meanwhile."""
     token = _PROGRESS.set(progress)
     try:
         yield
@@ -41,11 +40,9 @@ def reporting(progress: Progress | None) -> Iterator[None]:
 
 
 def say(message: str) -> None:
-    """A warning for the log and, while `reporting`, for the progress display's console."""
+    """A warning for the log and, while `reporting`, a note to the progress sink."""
     log.warning("%s", message)
-    progress = _PROGRESS.get()
-    if progress is not None:
-        progress.console.log(f"[yellow]warning:[/] {message}")
+    emit(_PROGRESS.get(), Note(f"warning: {message}"))
 
 
 def apt_env() -> dict[str, str]:
@@ -69,10 +66,14 @@ def capture(argv: list[str], what: str) -> str:
 
 
 def run_apt(argv: list[str], what: str, cwd: Path | None = None) -> None:
-    """Run apt with its download progress driving a progress task.  What the mirrors do not
-    have is BlockedError; any other failure (exit status or an `E:`/`Err:` line) BrokenError."""
-    progress = _PROGRESS.get()
-    task: TaskID | None = progress.add_task(what, total=100.0) if progress else None
+    """Run apt with its download progress reported as a task (percent done).  What the
+    mirrors do not have is BlockedError; any other failure (exit status or an `E:`/`Err:`
+    line) BrokenError, and the task ends failed."""
+    with task(_PROGRESS.get(), what, total=100.0) as advance:
+        _run_apt(argv, what, cwd, advance)
+
+
+def _run_apt(argv: list[str], what: str, cwd: Path | None, advance: Callable[..., None]) -> None:
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile() as output:
         try:
@@ -94,17 +95,13 @@ def run_apt(argv: list[str], what: str, cwd: Path | None = None) -> None:
             for line in status:
                 # dlstatus:ITEM:PERCENT:MESSAGE
                 parts = line.split(":", 3)
-                if progress and task is not None and parts[0] == "dlstatus" and len(parts) > 2:
+                if parts[0] == "dlstatus" and len(parts) > 2:
                     with contextlib.suppress(ValueError):
-                        progress.update(task, completed=float(parts[2]))
+                        advance(completed=float(parts[2]))
         rc = proc.wait()
         output.seek(0)
         text = output.read().decode(errors="replace")
-    failed = rc != 0 or bool(_APT_ERROR.search(text))
-    if progress and task is not None:
-        # "failed" marks the task for the build room's progress columns.
-        progress.update(task, completed=100.0, failed=failed)
-    if failed:
+    if rc != 0 or _APT_ERROR.search(text):
         if _NOT_ON_MIRRORS.search(text):
             raise BlockedError(f"{what}: not on the mirrors: {tail(text)}")
         raise BrokenError(f"{what} failed (exit {rc}): {tail(text)}")

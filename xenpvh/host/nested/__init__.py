@@ -14,12 +14,15 @@ States: absent → booting → ready → stopping → stopped, and failed from b
 A QEMU process never outlives the process that started it (PR_SET_PDEATHSIG, atexit and the
 context manager), unless `up(detach=True)`: then a state file lets a later process find it.
 
-One concept per module: `qemu` (the QEMU command line, accelerator, TCG faults), `record`
-(states and the state file), `warm` (the saved machine state), `reap` (stale run dirs) and
-`host` (NestedHost itself).
+One concept per module: `qemu` (the QEMU command line, accelerator, TCG faults), `process`
+(starting, watching and stopping that QEMU), `ready` (waiting for ssh and `xl list`),
+`record` (states and the state file), `warm` (the saved machine state), `reap` (stale run
+dirs), `hang` (a machine hung under a command), `delegate` (the Host calls, over the dom0's
+ssh) and `host` (NestedHost itself).  What a nested host does while it boots goes to its
+progress sink (`xenpvh.util.progress`), never to a terminal.
 """
 
-from xenpvh.host.nested.host import BootTimes, NestedHost
+from xenpvh.host.nested.host import NestedHost
 from xenpvh.host.nested.qemu import (
     DEFAULT_XEN_CMDLINE,
     QEMU,
@@ -29,6 +32,7 @@ from xenpvh.host.nested.qemu import (
     free_port,
     ssh_banner_ready,
 )
+from xenpvh.host.nested.ready import BootTimes
 from xenpvh.host.nested.reap import RUN_DIR_PREFIX, reap_stale_run_dirs
 from xenpvh.host.nested.record import NestedRecord, NestedState, NestedStatus, state_dir
 from xenpvh.host.nested.warm import WARM_KEEP, WARM_SNAPSHOT, WARM_VERSION, prune_warm

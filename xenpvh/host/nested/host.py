@@ -1,106 +1,55 @@
-"""NestedHost: the lifecycle of a Xen host under QEMU (boot cold or warm, wait for ssh and
-`xl list`, stop, adopt a detached one) and the Host protocol, delegated to an SSHHost on the
-forwarded port."""
+"""NestedHost: the lifecycle of a Xen host under QEMU (boot cold or warm, stop, adopt a
+detached one) and the Host protocol, delegated to an SSHHost on the forwarded port.
+
+The QEMU process itself is `process`, the wait for ssh and `xl list` is `ready`; what the
+host does meanwhile goes to its progress sink (and the log)."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import itertools
+import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pexpect.spawnbase import SpawnBase
-from rich.console import Console
-from rich.status import Status
 
 from xenpvh.build.qemu import QemuBinary, resolve_qemu
 from xenpvh.check.hosthang import HostHang
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.base import ByteStream, CommandResult, EmulationFault
+from xenpvh.host.base import EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
 from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe
-from xenpvh.host.nested import hang
-from xenpvh.host.nested.qemu import (
-    DEFAULT_XEN_CMDLINE,
-    TCG_FAULTS,
-    QemuConfig,
-    detect_accel,
-    free_port,
-    ssh_banner_ready,
+from xenpvh.host.nested.delegate import DelegatedToDom0
+from xenpvh.host.nested.process import (
+    BIND_GRACE,
+    qemu_alive,
+    running_qemu_settings,
+    serial_tail,
+    start_qemu,
+    stop_qemu,
 )
-from xenpvh.host.nested.reap import make_run_dir, reap_partial_snapshots, reap_stale_run_dirs
+from xenpvh.host.nested.qemu import DEFAULT_XEN_CMDLINE, TCG_FAULTS, QemuConfig, detect_accel
+from xenpvh.host.nested.ready import SERIAL_TAIL, BootTimes, Machine, ssh_options, wait_ready
+from xenpvh.host.nested.reap import make_run_dir, reap_stale_run_dirs
 from xenpvh.host.nested.record import NestedRecord, NestedState, NestedStatus, state_dir
 from xenpvh.host.nested.warm import (
-    WARM_KEEP,
     WARM_SNAPSHOT,
     copy_sparse,
-    create_overlay,
-    prune_warm,
     savevm,
     warm_key,
+    warm_snapshot,
 )
-from xenpvh.host.ssh import HostKeyRejected, SSHAddress, SSHHost, SSHOptions
-from xenpvh.util.fs import flock
+from xenpvh.host.ssh import SSHAddress, SSHHost
+from xenpvh.util.progress import Note, ProgressSink, emit
 
-# Lines of the serial log quoted when a boot fails.
-SERIAL_TAIL = 40
-# Every QEMU this process started, by PID (xenpvh.leaks checks none outlives its test).
-STARTED_QEMU: list[int] = []
-
-
-# -- the host ------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: QEMU gets SIGKILL when we die, even by kill -9.
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def running_qemu_settings(pid: int, proc: Path = Path("/proc")) -> dict[str, object]:
-    """accel, tcg_thread, cpus and memory read off a running QEMU's command line ({} when
-    it cannot be read)."""
-    try:
-        argv = [
-            a.decode(errors="replace")
-            for a in (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
-        ]
-    except OSError:
-        return {}
-    out: dict[str, object] = {}
-    for flag, value in itertools.pairwise(argv):
-        if flag == "-accel":
-            accel, _, opts = value.partition(",")
-            out["accel"] = accel
-            opt = dict(o.partition("=")[::2] for o in opts.split(",") if o)
-            out["tcg_thread"] = opt.get("thread") if accel == "tcg" else None
-        elif flag == "-smp" and value.isdigit():
-            out["cpus"] = int(value)
-        elif flag == "-m":
-            out["memory"] = value
-    return out
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class BootTimes:
-    qemu_started: float = 0.0
-    ssh_ready: float | None = None  # seconds after QEMU started
-    xl_ready: float | None = None
-    warm: bool = False  # resumed from a saved machine state
-
-
-@dataclass
-class NestedHost:
+class NestedHost(DelegatedToDom0):
     """A Xen host under QEMU.  Use as a context manager, or up()/down()."""
 
     name: str = "nested"
@@ -132,7 +81,9 @@ class NestedHost:
     # xenpvh's lean hotplug scripts instead of Debian's (6 s of every create and 3 s of
     # every destroy under TCG; see xenpvh.host.hotplug).  The guest sees the same devices.
     lean_hotplug: bool = True
-    console: Console | None = None
+    # Where the host reports what it does (QEMU and image builds, the wait for ssh); None:
+    # only the log.
+    progress: ProgressSink | None = None
     state_file: Path = field(default_factory=lambda: state_dir() / "state.json")
 
     state: NestedState = field(default=NestedState.ABSENT, init=False)
@@ -203,23 +154,7 @@ class NestedHost:
 
     def ssh_command(self) -> list[str]:
         """An OpenSSH command line reaching the dom0 (host key verified)."""
-        r = self._require_record()
-        return [
-            "ssh",
-            "-i",
-            r.client_key,
-            "-p",
-            str(r.ssh_port),
-            "-o",
-            f"UserKnownHostsFile={r.known_hosts}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "root@127.0.0.1",
-        ]
+        return self._require_record().ssh_command()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -253,7 +188,7 @@ class NestedHost:
                     raise
                 except Exception as e:
                     # An unusable snapshot must not cost a run: boot cold instead.
-                    self._log(f"[yellow]nested host: warm start failed ({e}); booting cold[/]")
+                    self._log(f"nested host: warm start failed ({e}); booting cold")
                     self.state = NestedState.BOOTING
         self._boot(image, detach, warm_from=None)
         self.state = NestedState.READY
@@ -282,7 +217,7 @@ class NestedHost:
             self._stop(graceful=False)
             self.state = NestedState.FAILED
             if tail:
-                self._log(f"[red]nested host failed; serial log tail:[/]\n{tail}")
+                self._log(f"nested host failed; serial log tail:\n{tail}")
             raise
 
     def down(self) -> None:
@@ -313,10 +248,10 @@ class NestedHost:
 
     @classmethod
     def attach(
-        cls, *, state_file: Path | None = None, console: Console | None = None
+        cls, *, state_file: Path | None = None, progress: ProgressSink | None = None
     ) -> NestedHost:
         """The detached nested host started by an earlier process; BrokenError if none."""
-        h = cls(console=console, state_file=state_file or state_dir() / "state.json")
+        h = cls(progress=progress, state_file=state_file or state_dir() / "state.json")
         h._adopt()
         if h._record is None:
             raise BrokenError(f"no running nested host (state file {h.state_file})")
@@ -324,7 +259,7 @@ class NestedHost:
         h._ssh = SSHHost(
             SSHAddress("root", "127.0.0.1", r.ssh_port),
             name=h.name,
-            options=_ssh_options(Path(r.client_key), Path(r.known_hosts)),
+            options=ssh_options(Path(r.client_key), Path(r.known_hosts)),
         )
         h.state = NestedState.READY
         return h
@@ -347,74 +282,11 @@ class NestedHost:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    # -- Host protocol (delegated) --------------------------------------------------------
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = 120.0,
-        input: bytes | None = None,
-        check: bool = False,
-    ) -> CommandResult:
-        self._raise_if_hung()
-        ssh = self.ssh
-        record = self._record
-        if record is None or timeout <= hang.PROBE_AFTER:
-            return ssh.run(argv, timeout=timeout, input=input, check=check)
-        # A long command on a host a guest froze would wait out its timeout: sample the
-        # vCPUs meanwhile, and name the hang (xenpvh.host.nested.hang).
-        monitor = Path(record.monitor)
-        try:
-            return hang.watched_call(
-                lambda: ssh.run(argv, timeout=timeout, input=input, check=check),
-                lambda: hang.sample_vcpus(monitor),
-                what=f" while `{' '.join(argv[:2])}` ran",
-                on_hang=ssh.close,
-            )
-        except hang.HostHung as e:
-            # A hung machine does not come back: later commands fail at once.
-            self._hung = e.finding
-            raise
-
-    def _raise_if_hung(self) -> None:
-        if self._hung is not None:
-            raise hang.HostHung(self._hung, " (found earlier in this run)")
-
-    def put(self, local: Path, remote: str, *, mode: int | None = None) -> bool:
-        self._raise_if_hung()
-        return self.ssh.put(local, remote, mode=mode)
-
-    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
-        self.ssh.put_bytes(data, remote, mode=mode)
-
-    def get(self, remote: str, local: Path) -> None:
-        self._raise_if_hung()
-        self.ssh.get(remote, local)
-
-    def spawn(self, argv: Sequence[str], *, timeout: float = 30.0) -> SpawnBase:
-        return self.ssh.spawn(argv, timeout=timeout)
-
-    def open_stream(self, argv: Sequence[str]) -> ByteStream:
-        return self.ssh.open_stream(argv)
-
-    def close(self) -> None:
-        """Drop the ssh connection (the next call reconnects).  Stopping the machine is
-        `down()`'s job: a toolstack closing its Host must not pull the plug on the host."""
-        if self._ssh is not None:
-            self._ssh.close()
-
     # -- internals ------------------------------------------------------------------------
 
     def _ensure_qemu(self) -> QemuBinary:
         if self.qemu_binary is None:
-            if self.console is not None:
-                from xenpvh.build.command import make_progress
-
-                with make_progress(self.console) as progress:
-                    self.qemu_binary = resolve_qemu(self.qemu, progress=progress)
-            else:
-                self.qemu_binary = resolve_qemu(self.qemu)
+            self.qemu_binary = resolve_qemu(self.qemu, progress=self.progress)
             self._log(
                 f"nested host: QEMU {self.qemu_binary.origin}: {self.qemu_binary.version} "
                 f"({self.qemu_binary.path})"
@@ -423,7 +295,7 @@ class NestedHost:
 
     def _ensure_image(self) -> DomImage:
         if self._image is None:
-            rep = ImageBuilder(self.recipe, console=self.console).ensure()
+            rep = ImageBuilder(self.recipe, progress=self.progress).ensure()
             self._image = rep.image
         return self._image
 
@@ -443,39 +315,25 @@ class NestedHost:
     def _warm_snapshot(self, image: DomImage) -> Path | None:
         """The saved state of this configuration booted to ready; made on first use by one
         cold boot and `savevm`.  None when saving failed (the caller boots cold)."""
-        key = self._warm_key(image)
-        path = image.dir / f"warm-{key}.qcow2"
-        if path.is_file():
-            os.utime(path)  # most recently used survives pruning
-            return path
-        with flock(image.dir / ".warm.lock"):
-            if path.is_file():
-                return path
-            reap_partial_snapshots(image.dir)  # of a process killed while saving one
-            self._log("nested host: no saved machine state yet: booting cold once to save one")
-            part = image.dir / f".warm-{key}-{os.getpid()}.qcow2"
-            t0 = time.monotonic()
+        return warm_snapshot(image, self._warm_key(image), self._save_booted, self._log)
+
+    def _save_booted(self, image: DomImage, part: Path) -> bool:
+        """Boot cold on the overlay `part` until ready, and `savevm` the machine into it."""
+        try:
+            self._tmp = make_run_dir()
+            self._start_qemu(image, False, disk=part)
+            self._wait_ready(self.boot_timeout)
+            assert self._ssh is not None and self._record is not None
+            self._ssh.run(["sync"], timeout=60, check=True)
+            self._ssh.close()
             try:
-                create_overlay(image.disk, part)
-                self._tmp = make_run_dir()
-                self._start_qemu(image, False, disk=part)
-                self._wait_ready(self.boot_timeout)
-                assert self._ssh is not None and self._record is not None
-                self._ssh.run(["sync"], timeout=60, check=True)
-                self._ssh.close()
-                try:
-                    savevm(Path(self._record.monitor))
-                except BrokenError as e:
-                    self._log(f"[yellow]nested host: cannot save the machine state: {e}[/]")
-                    return None
-                self._stop(graceful=False)
-                os.rename(part, path)
-            finally:
-                self._stop(graceful=False)
-                part.unlink(missing_ok=True)
-            self._log(f"nested host: machine state saved in {time.monotonic() - t0:.0f}s")
-            prune_warm(image.dir, keep=WARM_KEEP)
-        return path
+                savevm(Path(self._record.monitor))
+            except BrokenError as e:
+                self._log(f"nested host: cannot save the machine state: {e}")
+                return False
+            return True
+        finally:
+            self._stop(graceful=False)
 
     def _start_qemu(
         self, image: DomImage, detach: bool, *, disk: Path, loadvm: str | None = None
@@ -491,69 +349,51 @@ class NestedHost:
         serial = art / "host-serial.log"
         monitor = self._tmp / "qmp.sock"
         accel = self.accel or detect_accel()
-        last_err = ""
-        for _attempt in range(3):
-            port = free_port()
-            cfg = QemuConfig(
-                xen=xen,
-                vmlinuz=image.vmlinuz,
-                initrd=image.initrd,
-                disk=disk,
-                disk_format="raw" if loadvm is None and disk == image.disk else "qcow2",
-                snapshot=disk == image.disk,
-                loadvm=loadvm,
-                dom0_cmdline=self.dom0_cmdline or image.dom0_cmdline,
-                ssh_port=port,
-                serial_log=serial,
-                monitor=monitor,
-                xen_cmdline=self.xen_cmdline,
-                accel=accel,
-                memory=self.memory,
-                cpus=self.cpus,
-                tcg_thread=self.tcg_thread,
-                qemu=str(qemu.path),
-                # QEMU's own log for debugging the emulation (e.g. "int,cpu_reset"): big.
-                debug=os.environ.get("XENPVH_QEMU_DEBUG") or None,
-                debug_log=art / "qemu-debug.log",
-            )
-            argv = cfg.argv()
-            known_hosts = self._tmp / "known_hosts"
-            known_hosts.write_text(image.known_hosts_line("127.0.0.1", port))
-            qemu_log = art / "qemu.log"
-            with qemu_log.open("wb") as log:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=None if detach else _die_with_parent,
-                    start_new_session=detach,
-                )
-            STARTED_QEMU.append(self._proc.pid)  # for the live tests' leak check, by PID
-            self.times = BootTimes(qemu_started=time.monotonic())
-            self._hung = None  # a new machine
-            self._record = NestedRecord(
-                pid=self._proc.pid,
-                ssh_port=port,
-                serial_log=str(serial),
-                monitor=str(monitor),
-                run_dir=str(self._tmp),
-                client_key=str(image.client_key),
-                known_hosts=str(known_hosts),
-                started=time.time(),
-                qemu=str(qemu.path),
-                xen=str(self.xen_image or ""),
-            )
-            self._detached = detach
-            # A port taken between free_port() and QEMU's bind makes QEMU exit at once.
-            time.sleep(0.5)
-            if self._proc.poll() is None:
-                break
-            last_err = qemu_log.read_text(errors="replace")[-2000:]
-            if "forward" not in last_err:
-                raise BrokenError(f"QEMU exited at start ({self._proc.returncode}): {last_err}")
-        else:
-            raise BrokenError(f"QEMU could not forward an ssh port: {last_err}")
+        config = QemuConfig(
+            xen=xen,
+            vmlinuz=image.vmlinuz,
+            initrd=image.initrd,
+            disk=disk,
+            disk_format="raw" if loadvm is None and disk == image.disk else "qcow2",
+            snapshot=disk == image.disk,
+            loadvm=loadvm,
+            dom0_cmdline=self.dom0_cmdline or image.dom0_cmdline,
+            ssh_port=0,  # start_qemu picks a free one
+            serial_log=serial,
+            monitor=monitor,
+            xen_cmdline=self.xen_cmdline,
+            accel=accel,
+            memory=self.memory,
+            cpus=self.cpus,
+            tcg_thread=self.tcg_thread,
+            qemu=str(qemu.path),
+            # QEMU's own log for debugging the emulation (e.g. "int,cpu_reset"): big.
+            debug=os.environ.get("XENPVH_QEMU_DEBUG") or None,
+            debug_log=art / "qemu-debug.log",
+        )
+        known_hosts = self._tmp / "known_hosts"
+        self._proc, config = start_qemu(
+            config,
+            detach=detach,
+            qemu_log=art / "qemu.log",
+            on_port=lambda port: known_hosts.write_text(image.known_hosts_line("127.0.0.1", port)),
+        )
+        port = config.ssh_port
+        self.times = BootTimes(qemu_started=time.monotonic() - BIND_GRACE)
+        self._hung = None  # a new machine
+        self._record = NestedRecord(
+            pid=self._proc.pid,
+            ssh_port=port,
+            serial_log=str(serial),
+            monitor=str(monitor),
+            run_dir=str(self._tmp),
+            client_key=str(image.client_key),
+            known_hosts=str(known_hosts),
+            started=time.time() - BIND_GRACE,
+            qemu=str(qemu.path),
+            xen=str(self.xen_image or ""),
+        )
+        self._detached = detach
         if detach:
             self._record.save(self.state_file)
         else:
@@ -565,78 +405,29 @@ class NestedHost:
         self._ssh = SSHHost(
             SSHAddress("root", "127.0.0.1", port),
             name=self.name,
-            options=_ssh_options(image.client_key, known_hosts, connect_timeout=10.0),
+            options=ssh_options(image.client_key, known_hosts, connect_timeout=10.0),
         )
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._ssh is not None
-        deadline = self.times.qemu_started + timeout
-        status = self.console.status("booting nested Xen…") if self.console else None
-        with status or contextlib.nullcontext():
-            self._poll(deadline, timeout, self._try_ssh, "ssh", status)
-            self.times.ssh_ready = time.monotonic() - self.times.qemu_started
-            self._log(f"nested host: ssh ready after {self.times.ssh_ready:.1f}s")
-            self._poll(deadline, timeout, self._try_xl, "xl list", status)
-            self.times.xl_ready = time.monotonic() - self.times.qemu_started
-            self._log(f"nested host: `xl list` works after {self.times.xl_ready:.1f}s")
-        self._ssh.options = _ssh_options(
-            Path(self._require_record().client_key), Path(self._require_record().known_hosts)
+        machine = Machine(
+            alive=self._qemu_alive,
+            exit_status=lambda: self._proc.poll() if self._proc is not None else None,
+            serial_tail=self._serial_tail,
         )
-
-    def _poll(
-        self,
-        deadline: float,
-        timeout: float,
-        attempt: Callable[[], bool],
-        what: str,
-        status: Status | None,
-    ) -> None:
-        while True:
-            if not self._qemu_alive():
-                rc = self._proc.poll() if self._proc is not None else None
-                raise BrokenError(
-                    f"nested host QEMU exited (status {rc}) while waiting for {what}; "
-                    f"serial log tail:\n{self._serial_tail()}"
-                )
-            if attempt():
-                return
-            if time.monotonic() > deadline:
-                raise BrokenError(
-                    f"nested host: no {what} within {timeout:g}s; serial log "
-                    f"tail:\n{self._serial_tail()}"
-                )
-            if status is not None:
-                last = self._serial_tail(1).strip()[:100]
-                el = time.monotonic() - self.times.qemu_started
-                status.update(f"nested Xen: waiting for {what} ({el:.0f}s) {last}")
-            time.sleep(1.0)
-
-    def _try_ssh(self) -> bool:
-        assert self._ssh is not None
-        # QEMU's user-net accepts on the forwarded port long before sshd listens; probing
-        # for the banner first keeps paramiko from logging a traceback per attempt.
-        if not ssh_banner_ready("127.0.0.1", self.ssh_port):
-            return False
-        try:
-            self._ssh.connect()
-            return True
-        except HostKeyRejected:
-            raise  # someone else answers on our port: never retry
-        except BrokenError:
-            return False
-
-    def _try_xl(self) -> bool:
-        assert self._ssh is not None
-        try:
-            r = self._ssh.run(["xl", "list"], timeout=30)
-        except BrokenError:
-            return False
-        return r.ok and "Domain-0" in r.out
+        ready = wait_ready(
+            self._ssh,
+            machine,
+            started=self.times.qemu_started,
+            timeout=timeout,
+            progress=self.progress,
+        )
+        self.times.ssh_ready, self.times.xl_ready = ready.ssh_ready, ready.xl_ready
+        record = self._require_record()
+        self._ssh.options = ssh_options(Path(record.client_key), Path(record.known_hosts))
 
     def _qemu_alive(self) -> bool:
-        if self._proc is not None:
-            return self._proc.poll() is None
-        return self._record is not None and self._record.alive()
+        return qemu_alive(self._proc, self._record)
 
     def _adopt(self) -> None:
         """Find a detached QEMU from the state file (a later process calling status/down)."""
@@ -655,19 +446,8 @@ class NestedHost:
     def _stop(self, *, graceful: bool) -> None:
         r = self._record
         try:
-            if r is not None and self._qemu_alive():
-                ssh = self._ssh_for_stop() if graceful else None
-                if ssh is not None:
-                    # Whatever ssh says, the monitor and SIGKILL below still stop QEMU.
-                    with contextlib.suppress(BrokenError, BlockedError):
-                        ssh.run(["poweroff"], timeout=10)
-                    self._wait_exit(30)
-                if self._qemu_alive():
-                    self._qmp_quit(Path(r.monitor))
-                    self._wait_exit(10)
-                if self._qemu_alive():
-                    self._signal(signal.SIGKILL)
-                    self._wait_exit(10)
+            ssh = self._ssh_for_stop() if graceful and self._qemu_alive() else None
+            stop_qemu(self._proc, r, poweroff=ssh)
         finally:
             if self._ssh is not None:
                 self._ssh.close()
@@ -694,33 +474,9 @@ class NestedHost:
         self._ssh = SSHHost(
             SSHAddress("root", "127.0.0.1", r.ssh_port),
             name=self.name,
-            options=_ssh_options(Path(r.client_key), Path(r.known_hosts), connect_timeout=5.0),
+            options=ssh_options(Path(r.client_key), Path(r.known_hosts), connect_timeout=5.0),
         )
         return self._ssh
-
-    def _wait_exit(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and self._qemu_alive():
-            time.sleep(0.2)
-
-    def _signal(self, sig: int) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(sig)
-        elif self._record is not None and self._record.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._record.pid, sig)
-
-    def _qmp_quit(self, sock_path: Path) -> None:
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(sock_path))
-            s.recv(4096)  # greeting
-            s.sendall(b'{"execute":"qmp_capabilities"}\n')
-            s.recv(4096)
-            s.sendall(b'{"execute":"quit"}\n')
-            with contextlib.suppress(OSError):
-                s.recv(4096)
 
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
@@ -732,31 +488,8 @@ class NestedHost:
         return self._record
 
     def _serial_tail(self, n: int = SERIAL_TAIL) -> str:
-        if self._record is None:
-            return ""
-        try:
-            with open(self._record.serial_log, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 16384))
-                data = f.read()
-        except OSError:
-            return ""
-        lines = data.decode(errors="replace").replace("\r", "").splitlines()
-        return "\n".join(ln[:300] for ln in lines[-n:])
+        return "" if self._record is None else serial_tail(self._record.serial_log, n)
 
     def _log(self, msg: str) -> None:
-        if self.console is not None:
-            self.console.log(msg)
-
-
-def _ssh_options(key: Path, known_hosts: Path, *, connect_timeout: float = 15.0) -> SSHOptions:
-    # Only the pinned key of this image is trusted, and only our generated client key offered.
-    return SSHOptions(
-        identity=key,
-        known_hosts=known_hosts,
-        use_system_known_hosts=False,
-        allow_agent=False,
-        connect_timeout=connect_timeout,
-        keepalive=15,
-    )
+        log.info("%s", msg)
+        emit(self.progress, Note(msg))

@@ -73,6 +73,25 @@ class NestedRecord:
             return False
         return f"unix:{self.monitor},server=on,wait=off".encode() in cmdline
 
+    def ssh_command(self) -> list[str]:
+        """An OpenSSH command line reaching the dom0 (host key verified)."""
+        return [
+            "ssh",
+            "-i",
+            self.client_key,
+            "-p",
+            str(self.ssh_port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "root@127.0.0.1",
+        ]
+
 
 @dataclass(frozen=True)
 class NestedStatus:

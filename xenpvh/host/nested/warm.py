@@ -5,14 +5,18 @@ it; later hosts resume a throw-away sparse copy of it with `-loadvm`."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from xenpvh.build.qemu import QemuBinary, fingerprint
 from xenpvh.errors import BrokenError
 from xenpvh.host.image import DomImage
+from xenpvh.host.nested.reap import reap_partial_snapshots
 from xenpvh.host.qmp import Qmp
-from xenpvh.util.fs import sha256_bytes, sha256_file
+from xenpvh.util.fs import flock, sha256_bytes, sha256_file
 
 # The internal snapshot name of a booted, ready host inside a warm-*.qcow2 file.
 WARM_SNAPSHOT = "xenpvh-ready"
@@ -97,3 +101,35 @@ def prune_warm(d: Path, *, keep: int) -> None:
     files = sorted(d.glob("warm-*.qcow2"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in files[keep:]:
         old.unlink(missing_ok=True)
+
+
+def warm_snapshot(
+    image: DomImage,
+    key: str,
+    save: Callable[[DomImage, Path], bool],
+    log: Callable[[str], None],
+) -> Path | None:
+    """The saved machine state `key` beside `image`; made on first use by `save(image,
+    overlay)` (one cold boot and `savevm` into the overlay), under a lock so that one process
+    makes it while the others wait.  None when saving failed (the caller boots cold)."""
+    path = image.dir / f"warm-{key}.qcow2"
+    if path.is_file():
+        os.utime(path)  # most recently used survives pruning
+        return path
+    with flock(image.dir / ".warm.lock"):
+        if path.is_file():
+            return path
+        reap_partial_snapshots(image.dir)  # of a process killed while saving one
+        log("nested host: no saved machine state yet: booting cold once to save one")
+        part = image.dir / f".warm-{key}-{os.getpid()}.qcow2"
+        t0 = time.monotonic()
+        try:
+            create_overlay(image.disk, part)
+            if not save(image, part):
+                return None
+            os.rename(part, path)
+        finally:
+            part.unlink(missing_ok=True)
+        log(f"nested host: machine state saved in {time.monotonic() - t0:.0f}s")
+        prune_warm(image.dir, keep=WARM_KEEP)
+    return path

@@ -4,6 +4,7 @@ under a deadline) and the Toolstack protocol on top of it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import libvirt
-from rich.console import Console
 
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host
@@ -30,6 +30,9 @@ from xenpvh.toolstack.xenstore import relay_argv
 from xenpvh.toolstack.xl import Xl, parse_info
 from xenpvh.toolstack.xl import version_string as xl_version_string
 from xenpvh.util.fs import atomic_write_bytes
+from xenpvh.util.progress import Note, ProgressSink, emit
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -77,13 +80,13 @@ class Libvirt:
         timeout: float = 60.0,
         create_timeout: float = 180.0,
         connect: Callable[[], Any] | None = None,
-        console: Console | None = None,
+        progress: ProgressSink | None = None,
     ) -> None:
         self.host = host
         self.socket_path = socket_path
         self.timeout = timeout
         self.create_timeout = create_timeout
-        self.out = console
+        self.progress = progress
         self.xl = Xl(host, timeout=timeout, create_timeout=create_timeout)
         self._connect = connect
         # Held in a dict so the finalizer can release it without a reference to self.
@@ -94,8 +97,8 @@ class Libvirt:
     # -- connection -------------------------------------------------------------------------
 
     def _log(self, msg: str) -> None:
-        if self.out is not None:
-            self.out.log(f"[cyan]libvirt[/] {msg}")
+        logger.info("libvirt: %s", msg)
+        emit(self.progress, Note(f"libvirt {msg}"))
 
     @property
     def uri(self) -> str:

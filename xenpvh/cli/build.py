@@ -1,75 +1,36 @@
-"""`xenpvh build ...` subcommands and the progress display the build room shares with
-`xenpvh run`.
+"""`xenpvh build ...` subcommands: xen, qemu, freebsd, xtf and guestkit.
 
-Each command prints its own outcome (exit 0 built, 2 blocked, 3 broken): a blocked build
-names what is wrong with our input (the patch and hunk that do not apply, the compile error's
-last lines and the log), so the user never has to dig for it.
+Each command draws the build's progress events (`xenpvh.cli.progress`) and prints its own
+outcome (exit 0 built, 2 blocked, 3 broken): a blocked build names what is wrong with our
+input (the patch and hunk that do not apply, the compile error's last lines and the log), so
+the user never has to dig for it.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
+from xenpvh.build.builder import build_xen
+from xenpvh.build.freebsd import build_freebsd_cached
+from xenpvh.build.guestkit import build_linux_guest_kit
+from xenpvh.build.qemu import build_qemu, default_spec_path
+from xenpvh.build.recipes import FreeBSDRecipe
+from xenpvh.build.tree import TreeSpec
+from xenpvh.build.xtf import build_xtf_cached, parse_tests
+from xenpvh.cli.progress import ProgressView, default_console
 from xenpvh.errors import BlockedError, BrokenError
-
-T = TypeVar("T")
-LineSink = Callable[[str], None]
 
 EXIT_OK, EXIT_BLOCKED, EXIT_BROKEN = 0, 2, 3
 
 
-class _DetailColumn(ProgressColumn):
-    """The last line a step printed, as plain text: build output is full of brackets that
-    rich would otherwise read as markup."""
-
-    def render(self, task: Task) -> Text:
-        detail = task.fields.get("detail", "")
-        return Text(str(detail), style="dim", no_wrap=True, overflow="ellipsis")
-
-
-class _StatusColumn(SpinnerColumn):
-    """A spinner while a step runs, then ✔ — or ✘ for the step that failed."""
-
-    def render(self, task: Task) -> RenderableType:
-        if task.fields.get("failed"):
-            return Text("✘", style="bold red")
-        if task.finished:
-            return Text("✔", style="green")
-        return super().render(task)
-
-
-def make_progress(console: Console | None = None) -> Progress:
-    """Progress for download, patch, configure and build: a spinner, the step, its elapsed
-    time and the step's latest output line."""
-    return Progress(
-        _StatusColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=12),
-        TimeElapsedColumn(),
-        _DetailColumn(),
-        console=console or Console(stderr=True, highlight=False),
-        transient=False,
-    )
-
-
 def print_error(console: Console, kind: str, exc: BaseException) -> None:
-    """`blocked: <why>` (or broken:), then the exception's notes (the build log's path)."""
+    """`blocked: <why>` (or broken:), then the exception's notes (the build log's path).
+    The message keeps its lines: a compile error's last lines are for reading."""
     style = "bold yellow" if kind == "blocked" else "bold magenta"
     console.print(f"[{style}]{kind}:[/{style}] {escape(str(exc))}", soft_wrap=True)
     for note in getattr(exc, "__notes__", ()):
@@ -88,15 +49,12 @@ def report_failure(console: Console, exc: BlockedError | BrokenError) -> int:
 
 def build_xen_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build xen --tree SPEC [--patches DIR|FILE] [--config FRAG] [--rebuild]`."""
-    from xenpvh.build.builder import build_xen
-    from xenpvh.build.tree import TreeSpec
-
-    console = console or Console(stderr=True, highlight=False)
+    console = console or default_console()
     try:
         patches = [args.patches] if args.patches else []
         spec = TreeSpec.from_cli(args.tree, patches, args.config)
         console.print(f"building Xen from {escape(spec.describe())}", soft_wrap=True)
-        with make_progress(console) as progress:
+        with ProgressView(console) as progress:
             built = build_xen(
                 spec,
                 jobs=int(getattr(args, "jobs", 2) or 2),
@@ -118,15 +76,12 @@ def build_xen_command(args: argparse.Namespace, console: Console | None = None) 
 
 def build_qemu_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build qemu [--tree SPEC] [--patches P] [--rebuild]`: the nested host's QEMU."""
-    from xenpvh.build.qemu import build_qemu, default_spec_path
-    from xenpvh.build.tree import TreeSpec
-
-    console = console or Console(stderr=True, highlight=False)
+    console = console or default_console()
     try:
         patches = [args.patches] if args.patches else []
         spec = TreeSpec.from_cli(str(args.tree or default_spec_path()), patches)
         console.print(f"building QEMU from {escape(spec.describe())}", soft_wrap=True)
-        with make_progress(console) as progress:
+        with ProgressView(console) as progress:
             qemu = build_qemu(
                 spec, jobs=int(args.jobs or 2), rebuild=bool(args.rebuild), progress=progress
             )
@@ -138,28 +93,10 @@ def build_qemu_command(args: argparse.Namespace, console: Console | None = None)
     return EXIT_OK
 
 
-def with_line_progress(console: Console, label: str, build: Callable[[LineSink], T]) -> T:
-    """Run `build(on_line)` under a spinner whose detail is the build's latest output line."""
-    with make_progress(console) as progress:
-        task = progress.add_task(label, total=None)
-
-        def on_line(line: str) -> None:
-            progress.update(task, detail=line.strip()[:120])
-
-        built = build(on_line)
-        progress.update(task, total=1, completed=1, detail="")
-    return built
-
-
 def build_freebsd_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build freebsd --tree PATH [--kernconf NAME] [--config FRAG] [--rebuild]`:
     cross-build a FreeBSD/amd64 kernel on this machine with Debian's clang/lld, cached."""
-    from pathlib import Path
-
-    from xenpvh.build.freebsd import build_freebsd_cached
-    from xenpvh.build.recipes import FreeBSDRecipe
-
-    console = console or Console(stderr=True, highlight=False)
+    console = console or default_console()
     try:
         fragment = None
         if args.config:
@@ -175,17 +112,14 @@ def build_freebsd_command(args: argparse.Namespace, console: Console | None = No
             f"from {escape(str(args.tree))}",
             soft_wrap=True,
         )
-        built = with_line_progress(
-            console,
-            "buildkernel",
-            lambda on_line: build_freebsd_cached(
+        with ProgressView(console) as progress:
+            built = build_freebsd_cached(
                 Path(args.tree),
                 recipe=recipe,
                 fragment=fragment,
                 rebuild=bool(args.rebuild),
-                on_line=on_line,
-            ),
-        )
+                progress=progress,
+            )
     except (BlockedError, BrokenError) as exc:
         return report_failure(console, exc)
     console.print(escape(built.report.describe()), soft_wrap=True)
@@ -197,11 +131,7 @@ def build_freebsd_command(args: argparse.Namespace, console: Console | None = No
 def build_xtf_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build xtf --tree PATH [--tests a,b] [--rebuild]`: XTF's tests, built in a
     copy of the user's checkout, cached; prints where the test binaries are."""
-    from pathlib import Path
-
-    from xenpvh.build.xtf import build_xtf_cached, parse_tests
-
-    console = console or Console(stderr=True, highlight=False)
+    console = console or default_console()
     try:
         src = Path(args.tree)
         tests = parse_tests(args.tests, src.resolve())
@@ -209,14 +139,14 @@ def build_xtf_command(args: argparse.Namespace, console: Console | None = None) 
             f"building XTF {escape(', '.join(tests) or 'all tests')} from {escape(str(src))}",
             soft_wrap=True,
         )
-        built = with_line_progress(
-            console,
-            "xtf make",
-            lambda on_line: build_xtf_cached(
-                src, tests=tests, jobs=int(args.jobs or 2), rebuild=bool(args.rebuild),
-                on_line=on_line,
-            ),
-        )  # fmt: skip
+        with ProgressView(console) as progress:
+            built = build_xtf_cached(
+                src,
+                tests=tests,
+                jobs=int(args.jobs or 2),
+                rebuild=bool(args.rebuild),
+                progress=progress,
+            )
     except (BlockedError, BrokenError) as exc:
         return report_failure(console, exc)
     console.print(escape(built.report.describe()), soft_wrap=True)
@@ -227,24 +157,14 @@ def build_xtf_command(args: argparse.Namespace, console: Console | None = None) 
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- guest kit
-# Written by the guest-kit helper: `xenpvh build guestkit [--cache-dir DIR]`.
-
-
 def guestkit_command(args: argparse.Namespace, console: Console | None = None) -> int:
     """`xenpvh build guestkit [--cache-dir DIR]`: build (or find) the Linux guest kit and
     print where its kernel and initramfs are."""
-    from pathlib import Path
-
-    from xenpvh.build.guestkit import build_linux_guest_kit
-
-    console = console or Console(stderr=True, highlight=False)
+    console = console or default_console()
     cache_dir = getattr(args, "cache_dir", None)
     try:
-        with make_progress(console) as progress:
-            kit = build_linux_guest_kit(
-                Path(cache_dir) if cache_dir else None, console=console, progress=progress
-            )
+        with ProgressView(console) as progress:
+            kit = build_linux_guest_kit(Path(cache_dir) if cache_dir else None, progress=progress)
     except (BlockedError, BrokenError) as exc:
         return report_failure(console, exc)
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -257,3 +177,17 @@ def guestkit_command(args: argparse.Namespace, console: Console | None = None) -
     table.add_row("modules", " ".join(kit.modules))
     console.print(table)
     return EXIT_OK
+
+
+__all__ = [
+    "EXIT_BLOCKED",
+    "EXIT_BROKEN",
+    "EXIT_OK",
+    "build_freebsd_command",
+    "build_qemu_command",
+    "build_xen_command",
+    "build_xtf_command",
+    "guestkit_command",
+    "print_error",
+    "report_failure",
+]
