@@ -19,40 +19,34 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from fakes import remove_tree
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.ssh import SSHAddress
 from xenpvh.provision import (
     ANSIBLE_DIR,
     CHROOT_CONNECTION,
+    PlaybookEvents,
+    PlaybookRun,
     RecapCounts,
+    TaskFailed,
     apply_roles_to_chroot,
     chroot_inventory,
-    parse_recap,
+    playbook_env,
     provision_ssh,
     ssh_inventory,
 )
+from xenpvh.util.progress import Note, ProgressEvent, TaskAdvanced, TaskFinished, TaskStarted
 
 BIN = Path(sys.executable).parent
 PLAYBOOK = BIN / "ansible-playbook"
 LINT = BIN / "ansible-lint"
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
 
-RECAP = """\
-TASK [xen_host : Install Xen and the toolstack] ********************************
-changed: [lab1]
-
-PLAY RECAP *********************************************************************
-lab1                       : ok=41   changed=3    unreachable=0    failed=0    skipped=9    \
-rescued=0    ignored=0
-/tmp/x y/root              : ok=7    changed=0    unreachable=0    failed=1    skipped=0    \
-rescued=0    ignored=0
-"""
-
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ANSIBLE_DIR, **kw)  # type: ignore[call-overload]
+    kw.setdefault("env", ENV)
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ANSIBLE_DIR, **kw)  # type: ignore[call-overload]
 
 
 # -- the playbook ---------------------------------------------------------------------------
@@ -165,6 +159,13 @@ def test_nightly_units_verify(tmp_path: Path) -> None:
     assert v.returncode != 0
 
 
+def _events(stdout: str) -> PlaybookEvents:
+    events = PlaybookEvents()
+    for line in stdout.splitlines():
+        events.feed(line)
+    return events
+
+
 def test_xen_host_rejects_bad_input(tmp_path: Path) -> None:
     """The role's input checks stop the play before anything touches the host."""
     inv = tmp_path / "inventory.json"
@@ -177,29 +178,120 @@ def test_xen_host_rejects_bad_input(tmp_path: Path) -> None:
             "site.yml",
             "-e",
             json.dumps({"xen_host_bridge": "br0; reboot", "xen_artifact": ""}),
-        ]
+        ],
+        env=playbook_env(),
     )
     assert r.returncode == 2, r.stdout
-    assert "xen_host: bad input" in r.stdout
-    assert parse_recap(r.stdout)["localhost"] == RecapCounts(
-        ok=1, changed=0, unreachable=0, failed=1
-    )
+    events = _events(r.stdout)
+    assert events.recap == {"localhost": RecapCounts(ok=1, changed=0, unreachable=0, failed=1)}
+    [fatal] = events.fatal()
+    assert fatal.host == "localhost" and "xen_host: bad input" in fatal.msg
 
 
-# -- provision.py plumbing ------------------------------------------------------------------
+# -- xenpvh.provision plumbing --------------------------------------------------------------
 
 
-def test_parse_recap() -> None:
-    recap = parse_recap(RECAP)
-    assert recap == {
-        "lab1": RecapCounts(ok=41, changed=3, unreachable=0, failed=0),
-        "/tmp/x y/root": RecapCounts(ok=7, changed=0, unreachable=0, failed=1),
+TINY_PLAY = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: say hello
+      ansible.builtin.command: echo hello
+    - name: a failure that is ignored
+      ansible.builtin.command: /bin/false
+      ignore_errors: true
+    - name: this one fails
+      ansible.builtin.shell: echo "no disk for xen" >&2; exit 3
+    - name: never reached
+      ansible.builtin.command: echo unreachable
+"""
+
+
+def _tiny_run(tmp_path: Path, play: str, sink: list[ProgressEvent]) -> PlaybookRun:
+    """A real ansible-playbook run of `play` against this machine (connection local)."""
+    d = tmp_path / "ansible"
+    d.mkdir()
+    (d / "site.yml").write_text(play)
+    (d / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = False\n")
+    inventory = {
+        "all": {
+            "hosts": {
+                "box1": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                }
+            }
+        }
     }
-    # Task output that merely looks like a recap line does not count before PLAY RECAP.
-    assert (
-        parse_recap(RECAP.split("PLAY RECAP")[0] + "x : ok=1 changed=1 unreachable=0 failed=0")
-        == {}
+    return PlaybookRun(
+        inventory, extra_vars={}, log=tmp_path / "run.log", progress=sink.append, ansible_dir=d
     )
+
+
+def test_results_come_from_ansibles_json_events(tmp_path: Path) -> None:
+    """One ok task, an ignored failure, a failing task: the recap, the failure that
+    stopped the host (with the module's msg and stderr), the task names as progress."""
+    sink: list[ProgressEvent] = []
+    events = _tiny_run(tmp_path, TINY_PLAY, sink).run()
+    assert events.recap == {
+        "box1": RecapCounts(ok=2, changed=2, unreachable=0, failed=1, ignored=1)
+    }
+    assert [f.task for f in events.failures] == ["a failure that is ignored", "this one fails"]
+    [fatal] = events.fatal()
+    assert fatal == TaskFailed(
+        "box1", "this one fails", "non-zero return code: no disk for xen", unreachable=False
+    )
+    details = [e.detail for e in sink if isinstance(e, TaskAdvanced)]
+    assert details == ["say hello", "a failure that is ignored", "this one fails"]
+    assert isinstance(sink[0], TaskStarted) and isinstance(sink[-1], TaskFinished)
+    notes = [e.text for e in sink if isinstance(e, Note)]
+    assert notes[-1] == "failed: [box1] this one fails: non-zero return code: no disk for xen"
+    log = (tmp_path / "run.log").read_text()
+    assert "TASK [say hello]" in log and "fatal: [box1]: non-zero return code" in log
+    assert "box1 : ok=2 changed=2 unreachable=0 failed=1" in log
+
+
+def test_a_playbook_that_cannot_start_is_broken_with_ansibles_words(tmp_path: Path) -> None:
+    sink: list[ProgressEvent] = []
+    run = _tiny_run(tmp_path, "- hosts: all\n  tasks:\n    - nosuchmodule: {}\n", sink)
+    with pytest.raises(BrokenError, match="without a play recap") as ei:
+        run.run()
+    assert "ERROR!" in str(ei.value) and "nosuchmodule" in str(ei.value)
+    assert isinstance(sink[-1], TaskFinished) and not sink[-1].ok
+
+
+def test_event_lines_and_other_lines() -> None:
+    events = PlaybookEvents()
+    assert events.feed("[WARNING]: something") == ([], ["[WARNING]: something"])
+    assert events.feed('{"not": "an event"}') == ([], ['{"not": "an event"}'])
+    unreachable = json.dumps(
+        {
+            "_event": "v2_runner_on_unreachable",
+            "task": {"name": "Gathering Facts"},
+            "hosts": {"lab1": {"msg": "Failed to connect: Host key verification failed.\r\n"}},
+        }
+    )
+    found, lines = events.feed(unreachable)
+    assert found == [
+        TaskFailed(
+            "lab1",
+            "Gathering Facts",
+            "Failed to connect: Host key verification failed.",
+            unreachable=True,
+        )
+    ]
+    assert lines[0] == "fatal: [lab1]: Failed to connect: Host key verification failed."
+    # Without a recap nothing is fatal yet; with one, the unreachable host's failure is.
+    assert events.fatal() == []
+    events.feed(
+        json.dumps(
+            {
+                "_event": "v2_playbook_on_stats",
+                "stats": {"lab1": {"ok": 0, "changed": 0, "unreachable": 1, "failures": 0}},
+            }
+        )
+    )
+    assert [f.host for f in events.fatal()] == ["lab1"]
 
 
 def test_ssh_inventory_quotes_paths(tmp_path: Path) -> None:
@@ -330,40 +422,24 @@ def test_provision_ssh_pinned_host_key_runs_the_play(
     """With the pinned key ansible connects and gathers facts; a bad bridge name then stops
     the play at the input check, so this machine is not provisioned."""
     port, d = sshd
-    console = Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115
+    sink: list[ProgressEvent] = []
     result = provision_ssh(
         f"ssh://root@127.0.0.1:{port}",
         identity=d / "client_key",
         known_hosts=d / "known_hosts",
         extra_vars={"xen_host_bridge": "not a bridge!"},
-        progress=console,
+        progress=sink.append,
         log=tmp_path / "run.log",
     )
     assert (result.ok, result.changed, result.failed, result.unreachable) == (1, 0, 1, 0)
     text = result.log.read_text()
     assert "TASK [Gathering Facts]" in text
     assert "xen_host: bad input" in text
+    assert "xen_host: bad input" in result.describe_failures()
+    assert any(isinstance(e, TaskAdvanced) and e.detail == "Gathering Facts" for e in sink)
 
 
 # -- against a real debootstrapped tree ---------------------------------------------------------
-
-
-def _remove_tree(root: Path) -> None:
-    """Remove a debootstrapped tree, unmounting first what an interrupted debootstrap left
-    mounted inside it (proc, sys, a bind-mounted /dev): rmtree must never walk into those."""
-    prefix = str(root.resolve()) + "/"
-    mounts = [
-        line.split()[1]
-        for line in Path("/proc/mounts").read_text().splitlines()
-        if line.split()[1].startswith(prefix)
-    ]
-    for m in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", m], check=False)
-    if any(
-        ln.split()[1].startswith(prefix) for ln in Path("/proc/mounts").read_text().splitlines()
-    ):
-        raise RuntimeError(f"cannot unmount everything below {root}; not removing it")
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +468,7 @@ def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
         yield root
     finally:
-        _remove_tree(root)
+        remove_tree(root)
 
 
 @pytest.mark.host

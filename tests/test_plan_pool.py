@@ -162,9 +162,10 @@ def test_pool_specs(tmp_path: Path) -> None:
         "# lab\n[xen]\nbox1 ansible_host=10.0.0.1 ansible_user=root\nbox2\n"
         "[xen:vars]\nansible_port=22\n"
     )
+    # [xen:vars] count, as they do for ansible.
     assert [(h.name, h.spec) for h in ansible_inventory(ini)] == [
-        ("box1", "ssh://root@10.0.0.1"),
-        ("box2", "box2"),
+        ("box1", "ssh://root@10.0.0.1:22"),
+        ("box2", "ssh://box2:22"),
     ]
     yml = tmp_path / "hosts.yml"
     yml.write_text(
@@ -175,6 +176,114 @@ def test_pool_specs(tmp_path: Path) -> None:
     cfg.write_text("Host lab1 lab2\n  User root\nHost *.example !x\nHost lab3\n")
     assert [h.name for h in ssh_config_hosts(cfg)] == ["lab1", "lab2", "lab3"]
     assert collections.Counter(h.name for h in parse_pool(f"ssh-config:{cfg}"))["lab1"] == 1
+
+
+LAB_INI = """\
+# the lab
+[web]
+web[01:03] ansible_user=ci
+
+[db]
+db1 ansible_host=10.0.0.5 ansible_port=2222 ansible_ssh_private_key_file=keys/id_db
+
+[lab:children]
+web
+db
+
+[lab:vars]
+ansible_user=root
+
+[spare]
+spare1
+"""
+
+LAB_YAML = """\
+all:
+  children:
+    lab:
+      vars:
+        ansible_user: root
+      children:
+        web:
+          hosts:
+            web[01:02]:
+              ansible_port: 2200
+        db:
+          hosts:
+            db1:
+              ansible_host: 2001:db8::5
+              ansible_ssh_private_key_file: /keys/id_db
+    spare:
+      hosts:
+        spare1:
+"""
+
+
+def test_inventory_ranges_children_groups_and_host_vars(tmp_path: Path) -> None:
+    ini = tmp_path / "lab.ini"
+    ini.write_text(LAB_INI)
+    hosts = parse_pool(f"inventory:{ini}:lab")
+    # web[01:03] expanded; a host var (ansible_user=ci) beats its group's (lab: root).
+    assert [(h.name, h.spec, h.identity) for h in hosts] == [
+        ("web01", "ssh://ci@web01", None),
+        ("web02", "ssh://ci@web02", None),
+        ("web03", "ssh://ci@web03", None),
+        ("db1", "ssh://root@10.0.0.5:2222", str(tmp_path / "keys" / "id_db")),
+    ]
+    assert [h.name for h in parse_pool(f"inventory:{ini}:db")] == ["db1"]
+    assert [h.name for h in parse_pool(f"inventory:{ini}")] == [
+        "web01", "web02", "web03", "db1", "spare1",
+    ]  # fmt: skip
+    # The identity reaches the worker through the pass spec.
+    assert hosts[3].as_dict()["identity"] == str(tmp_path / "keys" / "id_db")
+    assert "identity" not in hosts[0].as_dict()
+
+
+def test_yaml_inventory_the_same_way(tmp_path: Path) -> None:
+    yml = tmp_path / "lab.yml"
+    yml.write_text(LAB_YAML)
+    hosts = parse_pool(f"inventory:{yml}:lab")
+    assert [(h.name, h.spec, h.identity) for h in hosts] == [
+        ("web01", "ssh://root@web01:2200", None),
+        ("web02", "ssh://root@web02:2200", None),
+        ("db1", "ssh://root@[2001:db8::5]", "/keys/id_db"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "hosts", "why"),
+    [
+        ("lab.ini", LAB_INI, "{f}:nosuch", "no group 'nosuch' (groups: db, lab, spare, web)"),
+        ("lab.yml", LAB_YAML, "{f}:nosuch", "no group 'nosuch'"),
+        ("bad.ini", "[web\nbox1\n", "{f}", "not an ansible INI or YAML inventory"),
+        ("t.ini", '[x]\nb1 ansible_host="{{{{ ip }}}}"\n', "{f}", "ansible_host is a template"),
+        ("p.ini", "[x]\nb1 ansible_port=http\n", "{f}", "not a port"),
+        ("e.ini", "[x]\nb1\n", "{f}:", "empty group name"),
+        ("absent.ini", None, "{f}", "no such file"),
+    ],
+)
+def test_inventory_problems_are_blocked(
+    tmp_path: Path, name: str, text: str | None, hosts: str, why: str
+) -> None:
+    f = tmp_path / name
+    if text is not None:
+        f.write_text(text)
+    with pytest.raises(BlockedError) as ei:
+        parse_pool("inventory:" + hosts.format(f=f))
+    assert why in str(ei.value)
+    assert str(f) in str(ei.value)
+
+
+def test_ssh_config_hosts_through_paramiko(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    # `Host=` and quoted names are OpenSSH syntax a line split would miss.
+    cfg.write_text('Host=lab4\n  User root\nHost "lab5" *.x\n')
+    assert [h.name for h in ssh_config_hosts(cfg)] == ["lab4", "lab5"]
+    cfg.write_text("Host lab4\nMatch host lab6\n  User x\n")
+    with pytest.raises(BlockedError, match="Match blocks"):
+        ssh_config_hosts(cfg)
+    with pytest.raises(BlockedError, match="does not exist"):
+        parse_pool(f"ssh-config:{tmp_path / 'none'}")
 
 
 def test_prune_keeps_the_newest_nights(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ talks to a fake xenstored that speaks the real wire protocol (xs_wire.h) on a un
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 import threading
@@ -14,7 +15,14 @@ import pytest
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.local import LocalHost
-from xenpvh.toolstack.xenstore import STALE_AFTER, DeviceState, XenStore, XenStoreTimeout
+from xenpvh.toolstack import xenstore_wire as wire
+from xenpvh.toolstack.xenstore import (
+    STALE_AFTER,
+    DeviceState,
+    XenStore,
+    XenStoreRefused,
+    XenStoreTimeout,
+)
 
 HEADER = struct.Struct("<IIII")  # type, req_id, tx_id, len
 XS_DIRECTORY, XS_READ, XS_ERROR = 1, 2, 16
@@ -34,6 +42,7 @@ class FakeXenstored:
         self.split = 0.0  # seconds between a reply's header and its payload
         self.garble_next = 0  # replies whose header claims more than XENSTORE_PAYLOAD_MAX
         self.connections = 0
+        self.refuse: set[str] = set()  # paths answered with EACCES
         self.requests: list[tuple[int, bytes]] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
@@ -85,7 +94,9 @@ class FakeXenstored:
                         return  # closes the connection without an answer
                     time.sleep(self.delay)
                     path = payload.rstrip(b"\0").decode()
-                    if op == XS_READ and path in self.store:
+                    if path in self.refuse:
+                        rop, body = XS_ERROR, b"EACCES\0"
+                    elif op == XS_READ and path in self.store:
                         rop, body = op, self.store[path]
                     elif op == XS_READ and self._children(path):
                         rop, body = op, b""  # xenstored creates parents with empty values
@@ -366,3 +377,98 @@ def test_a_dropped_relay_is_replaced_once_and_a_dead_xenstored_still_broken(
         xenstored.drop_next = 2
         with pytest.raises(BrokenError, match="closed the stream"):
             xs.read("/local/domain/7/name")
+
+
+def test_a_state_value_with_its_writers_nul_is_read_as_the_number(sockdir: Path) -> None:
+    """A frontend that wrote the C string's terminator ("4\\0"): still Connected."""
+    srv = FakeXenstored(sockdir / "socket", guest_store(vbd_state=b"4\0"))
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path)) as xs:
+            vbd = next(s for s in xs.device_states(7) if s.kind == "vbd")
+            value = xs.read("/local/domain/7/device/vbd/51712/state")
+    finally:
+        srv.close()
+    assert vbd.frontend_state == 4 and vbd.connected
+    assert value == b"4"
+
+
+def test_a_relative_backend_path_is_not_read_as_a_state(sockdir: Path) -> None:
+    """The frontend's `backend` node is the guest's to write: a relative path there would
+    resolve against dom0's home (/local/domain/0) and could name any node; it is never
+    read, and the device's backend state counts as missing."""
+    store = guest_store()
+    store["/local/domain/7/device/vif/0/backend"] = b"backend/vif/7/0"
+    srv = FakeXenstored(sockdir / "socket", store)
+    try:
+        with XenStore(LocalHost(), socket_path=str(srv.path)) as xs:
+            vif = next(s for s in xs.device_states(7) if s.kind == "vif")
+    finally:
+        srv.close()
+    assert (vif.backend_path, vif.backend_state) == ("backend/vif/7/0", None)
+    assert not vif.connected and "state=missing" in vif.describe()
+    assert not any(p.startswith(b"backend") for _, p in srv.requests)
+
+
+def test_an_error_answer_is_broken_and_keeps_the_relay(xenstored: FakeXenstored) -> None:
+    """xenstored refusing a read (EACCES) is broken, but it answered: the stream is in step
+    and the next call uses the same relay."""
+    xenstored.refuse.add("/local/domain/7/name")
+    with XenStore(LocalHost(), socket_path=str(xenstored.path)) as xs:
+        with pytest.raises(XenStoreRefused, match="EACCES"):
+            xs.read("/local/domain/7/name")
+        assert xs.read("/local/domain/7/console/tty") == b"/dev/pts/3"
+        assert xenstored.connections == 1
+
+
+# -- the wire format by itself --------------------------------------------------------------
+
+
+def test_wire_header_and_ops_are_xs_wire_h() -> None:
+    pk = wire.request(wire.XsOp.READ, b"/local/domain/0/name", 9)
+    raw = pk.encode()
+    assert raw == HEADER.pack(XS_READ, 9, 0, 21) + b"/local/domain/0/name\0"
+    header = wire.decode_header(raw)
+    assert (header.op, header.rq_id, header.tx_id, header.size) == (XS_READ, 9, 0, 21)
+    assert (wire.XsOp.DIRECTORY, wire.XsOp.ERROR, wire.XsOp.DIRECTORY_PART) == (1, 16, 22)
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (HEADER.pack(XS_READ, 1, 0, wire.PAYLOAD_MAX + 1), "4097-byte reply"),
+        (HEADER.pack(23, 1, 0, 0), "unknown message type 23"),
+    ],
+)
+def test_wire_rejects_what_xenstored_never_sends(header: bytes, why: str) -> None:
+    with pytest.raises(wire.WireError, match=why):
+        wire.decode_header(header)
+    with pytest.raises(wire.WireError, match="at most 4096"):
+        wire.Packet(XS_READ, 1, b"x" * (wire.PAYLOAD_MAX + 1)).encode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [b"relative", b"/a//b", b"/a/", b"/a b", b"/a$(x)", b"/" + b"a" * wire.ABS_PATH_MAX, b""],
+)
+def test_wire_refuses_paths_xenstored_would(path: bytes) -> None:
+    with pytest.raises(wire.InvalidPath):
+        wire.check_path(path)
+
+
+def test_wire_accepts_node_paths() -> None:
+    for path in (b"/", b"/local/domain/7/device/vbd/51712", b"/tool/x_y-z@1"):
+        assert wire.check_path(path) == path
+
+
+def test_wire_error_and_directory_payloads() -> None:
+    e = wire.reply_error(b"ENOENT\0")
+    assert (e.errno, e.name) == (errno.ENOENT, "ENOENT")
+    assert wire.reply_error(b"ENOTANERRNO\0").errno == 0
+    assert wire.names(b"vbd\0vif\0") == [b"vbd", b"vif"]
+    assert wire.names(b"") == []
+
+
+def test_wire_request_ids_are_unique_and_fit_32_bits() -> None:
+    ids = wire.RequestIds()
+    got = [ids.next() for _ in range(1000)]
+    assert len(set(got)) == 1000 and all(0 <= i < 1 << 32 for i in got)

@@ -25,18 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import paramiko
-from pexpect.socket_pexpect import SocketSpawn
 
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import CommandResult, argv_list
-from xenpvh.host.ssh_target import (
-    InventoryEntry,
-    SSHAddress,
-    SSHOptions,
-    SSHTarget,
-    load_inventory,
-    resolve_target,
-)
+from xenpvh.host.inventory import InventoryEntry, load_inventory
+from xenpvh.host.ssh_channel import ChannelSpawn, ChannelStream
+from xenpvh.host.ssh_target import SSHAddress, SSHOptions, SSHTarget, resolve_target
 from xenpvh.util.fs import sha256_file
 
 # Output kept per stream of a run(): a runaway command must not exhaust our memory.
@@ -62,77 +56,6 @@ class _Reject(paramiko.MissingHostKeyPolicy):
             f"ssh host key of {hostname} is not known: {key.get_name()} {fingerprint(key)} "
             "(pin it in a known_hosts file)"
         )
-
-
-class ChannelStream:
-    """A ByteStream over an exec channel (no pty): stdin/stdout of the remote process."""
-
-    def __init__(self, channel: paramiko.Channel) -> None:
-        self.channel = channel
-
-    def sendall(self, data: bytes) -> None:
-        try:
-            self.channel.sendall(data)
-        except (OSError, paramiko.SSHException) as e:
-            raise BrokenError(f"stream write failed: {e}") from e
-
-    def recv(self, n: int) -> bytes:
-        # socket.timeout propagates like a socket's would: callers poll with settimeout.
-        return self.channel.recv(n)
-
-    def settimeout(self, timeout: float | None) -> None:
-        self.channel.settimeout(timeout)
-
-    def close(self) -> None:
-        self.channel.close()
-
-    @property
-    def exit_status(self) -> int | None:
-        return self.channel.recv_exit_status() if self.channel.exit_status_ready() else None
-
-
-class ChannelSpawn(SocketSpawn):
-    """pexpect over a pty channel (bytes mode).  Closing it closes the channel, which hangs
-    up the remote pty (the remote process gets SIGHUP)."""
-
-    def __init__(self, channel: paramiko.Channel, argv: Sequence[str], timeout: float) -> None:
-        super().__init__(channel, args=list(argv), timeout=timeout)  # type: ignore[arg-type]
-        self.channel = channel
-        self.name = f"<ssh pty {shlex.join(argv)}>"
-
-    def read_nonblocking(self, size: int = 1, timeout: float | None = -1) -> bytes:
-        # SocketSpawn (pexpect 4.9) never writes to logfile/logfile_read; callers capture
-        # the console through them, so log here.
-        data = super().read_nonblocking(size, timeout)
-        self._log(data, "read")
-        return data
-
-    def sendcontrol(self, char: str) -> int:
-        """Send a control character, e.g. `sendcontrol("]")` detaches `xl console`."""
-        return self.send(bytes([_control_code(char)]))
-
-    def sendeof(self) -> None:
-        # The remote pty's line discipline turns ^D at line start into EOF.
-        self.send(b"\x04")
-
-    def close(self) -> None:  # type: ignore[override]
-        if self.closed:
-            return
-        self.channel.close()
-        self.child_fd = -1
-        self.closed = True
-
-    def isalive(self) -> bool:
-        return not self.closed and not self.channel.exit_status_ready()
-
-    @property
-    def exitstatus(self) -> int | None:  # type: ignore[override]
-        return self.channel.recv_exit_status() if self.channel.exit_status_ready() else None
-
-    @exitstatus.setter
-    def exitstatus(self, value: int | None) -> None:
-        # SpawnBase assigns it in __init__; the channel is the real source.
-        pass
 
 
 class SSHHost:
@@ -463,21 +386,6 @@ class SSHHost:
                 sftp.posix_rename(tmp, remote)
         except (OSError, paramiko.SSHException) as e:
             raise BrokenError(f"ssh {self.name}: copying {local} to {remote} failed: {e}") from e
-
-
-_CONTROL = {"@": 0, "`": 0, "[": 27, "{": 27, "\\": 28, "|": 28, "]": 29, "}": 29}
-_CONTROL.update({"^": 30, "~": 30, "_": 31, "?": 127})
-
-
-def _control_code(char: str) -> int:
-    c = char.lower()
-    if len(c) != 1:
-        raise ValueError(f"sendcontrol takes one character, not {char!r}")
-    if "a" <= c <= "z":
-        return ord(c) - ord("a") + 1
-    if c not in _CONTROL:
-        raise ValueError(f"no control code for {char!r}")
-    return _CONTROL[c]
 
 
 def _argv(argv: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Where an ssh host is and how to reach it: `--host` specs, ~/.ssh/config and inventories.
+"""Where an ssh host is and how to reach it: `--host` specs and ~/.ssh/config.
 
 A spec is `ssh://user@host[:port]`, `user@host[:port]`, `host[:port]` or a Host alias of an
 OpenSSH client configuration (~/.ssh/config by default).  `resolve_target` turns it into an
@@ -18,7 +18,6 @@ import dataclasses
 import getpass
 import logging
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ from typing import Any
 import paramiko
 
 from xenpvh.errors import BlockedError
+from xenpvh.host.ssh_config import load_ssh_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 # A longer ProxyJump chain than this is taken for a loop between config entries.
 MAX_JUMPS = 8
 
@@ -170,23 +169,6 @@ class SSHTarget:
         return [*(self.jump.hops() if self.jump else []), self]
 
 
-def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig | None:
-    """The OpenSSH client configuration at `path` (must exist), else ~/.ssh/config when
-    there is one; None when there is none."""
-    explicit = path is not None
-    p = Path(path if path is not None else DEFAULT_SSH_CONFIG).expanduser()
-    if not p.is_file():
-        if explicit:
-            raise BlockedError(f"ssh config {p} does not exist")
-        return None
-    try:
-        return paramiko.SSHConfig.from_path(str(p))
-    except OSError as e:
-        raise BlockedError(f"ssh config {p}: cannot read: {e}") from e
-    except paramiko.ssh_exception.ConfigParseError as e:
-        raise BlockedError(f"ssh config {p}: {e}") from e
-
-
 def resolve_target(
     spec: str,
     *,
@@ -296,90 +278,12 @@ def _none_is_absent(value: object) -> str | None:
     return None if not text or text.lower() == "none" else text
 
 
-@dataclass(frozen=True)
-class InventoryEntry:
-    name: str
-    address: SSHAddress
-    options: SSHOptions
-
-
-def load_inventory(path: Path) -> dict[str, InventoryEntry]:
-    """Read `[hosts.<name>]` tables (address, identity, known_hosts, port, ...) from TOML.
-
-    Relative paths are taken relative to the inventory file.  `port` overrides the port in
-    the address.
-    """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise BlockedError(f"inventory {path}: cannot read: {e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise BlockedError(f"inventory {path}: invalid TOML: {e}") from e
-    hosts = data.get("hosts")
-    if not isinstance(hosts, dict) or not hosts:
-        raise BlockedError(f"inventory {path}: no [hosts.<name>] tables")
-    known_keys = {
-        "address",
-        "identity",
-        "known_hosts",
-        "port",
-        "user",
-        "connect_timeout",
-        "keepalive",
-        "allow_agent",
-        "use_system_known_hosts",
-    }
-    out: dict[str, InventoryEntry] = {}
-    for name, t in hosts.items():
-        where = f"inventory {path}: hosts.{name}"
-        if not isinstance(t, dict):
-            raise BlockedError(f"{where} must be a table")
-        unknown = set(t) - known_keys
-        if unknown:
-            raise BlockedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        if "address" not in t:
-            raise BlockedError(f"{where}.address is missing")
-        addr = SSHAddress.parse(str(t["address"]))
-        if "port" in t:
-            port = t["port"]
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                raise BlockedError(f"{where}.port must be an integer 1-65535, not {port!r}")
-            addr = SSHAddress(addr.user, addr.host, port)
-        if "user" in t:
-            addr = SSHAddress(str(t["user"]), addr.host, addr.port)
-
-        def _path(key: str, t: dict[str, Any] = t, where: str = where) -> Path | None:
-            if key not in t:
-                return None
-            if not isinstance(t[key], str):
-                raise BlockedError(f"{where}.{key} must be a path string")
-            p = Path(t[key]).expanduser()
-            return p if p.is_absolute() else path.parent / p
-
-        out[name] = InventoryEntry(
-            name=name,
-            address=addr,
-            options=SSHOptions(
-                identity=_path("identity"),
-                known_hosts=_path("known_hosts"),
-                use_system_known_hosts=bool(t.get("use_system_known_hosts", True)),
-                allow_agent=bool(t.get("allow_agent", True)),
-                connect_timeout=float(t.get("connect_timeout", 15.0)),
-                keepalive=int(t.get("keepalive", 15)),
-            ),
-        )
-    return out
-
-
 __all__ = [
     "AddressParts",
-    "InventoryEntry",
     "SSHAddress",
     "SSHOptions",
     "SSHTarget",
     "check_host_name",
-    "load_inventory",
     "load_ssh_config",
     "resolve_target",
     "split_address",

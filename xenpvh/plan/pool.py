@@ -2,7 +2,7 @@
 
 nested:N                 N nested Xen hosts on this machine (each a QEMU, ~3 GB)
 box1,root@box2:2222      ssh hosts or ~/.ssh/config aliases (host keys verified)
-inventory:FILE           every host of an ansible inventory (INI or YAML)
+inventory:FILE[:GROUP]   every host of an ansible inventory (INI or YAML), or of one group
 ssh-config[:FILE]        every concrete `Host` alias of an ssh config (default ~/.ssh/config)
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from xenpvh.errors import BlockedError
+from xenpvh.host.inventory import AnsibleHost, ansible_hosts
+from xenpvh.host.ssh_config import host_aliases, load_ssh_config
 
 MAX_NESTED = 16
 _ALIAS = re.compile(r"^[A-Za-z0-9_.@:\[\]/-]+$")
@@ -21,18 +22,23 @@ _ALIAS = re.compile(r"^[A-Za-z0-9_.@:\[\]/-]+$")
 
 @dataclass(frozen=True)
 class PoolHost:
-    """One host of the pool: `name` (shown, leased, recorded) and the `spec` that opens it
-    (`nested` or an ssh address / alias, as `--host` takes)."""
+    """One host of the pool: `name` (shown, leased, recorded), the `spec` that opens it
+    (`nested` or an ssh address / alias, as `--host` takes) and the key to offer, when
+    the inventory names one."""
 
     name: str
     spec: str
+    identity: str | None = None
 
     @property
     def nested(self) -> bool:
         return self.spec == "nested"
 
     def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "spec": self.spec}
+        doc = {"name": self.name, "spec": self.spec}
+        if self.identity:
+            doc["identity"] = self.identity
+        return doc
 
 
 def parse_pool(text: str) -> tuple[PoolHost, ...]:
@@ -47,7 +53,8 @@ def parse_pool(text: str) -> tuple[PoolHost, ...]:
         n = int(count)
         return tuple(PoolHost(f"nested-{i}" if n > 1 else "nested", "nested") for i in range(n))
     if text.startswith("inventory:"):
-        return _unique(text, ansible_inventory(Path(text.partition(":")[2]).expanduser()))
+        path, group = _inventory_spec(text.partition(":")[2])
+        return _unique(text, ansible_inventory(path, group))
     if text == "ssh-config" or text.startswith("ssh-config:"):
         path = text.partition(":")[2] or str(Path.home() / ".ssh" / "config")
         return _unique(text, ssh_config_hosts(Path(path).expanduser()))
@@ -60,6 +67,17 @@ def parse_pool(text: str) -> tuple[PoolHost, ...]:
     return _unique(text, hosts)
 
 
+def _inventory_spec(rest: str) -> tuple[Path, str | None]:
+    """FILE or FILE:GROUP (a file whose own name holds ':' wins over a group)."""
+    whole = Path(rest).expanduser()
+    if ":" not in rest or whole.exists():
+        return whole, None
+    file, _, group = rest.rpartition(":")
+    if not group:
+        raise BlockedError(f"--hosts inventory:{rest}: empty group name after ':'")
+    return Path(file).expanduser(), group
+
+
 def _unique(text: str, hosts: list[PoolHost]) -> tuple[PoolHost, ...]:
     if not hosts:
         raise BlockedError(f"--hosts {text}: no hosts found")
@@ -70,86 +88,38 @@ def _unique(text: str, hosts: list[PoolHost]) -> tuple[PoolHost, ...]:
     return tuple(hosts)
 
 
-def ansible_inventory(path: Path) -> list[PoolHost]:
-    """The hosts of an ansible inventory file, INI or YAML (`ansible_host`, `ansible_user`,
-    `ansible_port` honoured; the inventory name is the pool name)."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise BlockedError(f"inventory {path}: {e.strerror or e}") from e
-    if path.suffix in (".yml", ".yaml") or text.lstrip().startswith(("all:", "---")):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise BlockedError(f"inventory {path}: invalid YAML: {e}") from e
-        found: dict[str, dict[str, Any]] = {}
-        _yaml_hosts(data, found, path)
-        return [_inventory_host(name, found[name], path) for name in found]
-    hosts: dict[str, dict[str, Any]] = {}
-    section = ""
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = (
-            raw.split("#", 1)[0].split(";", 1)[0].strip()
-            if not raw.lstrip().startswith(("#", ";"))
-            else ""
-        )
-        if not line:
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        if section.endswith((":vars", ":children")):
-            continue
-        name, *pairs = line.split()
-        vars_: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise BlockedError(f"inventory {path}:{n}: {pair!r} is not key=value")
-            vars_[key] = value
-        hosts.setdefault(name, {}).update(vars_)
-    return [_inventory_host(name, v, path) for name, v in hosts.items()]
+def ansible_inventory(path: Path, group: str | None = None) -> list[PoolHost]:
+    """The hosts of an ansible inventory file, INI or YAML, read by ansible's own plugins
+    (ranges, `:children`, group and host vars); of `group` only when given.  The inventory
+    name is the pool name; `ansible_host`, `ansible_user`, `ansible_port` make its ssh
+    address and `ansible_ssh_private_key_file` its identity."""
+    return [_pool_host(h, path) for h in ansible_hosts(path, group)]
 
 
-def _yaml_hosts(node: Any, found: dict[str, dict[str, Any]], path: Path) -> None:
-    if not isinstance(node, dict):
-        return
-    for group in node.values():
-        if not isinstance(group, dict):
-            continue
-        for name, v in (group.get("hosts") or {}).items():
-            found.setdefault(str(name), {}).update(v if isinstance(v, dict) else {})
-        _yaml_hosts(group.get("children") or {}, found, path)
-
-
-def _inventory_host(name: str, v: dict[str, Any], path: Path) -> PoolHost:
-    if not _ALIAS.match(name) or any(c in name for c in "[]"):
-        raise BlockedError(f"inventory {path}: host {name!r}: ranges and odd names unsupported")
-    address = str(v.get("ansible_host", name))
-    user = v.get("ansible_user")
-    port = v.get("ansible_port")
-    spec = f"ssh://{user + '@' if user else ''}{address}{':' + str(port) if port else ''}"
+def _pool_host(host: AnsibleHost, path: Path) -> PoolHost:
+    if not _ALIAS.match(host.name) or any(c in host.name for c in "[]"):
+        raise BlockedError(f"inventory {path}: host {host.name!r} is not a host name")
+    address = f"[{host.address}]" if ":" in host.address else host.address
+    user = f"{host.user}@" if host.user else ""
+    port = f":{host.port}" if host.port else ""
+    spec = f"ssh://{user}{address}{port}"
     if not _ALIAS.match(spec.removeprefix("ssh://")):
-        raise BlockedError(f"inventory {path}: host {name!r}: bad address {spec!r}")
-    return PoolHost(name, spec if (user or port or address != name) else name)
+        raise BlockedError(f"inventory {path}: host {host.name!r}: bad address {spec!r}")
+    plain = not (user or port or host.address != host.name)
+    identity = str(host.identity) if host.identity else None
+    return PoolHost(host.name, host.name if plain else spec, identity)
 
 
 def ssh_config_hosts(path: Path) -> list[PoolHost]:
     """Every concrete `Host` alias (no wildcard, no negation) of an ssh config file."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise BlockedError(f"ssh config {path}: {e.strerror or e}") from e
-    hosts = []
-    for raw in text.splitlines():
-        parts = raw.strip().split()
-        if len(parts) >= 2 and parts[0].lower() == "host":
-            for alias in parts[1:]:
-                if not any(c in alias for c in "*?!") and _ALIAS.match(alias):
-                    hosts.append(PoolHost(alias, alias))
-    return hosts
+    config = load_ssh_config(path)
+    if config is None:  # not reached: an explicit path exists or is blocked
+        raise BlockedError(f"ssh config {path} does not exist")
+    return [
+        PoolHost(alias, alias)
+        for alias in host_aliases(config, f"ssh config {path}")
+        if _ALIAS.match(alias)
+    ]
 
 
 __all__ = ["PoolHost", "ansible_inventory", "parse_pool", "ssh_config_hosts"]

@@ -1,14 +1,13 @@
-"""XenStore through a Host: pyxs speaking the wire protocol over a relay on the dom0.
+"""XenStore through a Host: the wire protocol (`xenstore_wire`) over a relay on the dom0.
 
-pyxs wants a local unix socket or /dev/xen/xenbus.  We give it a connection whose transport
-is a `Host.open_stream` to a tiny relay (python3 on the dom0, argv only) that splices its
-stdin/stdout to xenstored's unix socket.  The same code then works for a nested host, an
-ssh lab box and the dom0 you sit on.
+The transport is a `Host.open_stream` to a tiny relay (python3 on the dom0, argv only;
+`xenstore_relay`) that splices its stdin/stdout to xenstored's unix socket.  The same code
+then works for a nested host, an ssh lab box and the dom0 you sit on.
 
-pyxs has no timeouts: its router thread blocks in select() and every call waits on a
-condition variable forever, so a dead xenstored would hang the run.  We therefore replace
-the router with a synchronous one whose every receive has a deadline; expiry or a closed
-relay raises BrokenError.  The wire format, path checks and error decoding stay pyxs's own.
+Every receive has a deadline (a dead xenstored must not hang the run); expiry or a closed
+relay raises BrokenError.  Requests are synchronous and only read (no watches), so no router
+thread is needed.  (pyxs served here once; its client has no timeouts, and using it took its
+private names, so the few wire facts we need are our own, in `xenstore_wire`.)
 
 A call that timed out does not cost its relay.  Replies are matched to requests by rq_id
 (xenstored echoes it) and a partly received reply stays buffered, so the stream is still in
@@ -34,47 +33,32 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from pyxs._internal import NUL, Op, Packet, next_rq_id
-from pyxs.client import Client
-from pyxs.connection import PacketConnection
-from pyxs.exceptions import InvalidOperation, InvalidPath, InvalidPayload, PyXSError
-from pyxs.helpers import check_path, error
 
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.base import ByteStream, Host
+from xenpvh.host.base import Host
+from xenpvh.toolstack.xenstore_relay import (
+    RELAY,
+    XENSTORED_SOCKET,
+    HostXenStoreConnection,
+    RelayClosed,
+    RelayGarbled,
+    XenStoreTimeout,
+    relay_argv,
+)
+from xenpvh.toolstack.xenstore_wire import (
+    NUL,
+    InvalidPath,
+    Packet,
+    RequestIds,
+    XenStoreError,
+    XsOp,
+    names,
+    reply_error,
+    request,
+)
 
 log = logging.getLogger(__name__)
 
-XENSTORED_SOCKET = "/run/xenstored/socket"
-
-# The relay: stdin -> socket, socket -> stdout, until either side closes.  Exit 3 when the
-# socket cannot be reached so the failure is visible as an immediate end of stream.
-RELAY = """\
-import os, select, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-try:
-    s.connect(sys.argv[1])
-except OSError as e:
-    sys.stderr.write("xenpvh-xs-relay: %s: %s\\n" % (sys.argv[1], e))
-    sys.exit(3)
-fds = [0, s.fileno()]
-while True:
-    r, _, _ = select.select(fds, [], [])
-    if 0 in r:
-        d = os.read(0, 65536)
-        if not d:
-            break
-        s.sendall(d)
-    if s.fileno() in r:
-        d = s.recv(65536)
-        if not d:
-            break
-        view = memoryview(d)
-        while view:
-            view = view[os.write(1, view):]
-"""
 
 # XenbusState values (xen/include/public/io/xenbus.h).
 XENBUS_STATES = {
@@ -101,175 +85,11 @@ RETRY_BUDGET = 2.0
 # or a relay whose python3 never started); fewer is a slow dom0, and a fresh relay would
 # only cost it more.
 STALE_AFTER = 3
-# XENSTORE_PAYLOAD_MAX (xen/include/public/io/xs_wire.h): a longer reply means the stream
-# is not xenstored's.
-PAYLOAD_MAX = 4096
-HEADER_SIZE = Packet._struct.size
+_rq_ids = RequestIds()
 
 
-def relay_argv(socket_path: str = XENSTORED_SOCKET, python: str = "python3") -> list[str]:
-    return [python, "-c", RELAY, socket_path]
-
-
-class _StreamTransport:
-    """pyxs transport (send/recv/close/fileno) over a ByteStream, with a per-call deadline.
-
-    Received bytes are buffered here: a deadline that expires inside a reply leaves them
-    for the next call, so the stream never falls out of step."""
-
-    def __init__(self, stream: ByteStream, owner: HostXenStoreConnection) -> None:
-        self.stream = stream
-        self.owner = owner
-        self._buffer = bytearray()
-
-    def fileno(self) -> int:
-        raise OSError(errno.ENOTSUP, "a relayed XenStore connection has no local fd")
-
-    def send(self, data: bytes) -> None:
-        try:
-            self.stream.sendall(bytes(data))
-        except (BrokenError, OSError) as e:  # the relay's stream is gone (e.g. ssh dropped)
-            raise RelayClosed(f"xenstore relay on {self.owner.path}: {e}") from e
-
-    def peek(self, size: int) -> bytes:
-        """The next `size` bytes, left in the buffer; waits for them up to the deadline."""
-        while len(self._buffer) < size:
-            left = self.owner.deadline - time.monotonic()
-            if left <= 0:
-                raise XenStoreTimeout(
-                    f"xenstore on {self.owner.path}: no reply within {self.owner.timeout:g}s "
-                    "(xenstored dead or relay stuck)"
-                )
-            self.stream.settimeout(left)
-            try:
-                chunk = self.stream.recv(max(size - len(self._buffer), 65536))
-            except TimeoutError:
-                continue  # the loop re-checks the deadline
-            if not chunk:
-                raise RelayClosed(
-                    f"xenstore relay on {self.owner.path} closed the stream "
-                    "(xenstored socket unreachable or python3 missing on the dom0)"
-                )
-            self._buffer += chunk
-        return bytes(self._buffer[:size])
-
-    def recv(self, size: int) -> bytes:
-        data = self.peek(size)
-        del self._buffer[:size]
-        return data
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-class XenStoreTimeout(BrokenError):
-    """No reply within the deadline: xenstored stopped, or only slow (a dom0 under load).
-    One timeout does not tell which; the liveness probe asks again before it decides."""
-
-
-class RelayClosed(BrokenError):
-    """The relay's stream ended: xenstored's socket went away, or the connection to the host
-    did (an ssh connection dropped).  One fresh connection tells which."""
-
-
-class RelayGarbled(BrokenError):
-    """The relay's stream carried bytes that are no xenstored reply: never reused."""
-
-
-class HostXenStoreConnection(PacketConnection):
-    """A pyxs PacketConnection whose transport is a relay started through a Host."""
-
-    def __init__(
-        self, host: Host, *, socket_path: str = XENSTORED_SOCKET, timeout: float = 10.0
-    ) -> None:
-        self.host = host
-        self.socket_path = socket_path
-        self.path = f"{host.name}:{socket_path}"
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
-        # The deadline of the operation in progress (set by XenStore._operation).
-        self.operation_deadline: float | None = None
-        # rq_ids of the requests in flight: a reply with another one is a late answer to a
-        # call that timed out, and is skipped.
-        self.expected: set[int] = set()
-        self.relays = 0  # relays started
-        self.late_replies = 0  # replies skipped (their call had timed out)
-
-    def create_transport(self) -> _StreamTransport:
-        self.relays += 1
-        return _StreamTransport(self.host.open_stream(relay_argv(self.socket_path)), self)
-
-    def expect(self, rq_ids: set[int]) -> None:
-        self.expected = set(rq_ids)
-
-    def recv(self) -> Packet:
-        """The reply to a request in flight; replies to earlier (timed-out) requests are
-        skipped.  A reply is consumed whole or not at all."""
-        transport = self.transport
-        if transport is None:
-            raise RelayClosed(f"xenstore relay on {self.path} is not open")
-        while True:
-            header = transport.peek(HEADER_SIZE)
-            op, rq_id, tx_id, size = Packet._struct.unpack(header)
-            if size > PAYLOAD_MAX:
-                raise RelayGarbled(
-                    f"xenstore relay on {self.path}: a {size}-byte reply (at most "
-                    f"{PAYLOAD_MAX}): the stream is not xenstored's"
-                )
-            data = transport.recv(HEADER_SIZE + size)
-            try:
-                packet = Packet(op, data[HEADER_SIZE:], rq_id, tx_id)
-            except (InvalidOperation, InvalidPayload) as e:
-                raise RelayGarbled(
-                    f"xenstore relay on {self.path}: not a xenstored reply: {e!r}"
-                ) from e
-            if rq_id in self.expected:
-                self.expected.discard(rq_id)
-                return packet
-            self.late_replies += 1
-            log.debug("xenstore on %s: skipped a late reply (rq_id %d)", self.path, rq_id)
-
-    def arm(self) -> None:
-        """Start the deadline of one request/response exchange; within an operation it is
-        the operation's, counted from its first call."""
-        deadline = time.monotonic() + self.timeout
-        if self.operation_deadline is not None:
-            deadline = min(deadline, self.operation_deadline)
-        self.deadline = deadline
-
-
-class _Reply:
-    def __init__(self, connection: HostXenStoreConnection) -> None:
-        self.connection = connection
-
-    def get(self) -> Any:
-        return self.connection.recv()
-
-
-class SyncRouter:
-    """Stands in for pyxs.Router: one request in flight, answered synchronously.
-
-    We never use watches, so there is nothing to multiplex and no thread is needed.
-    """
-
-    def __init__(self, connection: HostXenStoreConnection) -> None:
-        self.connection = connection
-
-    @property
-    def is_connected(self) -> bool:
-        return self.connection.is_connected
-
-    def start(self) -> None:
-        self.connection.connect()
-
-    def terminate(self) -> None:
-        self.connection.close()
-
-    def send(self, packet: Any) -> _Reply:
-        self.connection.arm()
-        self.connection.expect({packet.rq_id})
-        self.connection.send(packet)
-        return _Reply(self.connection)
+class XenStoreRefused(BrokenError):
+    """xenstored answered a request with an error other than ENOENT (EACCES, EIO...)."""
 
 
 @dataclass(frozen=True)
@@ -306,7 +126,6 @@ class XenStore:
         self, host: Host, *, socket_path: str = XENSTORED_SOCKET, timeout: float = 10.0
     ) -> None:
         self.connection = HostXenStoreConnection(host, socket_path=socket_path, timeout=timeout)
-        self._client = Client(router=SyncRouter(self.connection))  # type: ignore[arg-type]
         self._open = False
         # Closed after an error left the stream unusable: the next call opens a fresh
         # relay (a timeout on a slow dom0 must not make every later call fail).
@@ -339,7 +158,7 @@ class XenStore:
 
     def open(self) -> None:
         if not self._open:
-            self._client.connect()
+            self.connection.connect()
             self._open = True
             self._stale = False
             self._unanswered = 0
@@ -349,24 +168,13 @@ class XenStore:
         # probe thread still running after the run's exit stack closed it would leak a relay).
         self._stale = False
         if self._open:
-            self._client.close()
+            self.connection.close()
             self._open = False
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        with self._operation(RETRY_BUDGET):
-            try:
-                return self._call_locked(fn, *args)
-            except RelayClosed:
-                self._reopen()
-                return self._call_locked(fn, *args)
 
     def _reopen(self) -> None:
         """A fresh relay after the last one's stream ended (reads are safe to repeat)."""
         self.close()
-        try:
-            self.open()
-        except PyXSError as e:
-            raise BrokenError(f"xenstore on {self.connection.path}: reconnecting: {e}") from e
+        self.open()
 
     def _ensure_open(self) -> None:
         if self._stale:
@@ -390,23 +198,6 @@ class XenStore:
                 return
         self._discard()
 
-    def _call_locked(self, fn: Any, *args: Any) -> Any:
-        self._ensure_open()
-        try:
-            result = fn(*args)
-        except BrokenError as e:
-            self._failed(e)
-            raise
-        except InvalidPath as e:
-            raise BlockedError(f"xenstore path {args!r} is not a valid XenStore path") from e
-        except PyXSError as e:
-            self._unanswered = 0  # xenstored answered, with an error
-            if e.args and e.args[0] == errno.ENOENT:
-                return None
-            raise BrokenError(f"xenstore: {fn.__name__}{args!r} failed: {e}") from e
-        self._unanswered = 0
-        return result
-
     @staticmethod
     def _path(path: str | bytes) -> bytes:
         p = path.encode() if isinstance(path, str) else path
@@ -416,14 +207,14 @@ class XenStore:
 
     def read(self, path: str | bytes) -> bytes | None:
         """The node's value, or None when it does not exist."""
-        return self._call(self._client.read, self._path(path))
+        return self._many(XsOp.READ, [path])[0]
 
     def ls(self, path: str | bytes) -> list[str]:
         """Names of the node's children ([] when it does not exist)."""
-        names = self._call(self._client.list, self._path(path))
-        return [n.decode("ascii", "replace") for n in names or []]
+        listing = self._many(XsOp.DIRECTORY, [path])[0]
+        return [n.decode("ascii", "replace") for n in names(listing or b"")]
 
-    def _many(self, op: int, paths: list[str]) -> list[bytes | None]:
+    def _many(self, op: XsOp, paths: list[str | bytes]) -> list[bytes | None]:
         """One op on many paths, pipelined: send a batch, then read its replies.
 
         Walking a subtree one round trip at a time through ssh and a relay on a slow dom0
@@ -437,44 +228,52 @@ class XenStore:
                 self._reopen()
                 return self._many_locked(op, paths)
 
-    def _many_locked(self, op: int, paths: list[str]) -> list[bytes | None]:
+    def _many_locked(self, op: XsOp, paths: list[str | bytes]) -> list[bytes | None]:
+        requests = [self._request(op, p) for p in paths]  # blocked before anything is sent
         self._ensure_open()
         out: list[bytes | None] = []
         try:
-            for start in range(0, len(paths), BATCH):
-                chunk = paths[start : start + BATCH]
-                packets = []
-                for p in chunk:
-                    raw = self._path(p)
-                    check_path(raw)
-                    packets.append(Packet(op, raw + NUL, next_rq_id()))
+            for start in range(0, len(requests), BATCH):
+                chunk = requests[start : start + BATCH]
                 self.connection.arm()
-                self.connection.expect({pk.rq_id for pk in packets})
-                for pk in packets:
+                self.connection.expect({pk.rq_id for pk in chunk})
+                for pk in chunk:
                     self.connection.send(pk)
                 replies = {}
-                for _ in packets:
+                for _ in chunk:
                     r = self.connection.recv()
                     replies[r.rq_id] = r
                 self._unanswered = 0
-                for pk, p in zip(packets, chunk, strict=True):
-                    r = replies[pk.rq_id]  # recv() returns each expected rq_id once
-                    if r.op == Op.ERROR:
-                        e = error(r.payload.rstrip(NUL))
-                        if e.args[0] != errno.ENOENT:
-                            raise BrokenError(f"xenstore: {p!r}: {e}")
-                        out.append(None)
-                    else:
-                        out.append(r.payload.rstrip(NUL))
+                for pk in chunk:
+                    out.append(self._answer(pk, replies[pk.rq_id]))  # each rq_id came once
+        except XenStoreRefused:
+            raise  # xenstored answered: the stream is in step, the relay stays
         except BrokenError as e:
             self._failed(e)  # late replies are skipped by rq_id if the relay is kept
             raise
-        except InvalidPath as e:
-            raise BlockedError(f"xenstore path {e.args!r} is not a valid XenStore path") from e
-        except PyXSError as e:
-            self._discard()
-            raise BrokenError(f"xenstore: batch failed: {e}") from e
         return out
+
+    def _request(self, op: XsOp, path: str | bytes) -> Packet:
+        try:
+            return request(op, self._path(path), _rq_ids.next())
+        except InvalidPath as e:
+            raise BlockedError(f"xenstore path {path!r} is not a valid XenStore path") from e
+
+    def _answer(self, sent: Packet, reply: Packet) -> bytes | None:
+        """The reply's payload (a value: without its writer's NUL terminator); None for
+        ENOENT; BrokenError for another error (xenstored answered: the relay stays)."""
+        if reply.op == XsOp.ERROR:
+            error: XenStoreError = reply_error(reply.payload)
+            if error.errno == errno.ENOENT:
+                return None
+            raise XenStoreRefused(f"xenstore: {XsOp(sent.op).name} {sent.payload!r}: {error}")
+        if reply.op != sent.op:
+            raise RelayGarbled(
+                f"xenstore relay on {self.connection.path}: a {reply.op} reply to a "
+                f"{XsOp(sent.op).name}: the stream is out of step"
+            )
+        # Most writers store C strings: a trailing NUL is their terminator, not the value.
+        return reply.payload.rstrip(NUL)
 
     def dump(self, path: str | bytes, *, max_nodes: int = 4000, max_depth: int = 16) -> str:
         """`path = "value"` lines for the subtree (like `xenstore-ls -f`), bounded.
@@ -493,17 +292,19 @@ class XenStore:
             room = max_nodes - len(values)
             if len(level) > room:
                 level, truncated = level[:room], True
-            vals = self._many(Op.READ, level)
-            kids = self._many(Op.DIRECTORY, level) if depth < max_depth else [None] * len(level)
+            vals = self._many(XsOp.READ, list(level))
+            kids = (
+                self._many(XsOp.DIRECTORY, list(level))
+                if depth < max_depth
+                else [None] * len(level)
+            )
             nxt: list[str] = []
-            for node, value, names in zip(level, vals, kids, strict=True):
+            for node, value, listing in zip(level, vals, kids, strict=True):
                 if value is None:
                     continue  # vanished while we walked
                 values[node] = value
                 base = node if node != "/" else ""
-                kid_names = (
-                    [n.decode("ascii", "replace") for n in names.split(NUL)] if names else []
-                )
+                kid_names = [n.decode("ascii", "replace") for n in names(listing or b"")]
                 children[node] = [f"{base}/{n}" for n in kid_names]
                 nxt.extend(children[node])
             if truncated:
@@ -523,11 +324,12 @@ class XenStore:
         return "\n".join(lines) + "\n"
 
     def state(self, path: str) -> int | None:
+        """A XenbusState node's number; None when missing, -1 when it holds no number."""
         v = self.read(path)
         if v is None:
             return None
         try:
-            return int(v.strip(b"\0").decode() or "-1")
+            return int(v.decode("ascii", "replace").strip() or "-1")
         except ValueError:
             return -1
 
@@ -548,7 +350,7 @@ class XenStore:
             for devid in sorted(self.ls(base), key=_devid_key):
                 fe = f"{base}/{devid}"
                 be_raw = self.read(f"{fe}/backend")
-                be = be_raw.decode("ascii", "replace").strip("\0") if be_raw else ""
+                be = be_raw.decode("ascii", "replace") if be_raw else ""
                 out.append(
                     DeviceState(
                         kind=kind,
@@ -599,8 +401,8 @@ __all__ = [
     "HostXenStoreConnection",
     "RelayClosed",
     "RelayGarbled",
-    "SyncRouter",
     "XenStore",
+    "XenStoreRefused",
     "XenStoreTimeout",
     "relay_argv",
 ]
