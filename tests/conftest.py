@@ -10,11 +10,18 @@ point of the same fault; 1-2.5 min each -- together ~14 min of CI on 2026-12-03,
 loaded CI run took 1.6x longer than a quiet one).  The README's test command runs everything
 else; `--slow` runs these as well.  A slow test is deselected, never skipped: the summary
 names it with the option that runs it, and `--xen-required` still fails any skip.
+
+Shared fixtures: `host`, a fake Xen host (`test_toolstack_fakes.FakeXenHost`, or the class a
+module's own `fake_host_class` fixture names) with a fast console, closed after the test.
+Shared helpers live in `fakes.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from test_toolstack_fakes import FakeXenHost
 
 _DESELECTED = pytest.StashKey[list[str]]()
 
@@ -48,3 +55,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for nodeid in terminalreporter.config.stash.get(_DESELECTED, []):
         terminalreporter.write_line(f"slow tier, not run (run it with --slow): {nodeid}")
+
+
+@pytest.fixture
+def fake_host_class() -> type[FakeXenHost]:
+    """The fake Xen host `host` makes; a module overrides this fixture for a subclass."""
+    return FakeXenHost
+
+
+@pytest.fixture
+def host(fake_host_class: type[FakeXenHost]) -> Iterator[FakeXenHost]:
+    """A fake Xen host whose `xl console` prints a line every 10 ms."""
+    h = fake_host_class()
+    h.console_delay = 0.01
+    yield h
+    h.close()

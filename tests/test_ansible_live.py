@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import remove_tree
 
 # 27 min on the 2-core machine of 2026-12-02: the nightly tier (tests/conftest.py).
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
@@ -208,24 +209,6 @@ class Vm:
         self.proc = None
 
 
-def _remove_tree(root: Path) -> None:
-    """Remove a debootstrapped tree, unmounting first what an interrupted debootstrap left
-    mounted inside it (proc, sys, a bind-mounted /dev): rmtree must never walk into those."""
-    prefix = str(root.resolve()) + "/"
-    mounts = [
-        line.split()[1]
-        for line in Path("/proc/mounts").read_text().splitlines()
-        if line.split()[1].startswith(prefix)
-    ]
-    for m in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", m], check=False)
-    if any(
-        ln.split()[1].startswith(prefix) for ln in Path("/proc/mounts").read_text().splitlines()
-    ):
-        raise RuntimeError(f"cannot unmount everything below {root}; not removing it")
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def _set_default(path: Path, **settings: str) -> None:
     """Set KEY="value" lines of /etc/default/grub (replacing a commented-out one)."""
     text = path.read_text()
@@ -339,11 +322,11 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
         )
         assert vm.disk.stat().st_size == PART_START + FS_SIZE
         write_mbr(vm.disk, PART_START, FS_SIZE)
-        _remove_tree(root)
+        remove_tree(root)
         yield vm
     finally:
         vm.kill()
-        _remove_tree(vm.dir)
+        remove_tree(vm.dir)
 
 
 def test_provision_plain_debian_then_boot_xen_through_grub(vm: Vm) -> None:

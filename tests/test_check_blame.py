@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import FakeClock
 from linux_consoles import BLKFRONT_FRAMES, GENERIC_FRAMES, oops
 from linux_consoles import COMPLETING as LINUX_COMPLETING
 from linux_consoles import lines as linux_lines
@@ -319,14 +320,6 @@ def test_blame_does_not_depend_on_chunking(chunk: int) -> None:
     assert [(s.name, s.status, s.evidence, s.line) for s in parts.stages] == [
         (s.name, s.status, s.evidence, s.line) for s in whole.stages
     ]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_live_blame_waits_boundedly_for_the_backtrace() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from fakes import FakeClock
 from linux_consoles import lines as linux_lines
 
 from xenpvh.check.checker import EventKind, StageChecker, check_file
@@ -21,14 +22,6 @@ from xenpvh.toolstack.xenstore import DeviceState
 
 LINUX = load_profile("linux-pvh")
 CONSOLE = ("\n".join(linux_lines()) + "\n").encode()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def stage(v: Verdict, name: str):

@@ -8,6 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from fakes import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,14 +25,6 @@ SEED_BYTES = SEED.read_bytes()
 @pytest.fixture(scope="module")
 def profile():
     return load_profile("freebsd-pvhv1")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def summary(v: Verdict) -> tuple:

@@ -18,7 +18,7 @@ from xenpvh.build import debian_guest as dg
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import VifSpec
-from xenpvh.run import BootRun
+from xenpvh.run.boot import BootRun, RunHooks, RunLimits
 from xenpvh.run.guest_disk import UNPACK_SCRIPT, PackedImage
 from xenpvh.run.remote import remote_paths
 
@@ -154,20 +154,17 @@ def _boot(host, guest, tmp_path, point, profile="debian-pvh"):
         load_profile(profile),
         point,
         artifacts=tmp_path / "art",
-        xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4}),
-        xenbus_grace=2.0,
-        timeout=30,
+        hooks=RunHooks(xenstore_factory=lambda h: FakeXenStore({"vbd": 4, "vif": 4})),
+        limits=RunLimits(xenbus_grace=2.0, timeout=30),
     )
-    run._debian_guest = guest  # the cache entry above instead of a build
+    run.inputs.debian_guest = guest  # the cache entry above instead of a build
     return run, run.run()
 
 
 @pytest.fixture
-def host():
-    h = ImageHost()
-    h.console_delay = 0.01
-    yield h
-    h.close()
+def fake_host_class() -> type[ImageHost]:
+    """conftest's `host` fixture makes this subclass here."""
+    return ImageHost
 
 
 def test_each_run_boots_its_own_copy_and_leaves_none(host, guest, tmp_path) -> None:

@@ -29,6 +29,7 @@ from xenpvh.host.local import LocalHost
 from xenpvh.host.lock import HostLease
 from xenpvh.run import keep, lease, remote
 from xenpvh.run.devloop import FileWatch, stage_deltas
+from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import HostWaitEvent, Session
 from xenpvh.toolstack.attach import AttachEnd, interact
@@ -46,14 +47,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def host():
-    h = FakeXenHost()
-    h.console_delay = 0.01
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def kit(tmp_path: Path) -> tuple[str, str]:
     k, r = tmp_path / "vmlinuz", tmp_path / "initrd"
     k.write_bytes(b"kernel" * 1000)
@@ -64,9 +57,8 @@ def kit(tmp_path: Path) -> tuple[str, str]:
 def _session(fake_host, kit, tmp_path, **kw) -> Session:
     xs = FakeXenStore({"vbd": 4, "vif": 4})
     request = BootRequest(profile="linux-pvh", kernel=kit[0], ramdisk=kit[1], attempts=1, **kw)
-    return Session(
-        request, host=fake_host, xenstore_factory=lambda h: xs, artifacts_root=tmp_path / "art"
-    )
+    clients = HostClients(xenstore_factory=lambda h: xs)
+    return Session(request, host=fake_host, clients=clients, artifacts_root=tmp_path / "art")
 
 
 # -- uploads ----------------------------------------------------------------------------------
@@ -367,7 +359,7 @@ def test_dev_json_is_a_line_per_run_with_stage_deltas_uploads_and_the_kept_guest
     stages = ["early-init", "ap-launch", "root-mount", "xenbus", "login"]
     loop = DevLoop(
         request, stages, Console(stderr=True), artifacts_root=tmp_path / "art", as_json=True,
-        session_options={"xenstore_factory": lambda h: xs},
+        session_options={"clients": HostClients(xenstore_factory=lambda h: xs)},
     )  # fmt: skip
     host.console = GOOD
     assert loop.run_once(host, changed_at=None) == 0

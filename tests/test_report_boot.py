@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from report_cases import validate_junit, validate_verdict_json
 from test_run_boot import GOOD, FakeXenStore
-from test_toolstack_fakes import FakeXenHost
 
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.profile import load_profile
@@ -19,14 +18,6 @@ from xenpvh.run.request import BootRequest
 from xenpvh.run.session import Session
 
 PROFILE = load_profile("linux-pvh")
-
-
-@pytest.fixture
-def host():
-    h = FakeXenHost()
-    h.console_delay = 0.01
-    yield h
-    h.close()
 
 
 @pytest.mark.parametrize(

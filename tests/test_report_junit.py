@@ -49,7 +49,7 @@ def test_the_xsd_is_a_copy_in_the_repo() -> None:
 
 
 def test_the_xsd_rejects_properties_in_a_testcase() -> None:
-    """The old shape: what this rewrite is for.  The validator must see it."""
+    """Properties inside a testcase (what xunit1 writes) are invalid: the validator sees it."""
     bad = (
         '<testsuite name="s" tests="1" failures="0" errors="0"><testcase name="a">'
         '<properties><property name="k" value="v"/></properties></testcase></testsuite>'
@@ -221,7 +221,8 @@ def test_any_guest_text_gives_valid_junit(text: str, name: str) -> None:
 
 
 def test_legacy_signature_goes_through_the_new_shape() -> None:
-    """The CLI's `check --format junit` still calls render_junit(verdict, suite, case)."""
+    """The old render_junit(verdict, suite, case) signature (report.compat; the CLI now
+    renders a RunReport) gives the same valid shape."""
     v = Verdict(
         VerdictValue.FAIL,
         "ap-launch: APs seen {1}, expected {1,2}",

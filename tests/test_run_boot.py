@@ -113,14 +113,6 @@ class FakeXenStore:
 
 
 @pytest.fixture
-def host():
-    h = FakeXenHost()
-    h.console_delay = 0.01
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def kit(tmp_path: Path) -> tuple[Path, Path]:
     k, r = tmp_path / "vmlinuz", tmp_path / "initrd"
     k.write_bytes(b"kernel")

@@ -23,14 +23,6 @@ LOGS = lease.CONSOLE_LOG_DIR
 
 
 @pytest.fixture
-def host():
-    h = FakeXenHost()
-    h.console_delay = 0.01
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def kit(tmp_path):
     k, r = tmp_path / "vmlinuz", tmp_path / "initrd"
     k.write_bytes(b"kernel")

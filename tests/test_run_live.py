@@ -145,19 +145,16 @@ def test_guest_busy_in_user_space_passes_without_retries(
     assert v.verdict == VerdictValue.PASS, f"{v.failed_stage}: {v.reason}"
 
 
-def test_maxcpus_1_fails_at_ap_launch(host, profile, guest_kit, tmp_path) -> None:
-    base = profile.point(vcpus=4)
-    point = profile.point(vcpus=4, cmdline=f"{base.cmdline} maxcpus=1")
-    v = _boot(host, profile, point, guest_kit, tmp_path)
+def test_maxcpus_1_fails_at_ap_launch(host, boot_guest) -> None:
+    """Through the plugin's `boot_guest` (`host` checks the host is clean afterwards)."""
+    v = boot_guest("linux-pvh", vcpus=4, cmdline_append="maxcpus=1").verdict
     _record_times("maxcpus1-vcpus4", v)
     assert v.verdict == VerdictValue.FAIL, v.reason
     assert v.failed_stage == "ap-launch", v.reason
 
 
-def test_missing_init_fails_on_the_panic_line(host, profile, guest_kit, tmp_path) -> None:
-    base = profile.point(vcpus=1)
-    point = profile.point(vcpus=1, cmdline=f"{base.cmdline} rdinit=/nonexistent")
-    v = _boot(host, profile, point, guest_kit, tmp_path)
+def test_missing_init_fails_on_the_panic_line(host, boot_guest) -> None:
+    v = boot_guest("linux-pvh", vcpus=1, cmdline_append="rdinit=/nonexistent").verdict
     _record_times("rdinit-missing", v)
     assert v.verdict == VerdictValue.FAIL, v.reason
     assert "deadline" not in v.reason.lower(), v.reason

@@ -22,12 +22,10 @@ from xenpvh.run.session import Session
 
 
 @pytest.fixture
-def host():
-    h = FakeXenHost()
-    h.console_delay = 0.01
-    yield h
-    h.close()
-    assert list(h.domains) == ["Domain-0"]
+def host(host: FakeXenHost):
+    """conftest's fake host, checked after the test: every session destroyed its domain."""
+    yield host
+    assert list(host.domains) == ["Domain-0"]
 
 
 @pytest.fixture

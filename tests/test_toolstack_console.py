@@ -5,18 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from test_toolstack_fakes import FakeXenHost
 
 from xenpvh.toolstack.console import ConsoleCapture, ConsoleSource, skip_ignoring_cr
 from xenpvh.toolstack.xl import Xl
-
-
-@pytest.fixture
-def host():
-    h = FakeXenHost()
-    yield h
-    h.close()
 
 
 def _domain(host: FakeXenHost, name: str = "xenpvh-c"):

@@ -9,13 +9,6 @@ from xenpvh.errors import BlockedError, BrokenError, CommandFailed
 from xenpvh.toolstack.xl import Xl, parse_info, parse_list, version_string
 
 
-@pytest.fixture
-def host():
-    h = FakeXenHost()
-    yield h
-    h.close()
-
-
 def _cfg(host: FakeXenHost, name: str, typ: str = 'type = "pvh"') -> str:
     path = f"/var/lib/xenpvh/runs/r/{name}.cfg"
     host.files[path] = f'name = "{name}"\n{typ}\nkernel = "/k"\n'.encode()

@@ -1,8 +1,15 @@
-"""What a live test may not leave behind: processes it started (QEMU first of all, found by
-PID as descendants of the test process, not by name), nested-host temp dirs, and on the
-session's Xen host `xenpvh-` domains, run dirs and console logs.
+"""What a live test may not leave behind, counting only what the test itself started:
+processes (QEMU first of all, found by PID as descendants of the test process, not by name),
+nested-host temp dirs, and on the session's Xen host `xenpvh-` domains, run dirs and
+console logs.
 
 The pytest plugin takes a `Snapshot` before every `xen` test and checks after its teardown.
+Only what is new since the snapshot counts, and of that only what this test started: a
+temp dir's `owner.json` and a run's lease (`<root>/runs/<run id>/lease`, which names the
+domain `xenpvh-<run id>` and its console log) name their owner process, and `started_by`
+decides whether that owner is the test.  A guest kept by `xenpvh dev` or another worker's
+run is someone else's, even when it appears during the test.
+
 The test process becomes a child subreaper, so a QEMU whose parent (e.g. a `xenpvh boot`
 subprocess) died is re-parented to it and still counted.
 """
@@ -11,15 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xenpvh.host.nested.reap import RUN_DIR_PREFIX
+from xenpvh.host.nested.process import STARTED_QEMU
+from xenpvh.host.nested.reap import OWNER_FILE, RUN_DIR_PREFIX
+from xenpvh.run.lease import CONSOLE_LOG_DIR, DOMAIN_PREFIX, LEASE_FIND, parse_leases
+from xenpvh.run.remote import REMOTE_ROOT
+from xenpvh.toolstack.xl import Xl
+from xenpvh.util.owner import process_start, this_machine
 
 PR_SET_CHILD_SUBREAPER = 36
+CONSOLE_LOG_PREFIX = f"guest-{DOMAIN_PREFIX}"
 
 
 def become_subreaper() -> bool:
@@ -69,49 +84,163 @@ def nested_tmp_dirs(tmp: Path | None = None) -> set[str]:
 
 
 def _started_qemu() -> list[int]:
-    from xenpvh.host.nested.host import STARTED_QEMU
-
     return list(STARTED_QEMU)
+
+
+def clock_ticks_now() -> int:
+    """Now, in the unit of a process's start time (clock ticks since boot)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return int(uptime * os.sysconf("SC_CLK_TCK"))
+    return 0
+
+
+@dataclass(frozen=True)
+class TestOrigin:
+    """The test as an owner: this process on this machine, from `started` (clock ticks)."""
+
+    __test__ = False  # a name pytest would otherwise try to collect as a test class
+
+    pid: int = field(default_factory=os.getpid)
+    machine: str = field(default_factory=this_machine)
+    started: int = field(default_factory=clock_ticks_now)
+
+
+def started_by(
+    owner: Mapping[str, object], origin: TestOrigin, live_descendants: Collection[int]
+) -> bool:
+    """Did the test start what `owner` owns?  `owner` is an owner record
+    (`xenpvh.util.owner.owner_record`: machine, pid, started) or a run lease (the same
+    fields prefixed `owner_`, and `detached` for a kept guest).  The test's own process, a
+    live descendant of it, or a process of this machine that started during the test and
+    is gone (a `xenpvh boot` subprocess); never a process that started before the test,
+    another machine's, or a kept guest whose owner is neither the test nor its child."""
+
+    def get(key: str) -> object:
+        return owner.get(key, owner.get(f"owner_{key}"))
+
+    try:
+        machine = str(get("machine"))
+        pid = int(get("pid"))  # type: ignore[call-overload]
+        started = int(get("started"))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return False  # an owner we cannot read is not ours to blame
+    if machine != origin.machine or not machine.split("/")[0]:
+        return False
+    if pid == origin.pid or pid in live_descendants:
+        return True
+    if started < origin.started or owner.get("detached") is True:
+        return False
+    return process_start(pid) != started  # gone (or its pid reused): it ran during the test
+
+
+@dataclass(frozen=True)
+class HostState:
+    """The `xenpvh-` things on a Xen host: domain names, run ids with a run dir, and
+    console log file names."""
+
+    domains: frozenset[str] = frozenset()
+    run_dirs: frozenset[str] = frozenset()
+    console_logs: frozenset[str] = frozenset()
+
+
+def host_state(host: Any, remote_root: str = REMOTE_ROOT) -> HostState:
+    domains = frozenset(d.name for d in Xl(host).list() if d.name.startswith(DOMAIN_PREFIX))
+    runs = f"{remote_root}/runs"
+    r = host.run(
+        ["find", runs, CONSOLE_LOG_DIR, "-mindepth", "1", "-maxdepth", "1", "-print"],
+        timeout=60,
+    )
+    run_dirs: set[str] = set()
+    logs: set[str] = set()
+    for path in r.out.splitlines():
+        parent, _, name = path.rpartition("/")
+        if parent == runs:
+            run_dirs.add(name)
+        elif parent == CONSOLE_LOG_DIR and name.startswith(CONSOLE_LOG_PREFIX):
+            logs.add(name)
+    return HostState(domains, frozenset(run_dirs), frozenset(logs))
+
+
+def _run_leases(host: Any, remote_root: str) -> dict[str, Mapping[str, object]]:
+    """run id -> its lease (a lease that is not a JSON object is left out)."""
+    runs = f"{remote_root}/runs"
+    r = host.run(["find", runs, *LEASE_FIND], timeout=60)
+    out: dict[str, Mapping[str, object]] = {}
+    for run_id, text in parse_leases(r.out, runs):
+        with contextlib.suppress(ValueError):
+            lease = json.loads(text)
+            if isinstance(lease, dict):
+                out[run_id] = lease
+    return out
+
+
+def host_leftovers(
+    host: Any,
+    before: HostState,
+    origin: TestOrigin,
+    live_descendants: Collection[int] = (),
+    remote_root: str = REMOTE_ROOT,
+) -> list[str]:
+    """The `xenpvh-` domains, run dirs and console logs new since `before` whose run's lease
+    names the test as its owner.  A new thing without a lease names no owner and is not
+    counted (a run writes its lease before it creates its domain)."""
+    now = host_state(host, remote_root)
+    new: list[tuple[str, str]] = [
+        *((f"domain {d}", d.removeprefix(DOMAIN_PREFIX)) for d in now.domains - before.domains),
+        *((f"run dir {r}", r) for r in now.run_dirs - before.run_dirs),
+        *(
+            (f"console log {name}", name.removeprefix(CONSOLE_LOG_PREFIX).removesuffix(".log"))
+            for name in now.console_logs - before.console_logs
+        ),
+    ]
+    if not new:
+        return []
+    leases = _run_leases(host, remote_root)
+    return sorted(
+        what
+        for what, run_id in new
+        if run_id in leases and started_by(leases[run_id], origin, live_descendants)
+    )
+
+
+def _dir_owner(d: str) -> Mapping[str, object]:
+    with contextlib.suppress(OSError, ValueError):
+        owner = json.loads((Path(d) / OWNER_FILE).read_text())
+        if isinstance(owner, dict):
+            return owner
+    return {}
 
 
 @dataclass
 class Snapshot:
     """Taken before a test's fixtures are set up; `at_call` once they are (processes a
     session fixture starts during a test's setup, e.g. a database, are its own business;
-    a QEMU a fixture started is not: those are known by PID from NestedHost)."""
+    a QEMU a fixture started is not: those are known by PID from NestedHost).  `host`: the
+    session's Xen host as it was before the test, when the test uses one."""
 
     pids: dict[int, str] = field(default_factory=descendants)
     tmp_dirs: set[str] = field(default_factory=nested_tmp_dirs)
     qemu: list[int] = field(default_factory=_started_qemu)
+    origin: TestOrigin = field(default_factory=TestOrigin)
     at_call: dict[int, str] | None = None
+    host: HostState | None = None
 
     def call_starts(self) -> None:
         self.at_call = descendants()
 
-
-def host_leftovers(host: Any) -> list[str]:
-    """`xenpvh-` domains, run dirs and their console logs left on a Xen host."""
-    from xenpvh.run.lease import CONSOLE_LOG_DIR, DOMAIN_PREFIX
-    from xenpvh.run.remote import REMOTE_ROOT
-    from xenpvh.toolstack.xl import Xl
-
-    out = [f"domain {d.name}" for d in Xl(host).list() if d.name.startswith(DOMAIN_PREFIX)]
-    r = host.run(["ls", "-A", f"{REMOTE_ROOT}/runs", CONSOLE_LOG_DIR], timeout=60)
-    for name in r.out.split():
-        ours = name[:1].isdigit() or name.startswith(f"guest-{DOMAIN_PREFIX}")
-        if ours and not name.endswith(":"):
-            out.append(f"file {name}")
-    return out
+    def take_host(self, host: Any) -> None:
+        self.host = host_state(host)
 
 
 def leaks(
     before: Snapshot,
     *,
-    keep_pids: set[int] = frozenset(),  # type: ignore[assignment]
-    keep_dirs: set[str] = frozenset(),  # type: ignore[assignment]
+    keep_pids: Collection[int] = frozenset(),
+    keep_dirs: Collection[str] = frozenset(),
     host: Any = None,
 ) -> list[str]:
-    """What was started or made since `before` and is still there."""
+    """What the test started or made since `before` and is still there."""
     now = descendants()  # zombies are not counted: they hold nothing but a pid
     started_by_setup = set(before.at_call or {}) - set(before.pids)
     found = [
@@ -130,10 +259,13 @@ def leaks(
     found += [
         f"temp dir {d} left"
         for d in sorted(nested_tmp_dirs() - before.tmp_dirs - set(keep_dirs))
-        if Path(d).exists()
+        if Path(d).exists() and started_by(_dir_owner(d), before.origin, now)
     ]
-    if host is not None:
-        found += [f"on host {getattr(host, 'name', host)}: {x}" for x in host_leftovers(host)]
+    if host is not None and before.host is not None:
+        name = getattr(host, "name", host)
+        found += [
+            f"on host {name}: {x}" for x in host_leftovers(host, before.host, before.origin, now)
+        ]
     return found
 
 
@@ -155,10 +287,14 @@ def session_host_parts(host: Any) -> tuple[set[int], set[str]]:
 
 
 __all__ = [
+    "HostState",
     "Snapshot",
+    "TestOrigin",
     "become_subreaper",
     "descendants",
     "host_leftovers",
+    "host_state",
     "leaks",
     "session_host_parts",
+    "started_by",
 ]

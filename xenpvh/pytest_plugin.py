@@ -1,25 +1,37 @@
 """pytest plugin (entry point `pytest11: xenpvh`).
 
-    pytest --host nested            # the default: a Xen host under QEMU, booted once per session
-    pytest --host root@box          # a lab box (host key verified against known_hosts)
-    pytest --xenpvh-host lab        # the same option, always there (an ~/.ssh/config alias)
+    pytest                              # a Xen host under QEMU, booted once per session
+    pytest --xenpvh-host root@box       # a lab box (host key verified against known_hosts)
+    pytest -n 4 --xenpvh-hosts a,b      # xdist: worker gwN boots on host N mod 2
 
-Every option has a `--xenpvh-` name.  `--host`, `--inventory`, `--identity` and
-`--known-hosts` are also offered under their short names, unless another plugin or the
-project's conftest.py already defines them (then the run says so once, at the end).
+Every option is `--xenpvh-NAME`.  Older names stay as aliases: `--no-xen`, `--xen-required`
+always; `--host`, `--inventory`, `--identity` and `--known-hosts` unless another plugin or the
+project's conftest.py already defines them (then the run says so once, at the end).  The
+host settings can also live in the ini file (`pytest.ini`, `[tool.pytest.ini_options]`):
+`xenpvh_host`, `xenpvh_hosts`, `xenpvh_inventory`, `xenpvh_identity`, `xenpvh_known_hosts`,
+`xenpvh_artifacts`, `xenpvh_attempts`, `xenpvh_qemu`, `xenpvh_wait_host`; the command line
+wins, and ini paths are relative to the ini file.
 
 Fixtures:
 - `xen_host`: the session's Host (nested host booted once per session, shut down at the end).
-- `boot_guest`: call `boot_guest("linux-pvh", vcpus=4, cmdline_append="maxcpus=1")` to boot one
-  profile point on `xen_host`; returns the Verdict and records a JUnit property per stage.
-Marker `xen` marks live tests; `--no-xen` deselects them (e.g. on a laptop without QEMU).
+  Under pytest-xdist each worker takes its own host from the pool (`worker_host`); workers
+  that share a host hold its lease (`xenpvh.host.lock`) one test at a time.
+- `boot_guest`: call `boot_guest("linux-pvh", vcpus=4, disks=2, cmdline_append="maxcpus=1")`
+  to boot one profile point on `xen_host`; returns a `BootResult` (verdict + artifacts) and
+  records a JUnit property per stage.
+After every `xen` test the leak check fails the test for what it started and left
+(`xenpvh.leaks`).  Marker `xen` marks live tests; `--xenpvh-no-xen` deselects them.
 Markers `xen` and `host` are declared here unless the project's configuration does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,74 +39,67 @@ from typing import Any
 
 import pytest
 
+from xenpvh import leaks
 from xenpvh.check.verdict import Verdict
+from xenpvh.host import lock
+from xenpvh.host.open import open_host
+from xenpvh.host.request import HostRequest
+from xenpvh.plan import pytest_plan  # the module: a `pytest_` name here would be a hook
+from xenpvh.profile.domain import DiskSpec, VifSpec
+from xenpvh.pytest_settings import (
+    SETTINGS,
+    SHORT_SETTINGS,
+    WorkerHost,
+    ini_type,
+    resolve_settings,
+    worker_host,
+)
+from xenpvh.run.guest_inputs import TOLERATED_SKIPS
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
+from xenpvh.util.progress import log_sink
+
+log = logging.getLogger(__name__)
 
 GROUP = "xenpvh"
-# (short name, dest, help) of the options whose short name another plugin or a project's
-# conftest.py may well define itself; their `--xenpvh-` names are always there.
-SHORT_OPTIONS: tuple[tuple[str, str, str], ...] = (
-    (
-        "--host",
-        "xenpvh_host",
-        "Xen host for `xen` tests: nested (default), local, ssh://user@host[:port], "
-        "user@host[:port], an ~/.ssh/config alias, or a name from --inventory",
-    ),
-    ("--inventory", "xenpvh_inventory", "TOML inventory of lab hosts ([hosts.<name>])"),
-    ("--identity", "xenpvh_identity", "ssh private key for the Xen host"),
-    ("--known-hosts", "xenpvh_known_hosts", "known_hosts file pinning the Xen host's key"),
-)
+
+
+# Held by a worker per test on a host it shares with other workers (seconds).
+WORKER_LEASE_TTL = 4 * 3600.0
 # The short names another plugin or conftest.py had taken, per run (told at the end).
 _TAKEN = pytest.StashKey[list[str]]()
 _TOLERATED = pytest.StashKey[list[str]]()
+_WORKER_HOST = pytest.StashKey[WorkerHost]()
+_LEAK_SNAPSHOT = pytest.StashKey[leaks.Snapshot]()
 # The markers this plugin needs, declared unless the project's configuration declares them.
 MARKERS: dict[str, str] = {
-    "xen": "live test that boots real Xen (the nested host unless --host is given)",
+    "xen": "live test that boots real Xen (the nested host unless --xenpvh-host is given)",
     "host": "uses real processes on this machine (sshd on loopback, qemu)",
 }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "xenpvh: live Xen PVH boots")
-    defaults = {"xenpvh_host": "nested"}
-    for short, dest, help_text in SHORT_OPTIONS:
-        group.addoption(
-            f"--xenpvh-{short.removeprefix('--')}",
-            dest=dest,
-            default=defaults.get(dest),
-            help=f"{help_text} (also {short}, unless another plugin defines it)",
-        )
+    for s in SETTINGS:
+        also = f" (alias {s.short}, unless another plugin defines it)" if s.short else ""
+        group.addoption(f"--xenpvh-{s.name}", dest=s.dest, default=None, help=s.help + also)
+        parser.addini(s.dest, f"{s.help} (--xenpvh-{s.name} wins)", type=ini_type(s))
     group.addoption(
-        "--xenpvh-artifacts",
-        dest="xenpvh_artifacts",
-        default=None,
-        help="keep every run's artifacts under this directory (default: pytest's tmp dir)",
+        "--xenpvh-no-xen",
+        "--no-xen",
+        dest="xenpvh_no_xen",
+        action="store_true",
+        help="deselect `xen` tests (alias --no-xen)",
     )
     group.addoption(
-        "--xenpvh-attempts",
-        dest="xenpvh_attempts",
-        type=int,
-        default=3,
-        help="attempts per boot when the host itself spoils a run (a known emulation fault "
-        "of the nested host); every attempt is recorded (default 3)",
-    )
-    group.addoption(
-        "--xenpvh-qemu",
-        dest="xenpvh_qemu",
-        default="patched",
-        help="the nested host's QEMU: patched (default, built on first use), system, or a path",
-    )
-    group.addoption(
-        "--no-xen", dest="xenpvh_no_xen", action="store_true", help="deselect `xen` tests"
-    )
-    group.addoption(
+        "--xenpvh-xen-required",
         "--xen-required",
         dest="xenpvh_xen_required",
         action="store_true",
-        help="a skipped `xen` test is a failure (CI: a skipped live test is not a passing one)",
+        help="a skipped `xen` test is a failure (CI: a skipped live test is not a passing "
+        "one) (alias --xen-required)",
     )
-    from xenpvh.plan.pytest_plan import add_options as add_plan_options
-
-    add_plan_options(group)  # `xenpvh plan run`'s pytest sessions
+    pytest_plan.add_options(group)  # `xenpvh plan run`'s pytest sessions
 
 
 @pytest.hookimpl(wrapper=True)
@@ -110,36 +115,41 @@ def pytest_load_initial_conftests(
     result = yield
     group = parser.getgroup(GROUP)
     taken: list[str] = []
-    for short, dest, _ in SHORT_OPTIONS:
+    for s in SHORT_SETTINGS:
+        assert s.short is not None
         try:
-            alias = f"same as --xenpvh-{short.removeprefix('--')}"
-            group.addoption(short, dest=dest, default=argparse.SUPPRESS, help=alias)
+            alias = f"alias of --xenpvh-{s.name}"
+            group.addoption(s.short, dest=s.dest, default=argparse.SUPPRESS, help=alias)
         except (argparse.ArgumentError, ValueError):
-            taken.append(short)
+            taken.append(s.short)
     early_config.stash[_TAKEN] = taken
     return result
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from xenpvh.plan.pytest_plan import pytest_configure_plan
-
-    pytest_configure_plan(config)
+    pytest_plan.pytest_configure_plan(config)
+    resolve_settings(config)
+    picked = config.stash[_WORKER_HOST] = worker_host(config)
+    config.option.xenpvh_host = picked.spec
     declared = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
     for name, description in MARKERS.items():
         if name not in declared:
             config.addinivalue_line("markers", f"{name}: {description}")
 
 
-def _tolerated_skip(reason: str) -> bool:
-    """Exactly one of xenpvh.live_inputs' reasons (pytest prefixes `Skipped: `)."""
-    from xenpvh.live_inputs import TOLERATED_SKIPS
+def picked_host(config: pytest.Config) -> WorkerHost:
+    """The host `worker_host` picked for this pytest process (in pytest_configure)."""
+    return config.stash[_WORKER_HOST]
 
+
+def _tolerated_skip(reason: str) -> bool:
+    """Exactly one of xenpvh.run.guest_inputs' reasons (pytest prefixes `Skipped: `)."""
     return reason.removeprefix("Skipped: ") in TOLERATED_SKIPS
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in terminalreporter.config.stash.get(_TOLERATED, []):
-        terminalreporter.write_line(f"xenpvh: --xen-required tolerated a skip: {line}")
+        terminalreporter.write_line(f"xenpvh: --xenpvh-xen-required tolerated a skip: {line}")
     taken = terminalreporter.config.stash.get(_TAKEN, [])
     if taken:
         names = ", ".join(f"--xenpvh-{name.removeprefix('--')}" for name in taken)
@@ -181,7 +191,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             item.config.stash.setdefault(_TOLERATED, []).append(f"{item.nodeid}: {reason}")
             return report
         report.outcome = "failed"
-        report.longrepr = f"live `xen` test skipped but --xen-required is set: {reason}"
+        report.longrepr = f"live `xen` test skipped but --xenpvh-xen-required is set: {reason}"
 
 
 @pytest.fixture(scope="session")
@@ -191,11 +201,6 @@ def xen_host(
     """The session's Xen host (a `xenpvh.host.base.Host`): the nested host is booted once
     per test session (or the one `xenpvh host nested up` left running is reused) and shut
     down at the end; an ssh host is connected once."""
-    from rich.console import Console
-
-    from xenpvh.host.open import open_host
-    from xenpvh.host.request import HostRequest
-
     opt = request.config.getoption
     base = opt("xenpvh_artifacts")
     artifacts = Path(base) / "host" if base else tmp_path_factory.mktemp("xen-host")
@@ -207,11 +212,9 @@ def xen_host(
         known_hosts=_path(opt("xenpvh_known_hosts")),
         qemu=opt("xenpvh_qemu"),
     )
-    with open_host(hreq, artifacts=artifacts, console=Console(stderr=True, highlight=False)) as h:
+    progress = log_sink(logging.getLogger("xenpvh.host"))  # pytest shows what was logged
+    with open_host(hreq, artifacts=artifacts, progress=progress) as h:
         yield h
-
-
-_LEAK_SNAPSHOT = pytest.StashKey[Any]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -225,20 +228,21 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _xenpvh_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     """After every `xen` test (and its fixtures' teardown): no process it started (QEMU by
-    PID), no nested-host temp dir and no `xenpvh-` domain, run dir or console log on the
-    session's host may be left (`xenpvh.leaks`)."""
+    PID), no nested-host temp dir it made and no `xenpvh-` domain, run dir or console log
+    of its runs on the session's host may be left (`xenpvh.leaks`)."""
     if request.node.get_closest_marker("xen") is None:
         yield
         return
-    from xenpvh import leaks
-
     leaks.become_subreaper()
     before = request.node.stash[_LEAK_SNAPSHOT] = leaks.Snapshot()
+    host = None
+    if "xen_host" in request.fixturenames:
+        host = request.getfixturevalue("xen_host")
+        before.take_host(host)
     yield
     # An interrupted test (Ctrl-C, SIGTERM) has no funcargs left: check what can be checked.
-    host = (getattr(request.node, "funcargs", None) or {}).get("xen_host")
-    if host is not None and leaks.session_host_parts(host) == (set(), set()):
-        host = None  # a lab box (other users' runs are theirs): processes and dirs only
+    if not getattr(request.node, "funcargs", None):
+        host = None
     # Nested hosts that outlive the test by design: those of session/module fixtures.
     keep_pids: set[int] = set()
     keep_dirs: set[str] = set()
@@ -253,6 +257,32 @@ def _xenpvh_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     found = leaks.leaks(before, keep_pids=keep_pids, keep_dirs=keep_dirs, host=host)
     if found:
         pytest.fail("left behind by this test: " + "; ".join(found), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _xenpvh_worker_lease(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on a host this worker shares with other workers holds the host's lease for
+    its duration: the others' tests wait (up to --xenpvh-wait-host), then fail naming the
+    holder.  Sessions of this process pass their own lease (`lock.check`)."""
+    picked = picked_host(request.config)
+    if not picked.shared or "xen_host" not in request.fixturenames:
+        yield
+        return
+    host = request.getfixturevalue("xen_host")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    lease = lock.acquire(
+        host,
+        owner=f"pytest {worker} (pid {os.getpid()} on {socket.gethostname()})"[:200],
+        reason=request.node.nodeid[-200:],
+        ttl=WORKER_LEASE_TTL,
+        wait=float(request.config.getoption("xenpvh_wait_host")),
+        on_wait=lambda holder: log.info("waiting for host %s: %s", host.name, holder.describe()),
+    )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # an expired or force-released lease is gone
+            lock.release(host, lease)
 
 
 def _path(value: str | None) -> Path | None:
@@ -281,11 +311,10 @@ def boot_guest(
     """A function that boots one profile point on the session's host through a
     `xenpvh.run.session.Session` and returns a `BootResult` (verdict + artifacts dir).
 
-    Each boot's stages are attached to the test's report (`user_properties` and a
-    "xenpvh" section of its output), which works with every `junit_family`."""
-    from xenpvh.run.request import BootRequest
-    from xenpvh.run.session import Session
-
+    `vcpus`, `memory` (MiB), `disks` and `vifs` (a count, or DiskSpec/VifSpec tuples) and
+    `cmdline_append` change the profile's point; None keeps the profile's.  Each boot's
+    stages are attached to the test's report (`user_properties` and a "xenpvh" section of
+    its output), which works with every `junit_family`."""
     opt = request.config.getoption
     base = opt("xenpvh_artifacts")
     counter = iter(range(1000))
@@ -294,10 +323,12 @@ def boot_guest(
         profile: str,
         *,
         vcpus: int | None = None,
-        memory_mb: int | None = None,
+        memory: int | None = None,
+        disks: int | tuple[DiskSpec, ...] | None = None,
+        vifs: int | tuple[VifSpec, ...] | None = None,
+        cmdline_append: str = "",
         kernel: str | None = None,
         ramdisk: str | None = None,
-        cmdline_append: str = "",
         toolstack: str = "xl",
         attempts: int | None = None,
     ) -> BootResult:
@@ -309,7 +340,9 @@ def boot_guest(
         req = BootRequest(
             profile=profile,
             vcpus=vcpus,
-            memory_mb=memory_mb,
+            memory_mb=memory,
+            disks=disks,
+            vifs=vifs,
             kernel=kernel,
             ramdisk=ramdisk,
             cmdline_append=cmdline_append,

@@ -23,11 +23,19 @@ from typing import Any, Protocol
 
 import pytest
 
+from xenpvh.build.guestkit import build_linux_guest_kit
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.lock import HostBusy, acquire, release
+from xenpvh.host.open import open_host
+from xenpvh.host.request import HostRequest
+from xenpvh.plan.loader import load_plan
 from xenpvh.plan.model import PlanPoint
 from xenpvh.plan.pool import PoolHost
+from xenpvh.plan.request import point_request
 from xenpvh.plan.scheduler import REQUEUE_PROPERTY, PoolScheduling
 from xenpvh.plan.spec import PassSpec, mark_broken
+from xenpvh.report.history import HistoryTarget
+from xenpvh.run.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +114,6 @@ class RealDriver:
 
     @contextlib.contextmanager
     def open(self, pool_host: PoolHost, xen: str, spec: PassSpec) -> Iterator[Any]:
-        from xenpvh.host.open import open_host
-        from xenpvh.host.request import HostRequest
-
         image = spec.xen_images.get(xen)
         if image and not pool_host.nested:
             raise BlockedError(
@@ -117,15 +122,15 @@ class RealDriver:
             )
         artifacts = Path(spec.out) / "hosts" / pool_host.name
         artifacts.mkdir(parents=True, exist_ok=True)
-        req = HostRequest(spec=pool_host.spec, xen_image=Path(image) if image else None)
+        req = HostRequest(
+            spec=pool_host.spec,
+            identity=Path(pool_host.identity) if pool_host.identity else None,
+            xen_image=Path(image) if image else None,
+        )
         with open_host(req, artifacts=artifacts) as host, _leased(host, pool_host, spec):
             yield host
 
     def run_point(self, host: Any, pool_host: PoolHost, point: PlanPoint, spec: PassSpec) -> str:
-        from xenpvh.plan.request import point_request
-        from xenpvh.report.history import HistoryTarget
-        from xenpvh.run.session import Session
-
         facts = {**spec.facts.get(f"xen:{point.xen.name}", {})}
         facts.update(spec.facts.get(f"kernel:{point.kernel.name}", {}))
         stamp = time.strftime("%H%M%S")
@@ -148,8 +153,6 @@ class RealDriver:
 
     def _kit(self) -> Any:
         if "linux" not in self._kits:
-            from xenpvh.build.guestkit import build_linux_guest_kit
-
             self._kits["linux"] = build_linux_guest_kit()
         return self._kits["linux"]
 
@@ -164,8 +167,6 @@ class RealDriver:
 
 @contextlib.contextmanager
 def _leased(host: Any, pool_host: PoolHost, spec: PassSpec) -> Iterator[None]:
-    from xenpvh.host.lock import acquire, release
-
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     lease = acquire(
         host,
@@ -183,8 +184,6 @@ def _leased(host: Any, pool_host: PoolHost, spec: PassSpec) -> Iterator[None]:
 
 class PlanPlugin:
     def __init__(self, config: pytest.Config, spec: PassSpec) -> None:
-        from xenpvh.plan import load_plan
-
         self.config = config
         self.spec = spec
         plan = load_plan(spec.plan)
@@ -236,8 +235,6 @@ def run_point(item: pytest.Item, slot: PoolSlot, point: PlanPoint) -> str:
 
     if slot.broken:
         requeue(slot.broken)
-    from xenpvh.host.lock import HostBusy
-
     try:
         host = slot.host_for(point.xen.name)
     except HostBusy as e:  # someone else holds the box: the others take its points
