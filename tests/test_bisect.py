@@ -161,10 +161,10 @@ def one_point_plan(tmp_path: Path, repo: Path) -> tuple[Path, str]:
 
 def test_every_step_is_recorded_in_the_history(tmp_path: Path, monkeypatch) -> None:
     from xenpvh.bisect.history import BASELINE
-    from xenpvh.cli.bisect import bisect
     from xenpvh.history import open_store
+    from xenpvh.plan.bisection import bisect_point as bisect
 
-    monkeypatch.setattr("xenpvh.run.session.Session", VerdictBySession)
+    monkeypatch.setattr("xenpvh.bisect.judge.Session", VerdictBySession)
     repo, commits = _repo(tmp_path, ["audit=0", "audit=0 quiet", "maxcpus=1", "maxcpus=1 x"])
     plan, point = one_point_plan(tmp_path, repo)
     db = str(tmp_path / "h.sqlite")
@@ -190,10 +190,10 @@ def test_every_step_is_recorded_in_the_history(tmp_path: Path, monkeypatch) -> N
 def test_a_bisection_that_ends_without_answer_closes_its_history(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from xenpvh.cli.bisect import bisect
     from xenpvh.history import open_store
+    from xenpvh.plan.bisection import bisect_point as bisect
 
-    monkeypatch.setattr("xenpvh.run.session.Session", VerdictBySession)
+    monkeypatch.setattr("xenpvh.bisect.judge.Session", VerdictBySession)
     repo, commits = _repo(tmp_path, ["audit=0", "audit=0 quiet"])
     plan, point = one_point_plan(tmp_path, repo)
     db = str(tmp_path / "h.sqlite")
@@ -216,13 +216,13 @@ def test_a_bisection_that_ends_without_answer_closes_its_history(
 
 
 def test_an_unwritable_history_is_refused_before_any_host(tmp_path: Path, monkeypatch) -> None:
-    from xenpvh.cli.bisect import bisect
     from xenpvh.errors import BrokenError
+    from xenpvh.plan.bisection import bisect_point as bisect
 
     def no_host(*a, **k):
         raise AssertionError("a host was opened before the history was checked")
 
-    monkeypatch.setattr("xenpvh.bisect.judge.held_host", no_host)
+    monkeypatch.setattr("xenpvh.bisect.run.held_host", no_host)
     repo, commits = _repo(tmp_path, ["audit=0", "maxcpus=1"])
     plan, point = one_point_plan(tmp_path, repo)
     with pytest.raises(BrokenError, match=r"history database postgresql://127\.0\.0\.1:1/none"):

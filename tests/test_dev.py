@@ -28,7 +28,7 @@ from xenpvh.host import lock
 from xenpvh.host.local import LocalHost
 from xenpvh.host.lock import HostLease
 from xenpvh.run import keep, lease, remote
-from xenpvh.run.devloop import FileWatch, stage_deltas
+from xenpvh.run.devloop import DevLoop, FileWatch, stage_deltas
 from xenpvh.run.options import HostClients
 from xenpvh.run.request import BootRequest
 from xenpvh.run.session import HostWaitEvent, Session
@@ -349,7 +349,7 @@ def test_dev_json_is_a_line_per_run_with_stage_deltas_uploads_and_the_kept_guest
     under --watch); the checklist and the human lines stay on stderr."""
     from rich.console import Console
 
-    from xenpvh.cli.dev import DevLoop
+    from xenpvh.cli.dev import DevView
 
     xs = FakeXenStore({"vbd": 4, "vif": 4})
     request = BootRequest(
@@ -357,14 +357,16 @@ def test_dev_json_is_a_line_per_run_with_stage_deltas_uploads_and_the_kept_guest
         keep_on_fail=True, keep_for=600, owner="ann",
     )  # fmt: skip
     stages = ["early-init", "ap-launch", "root-mount", "xenbus", "login"]
+    view = DevView(stages, Console(stderr=True), as_json=True)
     loop = DevLoop(
-        request, stages, Console(stderr=True), artifacts_root=tmp_path / "art", as_json=True,
+        request, artifacts_root=tmp_path / "art", on_event=view,
         session_options={"clients": HostClients(xenstore_factory=lambda h: xs)},
     )  # fmt: skip
-    host.console = GOOD
-    assert loop.run_once(host, changed_at=None) == 0
-    host.console = ONE_CPU
-    assert loop.run_once(host, changed_at=time.time() - 5) == 1
+    with view:
+        host.console = GOOD
+        assert loop.run_once(host, changed_at=None).exit_code == 0
+        host.console = ONE_CPU
+        assert loop.run_once(host, changed_at=time.time() - 5).exit_code == 1
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert len(lines) == 2, out
@@ -449,3 +451,46 @@ def test_ps_prunes_records_of_guests_the_host_no_longer_has(monkeypatch, capsys)
     assert main(["ps", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"kept": [], "problems": []}
     assert keep.local_records() == []
+
+
+def test_the_dev_loop_reports_by_events_and_prints_nothing(host, kit, tmp_path, capsys) -> None:
+    """The loop (library) draws nothing: its runs, the Session's events, the kept guest it
+    ends before the next run and the watch all reach the front end as events."""
+    from xenpvh.run.devloop import DevRunFinished, KeptGuestEnded
+
+    xs = FakeXenStore({"vbd": 4, "vif": 4})
+    request = BootRequest(
+        profile="linux-pvh", kernel=kit[0], ramdisk=kit[1], attempts=1,
+        keep_on_fail=True, keep_for=600, owner="ann",
+    )  # fmt: skip
+    events: list[object] = []
+    loop = DevLoop(
+        request, artifacts_root=tmp_path / "art", on_event=events.append,
+        session_options={"clients": HostClients(xenstore_factory=lambda h: xs)},
+    )  # fmt: skip
+    host.console = ONE_CPU
+    first = loop.run_once(host, changed_at=None)
+    assert first.exit_code == 1 and first.kept is not None and loop.kept == first.kept
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "DevRunStarted" and kinds[-1] == "DevRunFinished", kinds
+    assert "VerdictEvent" in kinds and "RunStateEvent" in kinds
+
+    class OneChange:
+        def wait(self, timeout: float | None = None) -> list[Path]:
+            return [Path(kit[0])]
+
+    events.clear()
+    host.console = GOOD
+    loop.watch(host, [Path(kit[0])], debounce=0, file_watch=OneChange(), runs=1)  # type: ignore[arg-type]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:3] == ["Watching", "FilesChanged", "KeptGuestEnded"], kinds
+    ended = events[2]
+    assert isinstance(ended, KeptGuestEnded) and ended.error is None
+    assert ended.record.domain == first.kept.domain and first.kept.domain not in host.domains
+    done = events[-1]
+    assert isinstance(done, DevRunFinished)
+    second = done.run
+    assert (second.number, second.exit_code, second.kept) == (2, 0, None)
+    assert second.previous is first.verdict and second.changed_at is not None
+    assert loop.kept is None
+    assert capsys.readouterr() == ("", "")

@@ -94,7 +94,7 @@ def host_args(request: pytest.FixtureRequest) -> Iterator[list[str]]:
 def host(host_args: list[str]) -> Iterator[Any]:
     """The same host, reached from this process, for leak checks and the lease; it must be
     clean after every test."""
-    from xenpvh.cli.dev import reach_host
+    from xenpvh.run.dev_hosts import reach_host
 
     spec = dict(zip(host_args[::2], host_args[1::2], strict=True))
     req = HostRequest(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from xenpvh.plan.regress import Category
+from xenpvh.history.regress import Category
 from xenpvh.plan.runner import PlanRunner
 
 pytestmark = pytest.mark.xen
@@ -121,7 +121,7 @@ def test_plan_run_detects_a_regression_and_bisect_finds_it(nested_up: None, tmp_
     html = second.files["summary.html"].read_text()
     assert html.count('<td class="cell ') == 2 and "new-failure" in html
 
-    from xenpvh.cli.bisect import bisect
+    from xenpvh.plan.bisection import bisect_point as bisect
 
     t0 = time.monotonic()
     found = bisect(

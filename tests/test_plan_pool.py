@@ -13,8 +13,8 @@ import xmlschema
 
 from xenpvh.errors import BlockedError
 from xenpvh.history import open_store
+from xenpvh.history.regress import Category, classify, exit_code
 from xenpvh.plan.pool import ansible_inventory, parse_pool, ssh_config_hosts
-from xenpvh.plan.regress import Category, classify, exit_code
 from xenpvh.plan.runner import PlanRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ def test_a_regression_is_found_the_next_night(tmp_path: Path) -> None:
 
 
 def test_summary_escapes_hostile_text(tmp_path: Path) -> None:
+    from xenpvh.history.regress import PointResult
     from xenpvh.history.store import PlanRunRecord, RunRecord
-    from xenpvh.plan.regress import PointResult
     from xenpvh.report.plan_summary import render_plan_html, render_plan_junit
 
     evil = '<script>alert(1)</script>"\x1b[31m'

@@ -1,5 +1,5 @@
-"""The real judge of a bisection step: build what the commit holds (cached), boot the plan
-point on it, return the Session's verdict and failed stage.
+"""The real judge of a bisection step: build what the commit holds (cached), boot the target
+(a plan point, described by the caller) on it, return the Session's verdict and failed stage.
 
 Roles (what the bisected tree is):
     xen                 a Xen tree: built with the point's patch series and config; the
@@ -14,14 +14,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from xenpvh.bisect.driver import StepOutcome
+from xenpvh.build.builder import build_linux, build_xen
+from xenpvh.build.tree import TreeSpec
 from xenpvh.errors import BlockedError
+from xenpvh.host.base import Host
+from xenpvh.host.lock import acquire, release
+from xenpvh.host.open import open_host
 from xenpvh.host.request import HostRequest
-from xenpvh.plan.model import PlanPoint
+from xenpvh.report.history import HistoryTarget
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +48,39 @@ def check_role(role: str) -> str:
     raise BlockedError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
 
 
+class StepRequest(Protocol):
+    """The boot of one step, made by whoever knows the point (`plan.bisection` for a plan
+    point): the bisection only says what this commit changes."""
+
+    def __call__(
+        self,
+        *,
+        artifacts: Path,
+        kernel: str | None,
+        cmdline_extra: str,
+        host: HostRequest,
+        history: HistoryTarget | None,
+    ) -> BootRequest: ...
+
+
+@dataclass(frozen=True)
+class BisectTarget:
+    """What a bisection boots at each step.  The caller (a plan point) fills it in, so the
+    bisection knows no plans: `plan` and `point` only name its record in the history."""
+
+    plan: str  # the plan's name
+    point: str  # the point's id
+    request: StepRequest
+    xen_patches: tuple[str, ...] = ()  # the xen role: the series and config each build gets
+    xen_config: str | None = None
+
+
 @dataclass
 class PointJudge:
-    """Judge commits of a tree for one plan point.  `host` (a Host the caller holds) serves
+    """Judge commits of a tree for one target.  `host` (a Host the caller holds) serves
     the kernel and cmdline roles; the xen role boots a nested host per build."""
 
-    point: PlanPoint
+    target: BisectTarget
     role: str
     artifacts_root: Path
     host: Any = None
@@ -54,31 +89,21 @@ class PointJudge:
     history: Any = None  # a BisectHistory: each step's boot is recorded under its plan run
 
     def __call__(self, commit: str, work: Path) -> StepOutcome:
-        from xenpvh.plan.request import point_request
-        from xenpvh.run.session import Session
-
         artifacts = self.artifacts_root / f"{time.strftime('%H%M%S')}-{commit[:12]}"
         kernel: str | None = None
         extra = ""
         host_req = self.host_request
         host = self.host
         if self.role == "xen":
-            from xenpvh.build.builder import build_xen
-            from xenpvh.build.tree import TreeSpec
-
-            xb = self.point.xen
-            built = build_xen(TreeSpec.from_cli(str(work), list(xb.patches), xb.config))
+            t = self.target
+            built = build_xen(TreeSpec.from_cli(str(work), list(t.xen_patches), t.xen_config))
             host_req = HostRequest(spec="nested", xen_image=built.image, qemu=host_req.qemu)
             host = None  # this Xen needs a host booted on it
         elif self.role == "kernel":
-            from xenpvh.build.builder import build_linux
-            from xenpvh.build.tree import TreeSpec
-
             kernel = str(build_linux(TreeSpec.from_cli(str(work), [], None)).image)
         else:
             extra = read_cmdline(work / self.role.partition(":")[2])
-        req = point_request(
-            self.point,
+        req = self.target.request(
             artifacts=artifacts,
             kernel=kernel,
             cmdline_extra=extra,
@@ -106,10 +131,7 @@ def read_cmdline(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def held_host(request: HostRequest, artifacts: Path) -> Any:
-    from xenpvh.host.lock import acquire, release
-    from xenpvh.host.open import open_host
-
+def held_host(request: HostRequest, artifacts: Path) -> Iterator[Host]:
     artifacts.mkdir(parents=True, exist_ok=True)
     with open_host(request, artifacts=artifacts) as host:
         # The box is ours for the bisection: no plan or developer boots on it meanwhile.
@@ -121,4 +143,12 @@ def held_host(request: HostRequest, artifacts: Path) -> Any:
                 release(host, lease)
 
 
-__all__ = ["ROLES", "PointJudge", "check_role", "held_host", "read_cmdline"]
+__all__ = [
+    "ROLES",
+    "BisectTarget",
+    "PointJudge",
+    "StepRequest",
+    "check_role",
+    "held_host",
+    "read_cmdline",
+]

@@ -1,18 +1,24 @@
-"""`xenpvh bisect`: arguments -> a Bisector with the real judge -> the first bad commit."""
+"""`xenpvh bisect`: arguments -> `plan.bisection.bisect_point` -> the first bad commit, drawn.
+
+The bisection itself is library code (`xenpvh.bisect.run`, reached through
+`xenpvh.plan.bisection`, which turns a plan point into what each step boots)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 
+from xenpvh.bisect.driver import BisectResult
+from xenpvh.cli.console import err_console
 from xenpvh.errors import BlockedError
+from xenpvh.history.regress import PointResult
+from xenpvh.plan.bisection import bisect_point, bisect_regression
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_BLOCKED = 0, 1, 2
 
@@ -45,53 +51,8 @@ def register(sub: Any) -> None:
     b.set_defaults(func=cmd_bisect)
 
 
-def bisect(
-    *,
-    tree: str,
-    good: str,
-    bad: str,
-    plan: str,
-    point: str,
-    role: str = "xen",
-    host_spec: str = "nested",
-    artifacts: Path = Path("bisect-runs"),
-    host: Any = None,
-    db: str | None = None,
-) -> Any:
-    """Library entry (the CLI and `plan run --bisect`): the BisectResult.  Every step is
-    recorded in the history `db` under a plan run of the bisection's own."""
-    from xenpvh.bisect.driver import Bisector
-    from xenpvh.bisect.history import BisectHistory
-    from xenpvh.bisect.judge import PointJudge, check_role, held_host
-    from xenpvh.host.request import HostRequest
-    from xenpvh.plan import load_plan
-
-    role = check_role(role)
-    the_plan = load_plan(plan)
-    the_point = the_plan.point(point)
-    root = artifacts / time.strftime("%Y%m%d-%H%M%S")
-    hreq = HostRequest(spec=host_spec)
-    history = BisectHistory(db, the_plan.name, the_point.id, host_spec)
-    judge = PointJudge(the_point, role, root, host=host, host_request=hreq, history=history)
-    # Refs are checked by the input alone, before the history or any host is touched.
-    bisector = Bisector(tree, good, bad, judge)
-    # The history next: a database that cannot be written is refused before a host boots.
-    history.begin(tree, good, bad)
-    try:
-        with contextlib.ExitStack() as stack:
-            if judge.host is None and role != "xen":
-                judge.host = stack.enter_context(held_host(hreq, root / "host"))
-            result = bisector.run()
-    except BaseException as e:
-        history.finish(None, error=f"{type(e).__name__}: {e}")
-        raise
-    result.plan_run_id = history.plan_run_id
-    history.finish(result)
-    return result
-
-
 def cmd_bisect(args: argparse.Namespace) -> int:
-    result = bisect(
+    result = bisect_point(
         tree=args.tree,
         good=args.good,
         bad=args.bad,
@@ -108,7 +69,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return EXIT_FOUND if result.first_bad else EXIT_NOT_FOUND
 
 
-def show(result: Any, fmt: str) -> None:
+def show(result: BisectResult, fmt: str) -> None:
     doc = {
         "first_bad": result.first_bad,
         "candidates": result.candidates,
@@ -132,8 +93,6 @@ def show(result: Any, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
-    from rich.console import Console
-
     out = Console(highlight=False, soft_wrap=True)
     for s in doc["steps"]:
         out.print(
@@ -148,25 +107,17 @@ def show(result: Any, fmt: str) -> None:
         out.print(f"history: xenpvh history --plan-run {escape(result.plan_run_id)}")
 
 
-def run_bisect_from_plan(regression: Any, plan_path: str, args: argparse.Namespace) -> None:
+def run_bisect_from_plan(regression: PointResult, plan_path: str, args: argparse.Namespace) -> None:
     """`plan run --bisect`: bisect a new failure when its runs name the tree's commits."""
-    from xenpvh.cli.console import err_console
-    from xenpvh.plan import load_plan
-
-    err = err_console()
-    cur, prev = regression.current, regression.previous
-    from xenpvh.cli.plan_run import bisect_target
-
-    point = load_plan(plan_path).point(regression.point)
-    tree, role = bisect_target(point)
-    if not tree or not cur.tree_commit or not prev.tree_commit:
-        err.print(f"bisect {escape(regression.point)}: the runs name no tree commits; skipped")
+    result = bisect_regression(
+        regression, plan_path, artifacts=Path(args.out) / "bisect", db=args.db
+    )
+    if result is None:
+        err_console().print(
+            f"bisect {escape(regression.point)}: the runs name no tree commits; skipped"
+        )
         return
-    result = bisect(
-        tree=tree, good=prev.tree_commit, bad=cur.tree_commit, plan=plan_path,
-        point=regression.point, role=role, artifacts=Path(args.out) / "bisect", db=args.db,
-    )  # fmt: skip
     show(result, "text")
 
 
-__all__ = ["bisect", "cmd_bisect", "register", "run_bisect_from_plan"]
+__all__ = ["cmd_bisect", "register", "run_bisect_from_plan", "show"]

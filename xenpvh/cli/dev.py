@@ -1,5 +1,5 @@
 """The developer's loop on the command line: `dev`, `attach`, `destroy`, `ps` and
-`host lock|unlock|who`.
+`host lock|unlock|who` (xenpvh/cli/host_lock.py).
 
     xenpvh dev --profile linux-pvh --kernel arch/x86/boot/bzImage --host ssh://root@lab1 --watch
     xenpvh attach RUN            # the kept guest's console (Ctrl-] detaches)
@@ -7,8 +7,10 @@
     xenpvh ps                    # kept guests, their age and owner
     xenpvh host lock lab1 --reason "bisecting blkfront" --for 3h
 
-Boots go through `Session` like every front end (a `BootRequest` with `keep_on_fail`);
-kept guests are `xenpvh.run.keep` records, the box's lease is `xenpvh.host.lock`.
+Arguments and drawing only: the loop is `xenpvh.run.devloop.DevLoop` (boots go through
+`Session` like every front end, a `BootRequest` with `keep_on_fail`), its hosts
+`xenpvh.run.dev_hosts`; kept guests are `xenpvh.run.keep` records, the box's lease is
+`xenpvh.host.lock`.  `DevView` draws the loop's events.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,38 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.cli.commands import request_from_args
+from xenpvh.cli.console import (
+    LiveChecklist,
+    err_console,
+    print_error,
+    render_timeline,
+    terminal_safe,
+)
+from xenpvh.cli.progress import ProgressView
+from xenpvh.errors import BlockedError
 from xenpvh.host.base import Host
 from xenpvh.host.request import HostRequest
+from xenpvh.profile import load_profile
+from xenpvh.run import keep
+from xenpvh.run.dev_hosts import dev_host, kept_hosts, list_kept, reach_kept
+from xenpvh.run.devloop import (
+    DevLoop,
+    DevRun,
+    DevRunFinished,
+    DevRunStarted,
+    FilesChanged,
+    GuestReaped,
+    KeptGuestEnded,
+    Watching,
+)
+from xenpvh.run.keep import KeptGuest, describe_age
+from xenpvh.toolstack.attach import AttachEnd, attach
+from xenpvh.toolstack.domain import xl_domain_exists
+from xenpvh.util.progress import ProgressEvent
 
 EXIT_PASS = 0
 DEFAULT_KEEP = "2h"
-DEFAULT_LOCK_FOR = "4h"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -112,44 +139,12 @@ def add_parsers(
     ):
         a = sub.add_parser(name, help=helptext)
         a.add_argument("run", metavar="RUN|DOMAIN", help="a run id or xenpvh-<run id>")
-        _add_reach_args(a, required=False)
+        add_reach_args(a, required=False)
         a.set_defaults(func=func)
     a = sub.add_parser("ps", help="list kept guests (age, owner); reaps expired ones")
-    _add_reach_args(a, required=False)
+    add_reach_args(a, required=False)
     a.add_argument("--format", choices=["text", "json"], default="text")
     a.set_defaults(func=cmd_ps)
-
-
-def add_host_lock_parsers(hsub: Any) -> None:
-    """`host lock|unlock|who HOST`."""
-    a = hsub.add_parser("lock", help="lease a whole host: other owners' runs wait or refuse")
-    a.add_argument("host_spec", metavar="HOST", help="nested, local, ssh://user@host, alias")
-    _add_reach_args(a, required=False, positional=False)
-    a.add_argument("--reason", default="", help="said to whoever finds the host held")
-    a.add_argument(
-        "--for",
-        dest="ttl",
-        type=duration,
-        default=duration(DEFAULT_LOCK_FOR),
-        metavar="DURATION",
-        help=f"the lease expires after this (default {DEFAULT_LOCK_FOR})",
-    )
-    a.add_argument("--owner", default=None, help="who holds it (default user@machine)")
-    a.add_argument(
-        "--wait", type=duration, default=0.0, metavar="SECONDS", help="wait for a holder"
-    )
-    a.set_defaults(func=cmd_host_lock)
-    a = hsub.add_parser("unlock", help="release your lease on a host")
-    a.add_argument("host_spec", metavar="HOST")
-    _add_reach_args(a, required=False, positional=False)
-    a.add_argument("--owner", default=None, help="whose lease (default user@machine)")
-    a.add_argument("--force", action="store_true", help="remove whoever's lease it is")
-    a.set_defaults(func=cmd_host_unlock)
-    a = hsub.add_parser("who", help="who holds a host's lease")
-    a.add_argument("host_spec", metavar="HOST")
-    _add_reach_args(a, required=False, positional=False)
-    a.add_argument("--format", choices=["text", "json"], default="text")
-    a.set_defaults(func=cmd_host_who)
 
 
 def add_lock_wait_args(p: argparse.ArgumentParser) -> None:
@@ -165,7 +160,7 @@ def add_lock_wait_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--owner", default=None, help="who runs this (default user@machine)")
 
 
-def _add_reach_args(p: argparse.ArgumentParser, *, required: bool, positional: bool = True) -> None:
+def add_reach_args(p: argparse.ArgumentParser, *, required: bool, positional: bool = True) -> None:
     if positional:
         p.add_argument(
             "--host", default=None, help="the host (default: where the record says it is)"
@@ -175,21 +170,14 @@ def _add_reach_args(p: argparse.ArgumentParser, *, required: bool, positional: b
     p.add_argument("--known-hosts", default=None, help="known_hosts file for ssh:// hosts")
 
 
-# --------------------------------------------------------------------------- reaching hosts
+# --------------------------------------------------------------------------- dev
 
 
-def _err() -> Console:
-    from xenpvh.cli.console import err_console
-
-    return err_console()
-
-
-def _host_request(spec: str, args: argparse.Namespace | None = None, **extra: Any) -> HostRequest:
-    """The HostRequest of `spec`; ssh files from `extra` (a kept guest's `host_spec`, whose
-    own "spec" key is `spec`) or else the command's options."""
+def host_request_from_args(spec: str, args: argparse.Namespace) -> HostRequest:
+    """The HostRequest of `spec` with the command's ssh files."""
 
     def path(name: str) -> Path | None:
-        value = extra.get(name) or (getattr(args, name, None) if args is not None else None)
+        value = getattr(args, name, None)
         return Path(value) if value else None
 
     return HostRequest(
@@ -200,126 +188,11 @@ def _host_request(spec: str, args: argparse.Namespace | None = None, **extra: An
     )
 
 
-@contextlib.contextmanager
-def reach_host(request: HostRequest, console: Console | None = None) -> Iterator[Host]:
-    """A host that is there already: a nested host must be up (`xenpvh host nested up`);
-    nothing is booted for a lock, an attach or a listing."""
-    if request.nested:
-        from xenpvh.host.nested import NestedHost
-
-        try:
-            h = NestedHost.attach(console=console)
-        except BrokenError:
-            raise BlockedError(
-                "no nested host is up (`xenpvh host nested up` starts one; guests kept on an "
-                "earlier one ended with it)"
-            ) from None
-        try:
-            yield h
-        finally:
-            h.close()
-        return
-    from xenpvh.host.open import open_host
-
-    with open_host(request, console=console) as h:
-        yield h
-
-
-@contextlib.contextmanager
-def dev_host(request: HostRequest, console: Console) -> Iterator[Host]:
-    """The host of a dev loop.  The nested host must outlive the command (a kept guest lives
-    in it), so one `xenpvh host nested up` left running is used, or such a one is started
-    here and left up."""
-    if not request.nested:
-        from xenpvh.host.open import open_host
-
-        with open_host(request, console=console) as h:
-            yield h
-        return
-    from xenpvh.build.qemu import check_choice
-    from xenpvh.host.nested import NestedHost
-    from xenpvh.host.open import running_nested_host
-
-    qemu = check_choice(request.qemu)
-    h = running_nested_host(request.xen_image, qemu, console)
-    if h is None:
-        try:
-            other: NestedHost | None = NestedHost.attach()
-        except (BrokenError, BlockedError):
-            other = None
-        if other is not None:
-            other.close()
-            raise BlockedError(
-                "a nested host is up with another Xen or QEMU than asked for; "
-                "`xenpvh host nested down` it first, or ask for the same --qemu/--xen-image"
-            )
-        console.print(
-            "nested host: none is up; starting one that stays up for later runs and kept "
-            "guests (`xenpvh host nested down` stops it)"
-        )
-        started = NestedHost(console=console, xen_image=request.xen_image, qemu=qemu)
-        started.up(detach=True)
-        started.close()  # its ssh connection; the host itself stays up
-        h = running_nested_host(request.xen_image, qemu, console)
-        if h is None:
-            raise BrokenError("the nested host just started cannot be reached")
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-def _files(host_spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: host_spec.get(k) for k in ("inventory", "identity", "known_hosts")}
-
-
-def _record_for(args: argparse.Namespace) -> Any:
-    """The kept guest `args.run` names: the local record, or the host's when --host."""
-    from xenpvh.run import keep
-
-    if args.host:
-        return None
-    return keep.find_local(args.run)
-
-
-@contextlib.contextmanager
-def _kept(args: argparse.Namespace, console: Console) -> Iterator[tuple[Host, Any]]:
-    """(host, record) of the kept guest `args.run`."""
-    from xenpvh.run import keep
-
-    record = _record_for(args)
-    if record is None:
-        request = _host_request(args.host, args)
-    else:
-        spec = record.host_spec or {}
-        request = _host_request(str(spec.get("spec") or "nested"), args, **_files(spec))
-    try:
-        with reach_host(request, console) as host:
-            if record is None:
-                record = keep.find_on_host(host, args.run)
-            yield host, record
-    except BlockedError:
-        if record is not None and request.nested:
-            # The nested host is down: the guests kept in it are gone with it.
-            keep.remove_local(record.run_id)
-            raise BlockedError(
-                f"kept guest {record.domain} is gone: the nested host it ran in is down "
-                "(record removed)"
-            ) from None
-        raise
-
-
-# --------------------------------------------------------------------------- dev
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
-    from xenpvh.cli.commands import request_from_args
-
     if args.watch and not args.kernel:
         raise BlockedError("--watch needs --kernel PATH (the file whose changes start a run)")
-    base = request_from_args(args)
     request = dataclasses.replace(
-        base,
+        request_from_args(args),
         artifacts=None,
         keep_on_fail=bool(args.keep_on_fail),
         keep_for=float(args.keep_for),
@@ -329,156 +202,101 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if not request.keep_for > 0:
         raise BlockedError("--keep-for must be more than 0")
     request.validate()  # blocked before any host is touched
-    from xenpvh.profile import load_profile
-
     stages = [s.name for s in load_profile(request.profile).stages]
-    err = _err()
-    loop = DevLoop(
-        request, stages, err, artifacts_root=Path(args.artifacts), as_json=args.format == "json"
-    )
+    err = err_console()
     watched = [Path(p) for p in (args.kernel, args.ramdisk) if p]
-    with dev_host(request.host, err) as host:
-        loop.reap(host)
-        code = loop.run_once(host, changed_at=None)
-        if not args.watch:
-            return code
-        from xenpvh.run.devloop import FileWatch
-
-        watch = FileWatch(watched, debounce=float(args.debounce))
-        while True:
-            err.print(
-                f"watching {', '.join(escape(str(p)) for p in watched)} for changes (Ctrl-C stops)"
-            )
-            changed = watch.wait()
-            assert changed is not None
-            err.print(f"changed: {', '.join(escape(p.name) for p in changed)}")
-            loop.end_previous_kept(host)
-            loop.run_once(host, changed_at=_latest_mtime(changed))
+    with DevView(stages, err, as_json=args.format == "json") as view:
+        loop = DevLoop(request, artifacts_root=Path(args.artifacts), on_event=view)
+        with dev_host(request.host, view.progress) as host:
+            loop.reap(host)
+            first = loop.run_once(host, changed_at=None)
+            if not args.watch:
+                return first.exit_code
+            loop.watch(host, watched, debounce=float(args.debounce))
+    return first.exit_code  # not reached: watching ends with Ctrl-C
 
 
-def _latest_mtime(paths: list[Path]) -> float | None:
-    times = []
-    for p in paths:
-        with contextlib.suppress(OSError):
-            times.append(p.stat().st_mtime)
-    return max(times) if times else None
+class DevView:
+    """Draws a dev loop's events: the stage checklist and progress while a run boots, then
+    the run's verdict line, its stage times against the previous run's, the kept guest; with
+    `--format json` each run is also one JSON line on stdout."""
 
-
-class DevLoop:
-    """Runs of one dev command: each a Session; shows verdict, stage-time differences to
-    the previous run, what was uploaded and the kept guest."""
-
-    def __init__(
-        self,
-        request: Any,
-        stages: list[str],
-        console: Console,
-        *,
-        artifacts_root: Path,
-        as_json: bool = False,
-        session_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.request = request
+    def __init__(self, stages: list[str], console: Console, *, as_json: bool = False) -> None:
         self.stages = stages
         self.console = console
-        self.artifacts_root = artifacts_root
         self.as_json = as_json
-        self.session_options = session_options or {}  # e.g. a XenStore factory in tests
         # The human lines: stdout, or stderr when stdout carries the JSON lines.
         self.out = console if as_json else Console(highlight=False, soft_wrap=True)
-        self.previous: Any = None
-        self.kept: Any = None
-        self.runs = 0
+        self.progress = ProgressView(console)
+        self._checklist: LiveChecklist | None = None
 
-    def reap(self, host: Host) -> None:
-        from xenpvh.run import keep
-
-        for rec in keep.reap_expired(host):
+    def __call__(self, event: object) -> None:
+        if isinstance(event, DevRunStarted):
+            self._checklist = LiveChecklist(self.stages, self.console).__enter__()
+        elif isinstance(event, DevRunFinished):
+            self._end_run()
+            self._show(event.run)
+        elif isinstance(event, GuestReaped):
+            rec = event.record
             self.console.print(
                 f"reaped kept guest {rec.domain} of {escape(rec.owner)} (its keep ran out)"
             )
+        elif isinstance(event, KeptGuestEnded):
+            if event.error is None:
+                self.console.print(f"destroyed {event.record.domain}, kept by the previous run")
+            else:
+                self.console.print(
+                    f"[yellow]could not destroy {event.record.domain}: {escape(event.error)}[/]"
+                )
+        elif isinstance(event, Watching):
+            paths = ", ".join(escape(str(p)) for p in event.paths)
+            self.console.print(f"watching {paths} for changes (Ctrl-C stops)")
+        elif isinstance(event, FilesChanged):
+            self.console.print(f"changed: {', '.join(escape(p.name) for p in event.paths)}")
+        elif isinstance(event, ProgressEvent):
+            self.progress(event)
+        elif self._checklist is not None:
+            self._checklist(event)
 
-    def end_previous_kept(self, host: Host) -> None:
-        from xenpvh.run import keep
+    def _end_run(self) -> None:
+        checklist, self._checklist = self._checklist, None
+        self.progress.close()
+        if checklist is not None:
+            checklist.__exit__(None, None, None)
 
-        if self.kept is None:
-            return
-        rec, self.kept = self.kept, None
-        try:
-            keep.end(host, rec)
-            self.console.print(f"destroyed {rec.domain}, kept by the previous run")
-        except (BlockedError, BrokenError) as e:
-            self.console.print(f"[yellow]could not destroy {rec.domain}: {escape(str(e))}[/]")
+    def close(self) -> None:
+        self._end_run()
 
-    def run_once(self, host: Host, *, changed_at: float | None) -> int:
-        from xenpvh.build.command import make_progress
-        from xenpvh.cli.console import LiveChecklist, print_error, render_timeline
-        from xenpvh.run.events import VerdictEvent
-        from xenpvh.run.session import Session
+    def __enter__(self) -> DevView:
+        return self
 
-        self.runs += 1
-        verdict_at: list[float] = []
-        started = time.time()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-        with (
-            make_progress(self.console) as progress,
-            LiveChecklist(self.stages, self.console) as checklist,
-        ):
-
-            def on_event(event: object) -> None:
-                if isinstance(event, VerdictEvent):
-                    verdict_at.append(time.time())
-                checklist(event)
-
-            session = Session(
-                self.request,
-                on_event=on_event,
-                host=host,
-                progress=progress,
-                artifacts_root=self.artifacts_root,
-                **self.session_options,
-            )
-            result = session.run()
-        verdict = result.verdict
+    def _show(self, run: DevRun) -> None:
+        verdict, out = run.verdict, self.out
         if verdict.verdict in ("blocked", "broken"):
             print_error(self.console, str(verdict.verdict), verdict.reason)
-        if self.runs == 1:
-            self.out.print(render_timeline(verdict))
-        at = verdict_at[0] if verdict_at else time.time()
-        self.show(verdict, started, at, changed_at)
-        if self.as_json:
-            doc = run_document(self.runs, verdict, self.previous, started, at, changed_at)
-            sys.stdout.write(json.dumps(doc, default=str) + "\n")
-            sys.stdout.flush()
-        self.previous = verdict
-        return verdict.exit_code
-
-    def show(
-        self, verdict: Any, started: float, verdict_at: float, changed_at: float | None
-    ) -> None:
-        from xenpvh.cli.console import terminal_safe
-        from xenpvh.run.devloop import stage_deltas
-
-        meta = verdict.meta or {}
+        if run.number == 1:
+            out.print(render_timeline(verdict))
         where = f" at {verdict.failed_stage}" if verdict.failed_stage else ""
-        loop = f"start → verdict {verdict_at - started:.1f}s"
-        if changed_at is not None:
-            loop = f"kernel written → verdict {verdict_at - changed_at:.1f}s; " + loop
-        uploads = meta.get("uploads") or {}
+        loop = f"start → verdict {run.verdict_at - run.started:.1f}s"
+        if run.changed_at is not None:
+            loop = f"kernel written → verdict {run.verdict_at - run.changed_at:.1f}s; " + loop
+        uploads = run.meta.get("uploads") or {}
         sent = ", ".join(f"{k} {_bytes(v)}" for k, v in uploads.items()) or "nothing"
-        out = self.out
         out.print(
             Text.assemble(
-                (f"run {self.runs}: ", "bold"),
+                (f"run {run.number}: ", "bold"),
                 (f"{verdict.verdict}{where}", "bold red" if verdict.verdict != "pass" else "green"),
                 f" — {terminal_safe(verdict.reason, 200)} ({loop}; uploaded {sent})",
             )
         )
-        if self.previous is not None:
+        if run.previous is not None:
             table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
             for col in ("stage", "now", "before", "Δ"):
                 table.add_column(col, justify="left" if col == "stage" else "right")
-            for d in stage_deltas(self.previous, verdict):
+            for d in run.deltas:
                 delta = "" if d.delta is None else f"{d.delta:+.2f}s"
                 table.add_row(
                     d.stage,
@@ -487,62 +305,20 @@ class DevLoop:
                     delta,
                 )
             out.print(table)
-        kept = meta.get("kept")
-        if isinstance(kept, dict):
-            from xenpvh.run.keep import KeptGuest
-
-            rec = KeptGuest(**kept)
-            self.kept = rec
+        rec = run.kept
+        if rec is not None:
             until = time.strftime("%H:%M", time.localtime(rec.expires))
             out.print(
                 f"kept {rec.domain} on {escape(rec.host)} until {until}: "
                 f"[bold]xenpvh attach {rec.run_id}[/] (Ctrl-] detaches), "
                 f"[bold]xenpvh destroy {rec.run_id}[/]"
             )
-        artifacts = meta.get("artifacts")
+        artifacts = run.meta.get("artifacts")
         if artifacts:
             out.print(f"artifacts: {escape(str(artifacts))}")
-
-
-def run_document(
-    n: int,
-    verdict: Any,
-    previous: Any,
-    started: float,
-    verdict_at: float,
-    changed_at: float | None,
-) -> dict[str, Any]:
-    """One dev run as `--format json` prints it: the verdict, each stage's time against the
-    previous run's, the loop's times, what was uploaded, the kept guest."""
-    from xenpvh.run.devloop import stage_deltas
-
-    meta = verdict.meta or {}
-    return {
-        "run": n,
-        "run_id": meta.get("run_id"),
-        "verdict": str(verdict.verdict),
-        "failed_stage": verdict.failed_stage,
-        "reason": verdict.reason,
-        "exit_code": verdict.exit_code,
-        "stages": [
-            {
-                "name": d.stage,
-                "status": d.status,
-                "t": d.now,
-                "previous_t": d.before,
-                "delta": d.delta,
-            }
-            for d in stage_deltas(previous, verdict)
-        ],
-        "start_to_verdict_s": round(verdict_at - started, 3),
-        "kernel_written_to_verdict_s": (
-            None if changed_at is None else round(verdict_at - changed_at, 3)
-        ),
-        "uploads": meta.get("uploads") or {},
-        "uploaded_bytes": meta.get("uploaded_bytes", 0),
-        "kept": meta.get("kept"),
-        "artifacts": meta.get("artifacts"),
-    }
+        if self.as_json:
+            sys.stdout.write(json.dumps(run.document(), default=str) + "\n")
+            sys.stdout.flush()
 
 
 def _bytes(n: object) -> str:
@@ -558,13 +334,18 @@ def _bytes(n: object) -> str:
 # --------------------------------------------------------------------------- attach, destroy, ps
 
 
-def cmd_attach(args: argparse.Namespace) -> int:
-    from xenpvh.run import keep
-    from xenpvh.toolstack.attach import AttachEnd, attach
-    from xenpvh.toolstack.base import xl_domain_exists
+def _reach_kept(
+    args: argparse.Namespace, err: Console
+) -> contextlib.AbstractContextManager[tuple[Host, KeptGuest]]:
+    """(host, record) of the kept guest `args.run`: on --host, or where its record says."""
+    host = host_request_from_args(args.host, args) if args.host else None
+    files = host_request_from_args("", args)
+    return reach_kept(args.run, host, files=files, progress=ProgressView(err))
 
-    err = _err()
-    with _kept(args, err) as (host, rec):
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    err = err_console()
+    with _reach_kept(args, err) as (host, rec):
         if not xl_domain_exists(host, rec.domain):
             keep.remove_local(rec.run_id)
             raise BlockedError(f"kept guest {rec.domain} is gone from {host.name} (record removed)")
@@ -585,10 +366,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    from xenpvh.run import keep
-
-    err = _err()
-    with _kept(args, err) as (host, rec):
+    err = err_console()
+    with _reach_kept(args, err) as (host, rec):
         destroyed = keep.end(host, rec)
     what = "destroyed" if destroyed else "was gone already;"
     err.print(f"{rec.domain} {what} run dir {rec.run_dir} on {escape(rec.host)} removed")
@@ -596,51 +375,27 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from xenpvh.run import keep
+    err = err_console()
 
-    err = _err()
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    if args.host:
-        targets = {args.host: _host_request(args.host, args)}
-    else:
-        targets = {}
-        for rec in keep.local_records():
-            spec = rec.host_spec or {}
-            key = json.dumps(spec, sort_keys=True)
-            request = _host_request(str(spec.get("spec") or "nested"), None, **_files(spec))
-            targets.setdefault(key, request)
-    seen_local = {r.run_id for r in keep.local_records()}
-    for request in targets.values():
-        try:
-            with reach_host(request, err) as host:
-                for rec in keep.reap_expired(host):
-                    err.print(f"reaped {rec.domain} of {escape(rec.owner)} (its keep ran out)")
-                on_host = keep.host_records(host)
-        except BlockedError as e:
-            if request.nested:
-                on_host = []  # the nested host is down: its guests ended with it
-            else:
-                problems.append(f"{request.spec}: {e}")
-                continue
-        except BrokenError as e:
-            problems.append(f"{request.spec}: {e}")
-            continue
-        ids = {r.run_id for r in on_host}
-        for rec in keep.local_records():
-            if (rec.host_spec or {}).get("spec") == request.spec and rec.run_id not in ids:
-                keep.remove_local(rec.run_id)  # reaped or destroyed elsewhere
-        rows += [_ps_row(r, local=r.run_id in seen_local) for r in on_host]
+    def reaped(event: object) -> None:
+        if isinstance(event, GuestReaped):
+            rec = event.record
+            err.print(f"reaped {rec.domain} of {escape(rec.owner)} (its keep ran out)")
+
+    targets = kept_hosts(host_request_from_args(args.host, args) if args.host else None)
+    listing = list_kept(targets, on_event=reaped, progress=ProgressView(err))
+    rows = [_ps_row(rec, local=ours) for rec, ours in listing.guests]
     if args.format == "json":
-        sys.stdout.write(json.dumps({"kept": rows, "problems": problems}, indent=2) + "\n")
+        doc = {"kept": rows, "problems": listing.problems}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         _print_ps(rows)
-        for p in problems:
+        for p in listing.problems:
             err.print(f"[yellow]unreachable:[/] {escape(p)}")
-    return EXIT_PASS if not problems else 3
+    return EXIT_PASS if not listing.problems else 3
 
 
-def _ps_row(rec: Any, *, local: bool) -> dict[str, Any]:
+def _ps_row(rec: KeptGuest, *, local: bool) -> dict[str, Any]:
     now = time.time()
     return {
         "run": rec.run_id,
@@ -657,9 +412,6 @@ def _ps_row(rec: Any, *, local: bool) -> dict[str, Any]:
 
 
 def _print_ps(rows: list[dict[str, Any]]) -> None:
-    from xenpvh.cli.console import terminal_safe
-    from xenpvh.run.keep import describe_age
-
     out = Console(highlight=False, soft_wrap=True)
     if not rows:
         out.print("no kept guests")
@@ -680,88 +432,12 @@ def _print_ps(rows: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
-# --------------------------------------------------------------------------- host lock
-
-
-def cmd_host_lock(args: argparse.Namespace) -> int:
-    from xenpvh.host import lock
-
-    err = _err()
-    owner = args.owner or lock.default_owner()
-    with reach_host(_host_request(args.host_spec, args), err) as host:
-        current = lock.read_lease(host)
-        if current is not None and current.owner == owner:
-            lease = lock.renew(host, current, args.ttl)
-            verb = "renewed"
-        else:
-
-            def waiting(holder: lock.HostLease) -> None:
-                err.print(f"waiting: {escape(host.name)} is held by {escape(holder.describe())}")
-
-            lease = lock.acquire(
-                host,
-                owner=owner,
-                reason=args.reason,
-                ttl=args.ttl,
-                wait=args.wait,
-                poll=min(5.0, max(0.5, args.wait / 10)),
-                on_wait=waiting,
-                pid=0,  # held until it expires or `host unlock`, not while we run
-            )
-            verb = "locked"
-    err.print(f"{verb} {escape(host.name)}: {escape(lease.describe())}")
-    return EXIT_PASS
-
-
-def cmd_host_unlock(args: argparse.Namespace) -> int:
-    from xenpvh.host import lock
-
-    err = _err()
-    owner = args.owner or lock.default_owner()
-    with reach_host(_host_request(args.host_spec, args), err) as host:
-        if args.force:
-            gone = lock.force_release(host)
-            err.print(
-                f"unlocked {escape(host.name)}"
-                + (f" (was {escape(gone.describe())})" if gone else " (it was free)")
-            )
-            return EXIT_PASS
-        current = lock.read_lease(host)
-        if current is None:
-            err.print(f"{escape(host.name)} is not locked")
-            return EXIT_PASS
-        if current.owner != owner:
-            raise lock.HostBusy(current)
-        lock.release(host, current)
-    err.print(f"unlocked {escape(host.name)}")
-    return EXIT_PASS
-
-
-def cmd_host_who(args: argparse.Namespace) -> int:
-    from xenpvh.host import lock
-
-    err = _err()
-    with reach_host(_host_request(args.host_spec, args), err) as host:
-        current = lock.read_lease(host)
-        name = host.name
-    if args.format == "json":
-        body = dataclasses.asdict(current) if current is not None else None
-        sys.stdout.write(json.dumps({"host": name, "lease": body}, indent=2) + "\n")
-    elif current is None:
-        print(f"{name}: free")
-    else:
-        Console(highlight=False, soft_wrap=True).print(
-            Text(f"{name}: held by {current.describe()}")
-        )
-    return EXIT_PASS
-
-
 __all__ = [
-    "DevLoop",
-    "add_host_lock_parsers",
+    "DevView",
     "add_lock_wait_args",
     "add_parsers",
-    "dev_host",
+    "add_reach_args",
+    "cmd_dev",
     "duration",
-    "reach_host",
+    "host_request_from_args",
 ]

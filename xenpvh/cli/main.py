@@ -17,7 +17,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from xenpvh import __version__
+from xenpvh.cli import commands as c
+from xenpvh.cli import debian_guest, dev, host_lock
+from xenpvh.cli import plan as nightly  # plan show|run, history, bisect
+from xenpvh.cli.console import err_console, print_error
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
+from xenpvh.util.fs import atomic_write_text, cache_root
 
 EXIT_PASS, EXIT_FAIL, EXIT_BLOCKED, EXIT_BROKEN, EXIT_BUG = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -61,8 +67,6 @@ With --format json exactly one JSON object is printed on stdout, whatever the ou
 
 
 def _version() -> str:
-    from xenpvh import __version__
-
     return __version__
 
 
@@ -89,9 +93,6 @@ def _print_json(obj: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from xenpvh.cli import commands as c
-    from xenpvh.cli import dev
-
     parser = _Parser(
         prog="xenpvh",
         description="Proves Xen PVH guests boot: builds, boots on real Xen and checks every "
@@ -112,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict-devices",
         action="store_true",
         help="fail devices the console cannot show (proven only by XenStore in a live run)",
+    )
+    p.add_argument(
+        "--console-source",
+        choices=["xl", "xen-serial"],
+        default="xl",
+        help="xen-serial: the log is Xen's serial line (guest lines prefixed '(dN) ')",
+    )
+    p.add_argument(
+        "--domid", type=_count, default=None, help="xen-serial: the guest's domid (default: first)"
     )
     p.add_argument("--format", choices=["text", "json", "junit"], default="text")
     p.set_defaults(func=c.cmd_check)
@@ -186,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--log", default=None, help="ansible's output (default: under the cache)")
     pr.add_argument("--format", choices=["text", "json"], default="text")
     pr.set_defaults(func=c.cmd_host_provision)
-    dev.add_host_lock_parsers(hsub)  # host lock|unlock|who
+    host_lock.add_host_lock_parsers(hsub)  # host lock|unlock|who
 
     p = sub.add_parser("build", help="build patched source trees")
     bsub = p.add_subparsers(dest="build_command", required=True, parser_class=_Parser)
@@ -225,11 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = bsub.add_parser("guestkit", help="build the Linux guest kit (kernel + busybox initramfs)")
     g.add_argument("--cache-dir", default=None)
     g.set_defaults(func=c.cmd_build_guestkit)
-    from xenpvh.cli import debian_guest
 
     debian_guest.add_parser(bsub)
-
-    from xenpvh.cli import plan as nightly  # plan show|run, history, bisect
 
     nightly.register(sub, _Parser)
     return parser
@@ -299,8 +306,6 @@ def _add_host_args(p: argparse.ArgumentParser) -> None:
 
 def _bug_log(exc: BaseException) -> Path:
     """Write the traceback of a bug of ours where it can be found again."""
-    from xenpvh.util.fs import atomic_write_text, cache_root
-
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = cache_root() / "logs" / f"crash-{stamp}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,8 +315,6 @@ def _bug_log(exc: BaseException) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from xenpvh.cli.console import err_console, print_error
-
     argv = list(sys.argv[1:] if argv is None else argv)
     with contextlib.suppress(ValueError):  # not the main thread (an embedding program)
         signal.signal(signal.SIGTERM, _on_sigterm)

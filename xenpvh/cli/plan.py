@@ -12,7 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from xenpvh.cli.bisect import register as register_bisect
+from xenpvh.cli.plan_run import run_plan_command
 from xenpvh.errors import BlockedError
+from xenpvh.history import open_store
+from xenpvh.plan import load_plan
 
 
 def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
@@ -34,7 +38,7 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         "--hosts",
         default="nested:1",
         help="the pool: nested:N, comma-separated ssh hosts / ~/.ssh/config names, "
-        "inventory:FILE (ansible INI/YAML inventory) or ssh-config[:FILE] (every Host "
+        "inventory:FILE[:GROUP] (ansible INI/YAML inventory) or ssh-config[:FILE] (every Host "
         "alias) (default nested:1)",
     )
     r.add_argument("--db", default=None, help="history: postgresql://… or an SQLite file")
@@ -58,8 +62,6 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     h.add_argument("--limit", type=int, default=100)
     h.add_argument("--format", choices=["text", "json"], default="text")
     h.set_defaults(func=cmd_history)
-
-    from xenpvh.cli.bisect import register as register_bisect
 
     register_bisect(sub)
 
@@ -92,8 +94,6 @@ def _out() -> Console:
 
 
 def cmd_plan_show(args: argparse.Namespace) -> int:
-    from xenpvh.plan import load_plan
-
     plan = load_plan(args.plan)
     if args.format == "json":
         doc = {
@@ -140,8 +140,6 @@ def cmd_plan_show(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from xenpvh.history import open_store
-
     since, until = _since(args.since, "--since"), _since(args.until, "--until")
     if args.limit < 1:
         raise BlockedError(f"--limit must be at least 1, not {args.limit}")
@@ -177,8 +175,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_plan_run(args: argparse.Namespace) -> int:
-    from xenpvh.cli.plan_run import run_plan_command
-
     return run_plan_command(args)
 
 

@@ -8,24 +8,25 @@ import shlex
 import sys
 from pathlib import Path
 
+from rich.console import Console
 from rich.markup import escape
 
-from xenpvh.plan.regress import Category
+from xenpvh.cli.bisect import run_bisect_from_plan
+from xenpvh.cli.console import err_console
+from xenpvh.errors import BlockedError
+from xenpvh.history.regress import Category, PointResult
+from xenpvh.plan.bisection import bisect_target
+from xenpvh.plan.loader import load_plan
+from xenpvh.plan.pool import parse_pool
+from xenpvh.plan.runner import PlanRunner
 
 
 def run_plan_command(args: argparse.Namespace) -> int:
-    from xenpvh.cli.console import err_console
-    from xenpvh.plan.loader import load_plan
-    from xenpvh.plan.pool import parse_pool
-    from xenpvh.plan.runner import PlanRunner
-
     err = err_console()
     # Everything the input alone decides, before any build or host.
     load_plan(args.plan)
     parse_pool(args.hosts)
     if args.keep is not None and args.keep < 1:
-        from xenpvh.errors import BlockedError
-
         raise BlockedError(f"--keep must be at least 1, not {args.keep}")
     as_json = args.format == "json"
 
@@ -70,8 +71,6 @@ def run_plan_command(args: argparse.Namespace) -> int:
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        from rich.console import Console
-
         out = Console(highlight=False, soft_wrap=True)
         for r in result.results:
             style = {Category.NEW_FAILURE: "bold red", Category.FIXED: "green"}.get(r.category, "")
@@ -86,44 +85,27 @@ def run_plan_command(args: argparse.Namespace) -> int:
             if b:
                 out.print(f"bisect it: {escape(b)}")
     if args.bisect:
-        from xenpvh.cli.bisect import run_bisect_from_plan
-
         for r in result.regressions():
             run_bisect_from_plan(r, result.plan.path, args)
     return result.exit_code
 
 
-def bisect_command(result: object, plan_path: str, db: str | None = None) -> str | None:
+def bisect_command(result: PointResult, plan_path: str, db: str | None = None) -> str | None:
     """The `xenpvh bisect` command for a new failure, when both runs name a tree commit (with
     the plan run's `--db`, so the bisection lands in the same history)."""
-    cur, prev = getattr(result, "current", None), getattr(result, "previous", None)
+    cur, prev = result.current, result.previous
     if cur is None or prev is None or not cur.tree_commit or not prev.tree_commit:
         return None
-    from xenpvh.plan import load_plan
-
-    point = load_plan(plan_path).point(result.point)  # type: ignore[attr-defined]
-    tree, role = bisect_target(point)
+    tree, role = bisect_target(load_plan(plan_path).point(result.point))
     if not tree:
         return None
     return shlex.join(
         [
             "xenpvh", "bisect", "--tree", tree, "--good", prev.tree_commit,
-            "--bad", cur.tree_commit, "--plan", plan_path, "--point", result.point,  # type: ignore[attr-defined]
+            "--bad", cur.tree_commit, "--plan", plan_path, "--point", result.point,
             "--role", role, *(["--db", db] if db else []),
         ]
     )  # fmt: skip
 
 
-def bisect_target(point: object) -> tuple[str | None, str]:
-    """The tree a point's regression is bisected over, and its role."""
-    xen, kernel = point.xen, point.kernel  # type: ignore[attr-defined]
-    if xen.builds:
-        return xen.tree, "xen"
-    if kernel.tree:
-        return kernel.tree, "kernel"
-    if kernel.cmdline_repo:
-        return kernel.cmdline_repo, f"cmdline-file:{kernel.cmdline_file}"
-    return None, ""
-
-
-__all__ = ["bisect_command", "bisect_target", "run_plan_command"]
+__all__ = ["bisect_command", "run_plan_command"]

@@ -80,6 +80,7 @@ class PostgresDatabase:
 
     def __init__(self, url: str) -> None:
         try:
+            # Loaded only for a PostgreSQL history: an SQLite one (the default) needs no driver.
             import psycopg
         except ImportError as e:  # pragma: no cover - a dependency of the package
             raise BlockedError("a PostgreSQL history needs psycopg (pip install psycopg)") from e

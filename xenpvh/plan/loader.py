@@ -23,6 +23,7 @@ from typing import Any
 
 from xenpvh.errors import BlockedError
 from xenpvh.plan.model import GuestKernel, Plan, PlanPoint, XenBuild
+from xenpvh.profile import load_profile
 from xenpvh.run.request import MAX_ATTEMPTS, MAX_MEMORY_MB, MAX_TIMEOUT, MAX_VCPUS, TOOLSTACKS
 
 ENV_DIR = "XENPVH_PLANS"
@@ -238,8 +239,6 @@ def _expand(
     attempts: int,
     timeout: float,
 ) -> list[PlanPoint]:
-    from xenpvh.profile import load_profile
-
     w.keys(m, _MATRIX, key)
     if "profile" not in m:
         raise w.error(f"{key}.profile", "missing")

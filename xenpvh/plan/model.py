@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from xenpvh.errors import BlockedError
+
 
 @dataclass(frozen=True)
 class XenBuild:
@@ -107,8 +109,6 @@ class Plan:
         for p in self.points:
             if p.id == point_id:
                 return p
-        from xenpvh.errors import BlockedError
-
         raise BlockedError(
             f"plan {self.name!r} has no point {point_id!r} (`xenpvh plan show {self.path}`)"
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,13 +20,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xenpvh.bisect.judge import read_cmdline
+from xenpvh.build.builder import build_linux, build_xen
+from xenpvh.build.tree import TreeSpec
 from xenpvh.errors import BlockedError
+from xenpvh.history.regress import Category, PointResult, compare, exit_code, final_runs
 from xenpvh.history.store import HistoryStore, PlanRunRecord, open_store
 from xenpvh.plan.loader import load_plan
 from xenpvh.plan.model import Plan
 from xenpvh.plan.pool import PoolHost, parse_pool
-from xenpvh.plan.regress import Category, PointResult, compare, exit_code, final_runs
+from xenpvh.plan.pytest_plan import POINTS_MODULE
 from xenpvh.plan.spec import PassSpec, _safe, broken_hosts
+from xenpvh.report.plan_summary import render_plan_html, render_plan_junit
 from xenpvh.util.fs import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -162,16 +169,12 @@ class PlanRunner:
         self, plan: Plan
     ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, str]]]:
         """Each Xen build and kernel tree the plan names, built once (or served by the cache)."""
-        from xenpvh.build.tree import TreeSpec
-
         images: dict[str, str] = {}
         kernels: dict[str, str] = {}
         facts: dict[str, dict[str, str]] = {}
         for xb in plan.xen_builds:
             if not xb.builds:
                 continue
-            from xenpvh.build.builder import build_xen
-
             assert xb.tree is not None
             built = build_xen(TreeSpec.from_cli(xb.tree, list(xb.patches), xb.config))
             images[xb.name] = str(built.image)
@@ -179,8 +182,6 @@ class PlanRunner:
         for k in plan.kernels:
             if not k.tree:
                 continue
-            from xenpvh.build.builder import build_linux
-
             kbuilt = build_linux(TreeSpec.from_cli(k.tree, [], None))
             kernels[k.name] = str(kbuilt.image)
             facts[f"kernel:{k.name}"] = _facts("guest_build", kbuilt)
@@ -188,8 +189,6 @@ class PlanRunner:
 
     def _cmdline_repos(self, plan: Plan, facts: dict[str, dict[str, str]]) -> dict[str, str]:
         """Each kernel's cmdline repository, read once: its file's line and HEAD commit."""
-        from xenpvh.bisect.judge import read_cmdline
-
         lines: dict[str, str] = {}
         for k in plan.kernels:
             if not k.cmdline_repo:
@@ -206,8 +205,6 @@ class PlanRunner:
         return lines
 
     def _pass(self, spec: PassSpec, spec_path: Path, n: int) -> int:
-        from xenpvh.plan.pytest_plan import POINTS_MODULE
-
         spec.save(spec_path)
         ini = atomic_write_text(spec_path.parent / "pytest.ini", PYTEST_INI)
         argv = [
@@ -235,8 +232,6 @@ class PlanRunner:
         return proc.wait()
 
     def _write_summary(self, store: HistoryStore, result: PlanRunResult) -> dict[str, Path]:
-        from xenpvh.report.plan_summary import render_plan_html, render_plan_junit
-
         plan_run = next(
             p for p in store.plan_runs(plan=result.plan.name) if p.id == result.plan_run.id
         )
@@ -269,9 +264,6 @@ def _host_broken(run: object, broken: dict[str, str]) -> bool:
 def prune_nights(out_root: Path, plan: str, keep: int) -> list[Path]:
     """Remove all but the newest `keep` plan-run directories of `plan` (named
     `<plan>-YYYYmmdd-HHMMSS-<pid>`); returns what was removed.  The history keeps the rows."""
-    import re
-    import shutil
-
     if keep < 1:
         raise BlockedError(f"--keep must be at least 1, not {keep}")
     pattern = re.compile(rf"^{re.escape(plan)}-(\d{{8}}-\d{{6}})-\d+$")

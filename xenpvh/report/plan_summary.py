@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 import jinja2
 
+from xenpvh.history.regress import Category, PointResult, final_runs
 from xenpvh.history.store import HistoryStore, PlanRunRecord, RunRecord
-from xenpvh.plan.regress import Category, PointResult, final_runs
 from xenpvh.report.sanitize import xml_safe
 from xenpvh.report.timefmt import iso_utc, junit_timestamp
 

@@ -1,4 +1,10 @@
-"""The developer's loop: re-run when the kernel changes, and compare stage times.
+"""The developer's loop as a library: boot through the Session, keep a failed guest, and on
+every change of the kernel end the previous kept guest and boot again.
+
+The loop draws nothing.  Everything it does is an event given to one `on_event` callback:
+its own (`DevRunStarted`, `DevRunFinished`, `GuestReaped`, `KeptGuestEnded`, `Watching`,
+`FilesChanged`), the Session's (stage and verdict events) and the builders' progress events
+(`xenpvh.util.progress`), in the order they happen.  `xenpvh dev` draws them with rich.
 
 `FileWatch` polls files' stat (no inotify needed: builds write over NFS, into containers,
 through editors that rename) and reports a change once the files stayed unchanged for a
@@ -8,13 +14,22 @@ debounce interval, so a kernel still being linked or copied is not booted half-w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xenpvh.check.verdict import StageStatus, Verdict
+from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.base import Host
+from xenpvh.run import keep
+from xenpvh.run.events import VerdictEvent
+from xenpvh.run.keep import KeptGuest
+from xenpvh.run.request import BootRequest
+from xenpvh.run.session import Session
 
 Signature = tuple[int, int, int, int] | None  # (device, inode, size, mtime_ns); None: missing
 
@@ -101,4 +116,241 @@ def stage_deltas(previous: Verdict | None, current: Verdict) -> list[StageDelta]
     ]
 
 
-__all__ = ["FileWatch", "StageDelta", "signature", "stage_deltas"]
+# --------------------------------------------------------------------------- the loop
+
+
+DevEventSink = Callable[[object], None]
+
+
+@dataclass(frozen=True)
+class GuestReaped:
+    """A kept guest whose keep ran out was ended (by this command, on its host)."""
+
+    record: KeptGuest
+
+
+@dataclass(frozen=True)
+class KeptGuestEnded:
+    """The guest the previous run kept was destroyed before the next run (`error`: why it
+    could not be)."""
+
+    record: KeptGuest
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Watching:
+    """The loop waits for any of `paths` to change."""
+
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class FilesChanged:
+    """`paths` changed and held still: a run follows."""
+
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class DevRunStarted:
+    """Run `number` of the loop starts (its Session's events follow)."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class DevRun:
+    """One run of the loop: its verdict beside the previous run's, and its times (wall clock:
+    `changed_at` is the kernel file's mtime)."""
+
+    number: int
+    verdict: Verdict
+    previous: Verdict | None
+    started: float
+    verdict_at: float
+    changed_at: float | None
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.verdict.meta or {}
+
+    @property
+    def kept(self) -> KeptGuest | None:
+        """The guest this run kept for `xenpvh attach`, if it kept one."""
+        kept = self.meta.get("kept")
+        return KeptGuest(**kept) if isinstance(kept, dict) else None
+
+    @property
+    def deltas(self) -> list[StageDelta]:
+        return stage_deltas(self.previous, self.verdict)
+
+    def document(self) -> dict[str, Any]:
+        """The run as `dev --format json` prints it: the verdict, each stage's time against
+        the previous run's, the loop's times, what was uploaded, the kept guest."""
+        meta = self.meta
+        return {
+            "run": self.number,
+            "run_id": meta.get("run_id"),
+            "verdict": str(self.verdict.verdict),
+            "failed_stage": self.verdict.failed_stage,
+            "reason": self.verdict.reason,
+            "exit_code": self.verdict.exit_code,
+            "stages": [
+                {
+                    "name": d.stage,
+                    "status": d.status,
+                    "t": d.now,
+                    "previous_t": d.before,
+                    "delta": d.delta,
+                }
+                for d in self.deltas
+            ],
+            "start_to_verdict_s": round(self.verdict_at - self.started, 3),
+            "kernel_written_to_verdict_s": (
+                None if self.changed_at is None else round(self.verdict_at - self.changed_at, 3)
+            ),
+            "uploads": meta.get("uploads") or {},
+            "uploaded_bytes": meta.get("uploaded_bytes", 0),
+            "kept": meta.get("kept"),
+            "artifacts": meta.get("artifacts"),
+        }
+
+
+@dataclass(frozen=True)
+class DevRunFinished:
+    """Run `run.number` has its verdict (and its guest is kept or destroyed)."""
+
+    run: DevRun
+
+
+def _ignore(event: object) -> None:
+    pass
+
+
+class DevLoop:
+    """Runs of one dev command, each a Session on the same host, each compared with the one
+    before; the guest the previous run kept is ended before the next run boots."""
+
+    def __init__(
+        self,
+        request: BootRequest,
+        *,
+        artifacts_root: Path,
+        on_event: DevEventSink = _ignore,
+        session_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.request = request
+        self.artifacts_root = artifacts_root
+        self.on_event = on_event
+        self.session_options = session_options or {}  # e.g. XenStore clients in tests
+        self.previous: Verdict | None = None
+        self.kept: KeptGuest | None = None
+        self.runs = 0
+
+    def reap(self, host: Host) -> list[KeptGuest]:
+        """End the kept guests on `host` whose keep ran out (anyone's: the keep is the rule)."""
+        reaped = keep.reap_expired(host)
+        for rec in reaped:
+            self.on_event(GuestReaped(rec))
+        return reaped
+
+    def end_previous_kept(self, host: Host) -> None:
+        """Destroy the guest the previous run kept: the next run replaces it."""
+        if self.kept is None:
+            return
+        rec, self.kept = self.kept, None
+        try:
+            keep.end(host, rec)
+        except (BlockedError, BrokenError) as e:
+            self.on_event(KeptGuestEnded(rec, error=str(e)))
+        else:
+            self.on_event(KeptGuestEnded(rec))
+
+    def run_once(self, host: Host, *, changed_at: float | None) -> DevRun:
+        """One boot of the request on `host`, through the Session."""
+        self.runs += 1
+        self.on_event(DevRunStarted(self.runs))
+        verdict_at: list[float] = []
+        started = time.time()
+
+        def on_event(event: object) -> None:
+            if isinstance(event, VerdictEvent):
+                verdict_at.append(time.time())
+            self.on_event(event)
+
+        session = Session(
+            self.request,
+            on_event=on_event,
+            host=host,
+            progress=self.on_event,
+            artifacts_root=self.artifacts_root,
+            **self.session_options,
+        )
+        verdict = session.run().verdict
+        run = DevRun(
+            number=self.runs,
+            verdict=verdict,
+            previous=self.previous,
+            started=started,
+            verdict_at=verdict_at[0] if verdict_at else time.time(),
+            changed_at=changed_at,
+        )
+        self.previous = verdict
+        if run.kept is not None:
+            self.kept = run.kept
+        self.on_event(DevRunFinished(run))
+        return run
+
+    def watch(
+        self,
+        host: Host,
+        paths: Sequence[Path],
+        *,
+        debounce: float,
+        file_watch: FileWatch | None = None,
+        runs: int | None = None,
+    ) -> None:
+        """Boot again whenever `paths` changed and held still for `debounce` seconds; forever,
+        or `runs` times (a test's bound)."""
+        watch = file_watch or FileWatch(list(paths), debounce=debounce)
+        done = 0
+        while runs is None or done < runs:
+            self.on_event(Watching(tuple(paths)))
+            changed = watch.wait()
+            assert changed is not None  # no timeout given
+            self.on_event(FilesChanged(tuple(changed)))
+            self.end_previous_kept(host)
+            self.run_once(host, changed_at=latest_mtime(changed))
+            done += 1
+
+
+def latest_mtime(paths: Sequence[Path]) -> float | None:
+    """The newest modification time of `paths` (None when none can be read)."""
+    times = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            times.append(p.stat().st_mtime)
+    return max(times) if times else None
+
+
+__all__ = [
+    "DevEventSink",
+    "DevLoop",
+    "DevRun",
+    "DevRunFinished",
+    "DevRunStarted",
+    "FileWatch",
+    "FilesChanged",
+    "GuestReaped",
+    "KeptGuestEnded",
+    "StageDelta",
+    "Watching",
+    "latest_mtime",
+    "signature",
+    "stage_deltas",
+]

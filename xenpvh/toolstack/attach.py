@@ -30,8 +30,8 @@ from pexpect.spawnbase import SpawnBase
 
 from xenpvh.errors import BrokenError
 from xenpvh.host.base import Host
-from xenpvh.toolstack.base import check_domain_name
 from xenpvh.toolstack.console import MAX_LOG_BYTES, READ_CHUNK
+from xenpvh.toolstack.domain import check_domain_name
 
 ESCAPE = b"\x1d"  # Ctrl-]
 

@@ -24,7 +24,7 @@ import pexpect
 
 from xenpvh.errors import BrokenError
 from xenpvh.host.base import Host
-from xenpvh.toolstack.base import Domain, check_domain_name, xl_domain_exists
+from xenpvh.toolstack.domain import Domain, check_domain_name, xl_domain_exists
 
 MAX_LOG_BYTES = 64 * 1024 * 1024
 # Bytes asked for per read: large enough to drain a fast console, small enough to bound

@@ -9,13 +9,10 @@ cannot arise.  A project may register a driver of its own with `register`.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from xenpvh.errors import BlockedError
-
-if TYPE_CHECKING:
-    from xenpvh.host.base import Host
-    from xenpvh.toolstack.base import Toolstack
+from xenpvh.host.base import Host
+from xenpvh.toolstack.base import Toolstack
 
 _DRIVERS: dict[str, str] = {
     "xl": "xenpvh.toolstack.xl:Xl",

@@ -11,17 +11,15 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from xenpvh.errors import BlockedError, BrokenError, CommandFailed
 from xenpvh.host.base import CommandResult, Host
 from xenpvh.profile.domain import DomainSpec
-from xenpvh.toolstack.base import Domain, Prepared, check_domain_name
+from xenpvh.render.xl import XenVersion, render_xl_config
+from xenpvh.toolstack.base import Prepared
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
+from xenpvh.toolstack.domain import Domain, check_domain_name
 from xenpvh.util.fs import atomic_write_text
-
-if TYPE_CHECKING:
-    from xenpvh.render.xl import XenVersion
 
 _CFG_NAME = re.compile(r"""^\s*name\s*=\s*(["'])(?P<name>[^"']*)\1\s*(?:#.*)?$""", re.M)
 # `xl list` row: Name ID Mem VCPUs State Time(s); the name may in theory contain blanks,
@@ -68,8 +66,6 @@ class Xl:
         return parse_info(self.info_text())
 
     def xen_version(self, info: dict[str, str] | None = None) -> XenVersion:
-        from xenpvh.render.xl import XenVersion
-
         return XenVersion.parse(version_string(info if info is not None else self.info()))
 
     def dmesg(self) -> str:
@@ -79,8 +75,6 @@ class Xl:
 
     def prepare(self, spec: DomainSpec) -> Prepared:
         """Render the xl config for the Xen this host runs (RenderError: blocked)."""
-        from xenpvh.render.xl import render_xl_config
-
         info_text = self.prepared_info = self.info_text()
         version = version_string(parse_info(info_text))
         cfg = render_xl_config(spec, version)
