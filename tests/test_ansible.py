@@ -22,6 +22,7 @@ import pytest
 from fakes import remove_tree
 
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host.provisioning import provision_ssh
 from xenpvh.host.ssh import SSHAddress
 from xenpvh.provision import (
     ANSIBLE_DIR,
@@ -33,7 +34,6 @@ from xenpvh.provision import (
     apply_roles_to_chroot,
     chroot_inventory,
     playbook_env,
-    provision_ssh,
     ssh_inventory,
 )
 from xenpvh.util.progress import Note, ProgressEvent, TaskAdvanced, TaskFinished, TaskStarted

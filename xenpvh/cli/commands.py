@@ -70,6 +70,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             disks=disks,
             vifs=vifs,
             strict_devices=getattr(args, "strict_devices", False),
+            source=getattr(args, "console_source", "xl"),
+            domid=getattr(args, "domid", None),
         )
     import time
 
@@ -217,8 +219,8 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     """`xenpvh boot` and `xenpvh run`: one Session, shown as a live checklist."""
-    from xenpvh.build.command import make_progress
     from xenpvh.cli.console import LiveChecklist
+    from xenpvh.cli.progress import ProgressView
     from xenpvh.host.open import open_host
     from xenpvh.run.session import Session
 
@@ -229,9 +231,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
         stages = ["hypervisor", *stages]
 
     def opener(hreq: Any, artifacts: Path) -> Any:
-        return open_host(hreq, artifacts=artifacts, console=err)
+        return open_host(hreq, artifacts=artifacts, progress=progress)
 
-    with make_progress(err) as progress, LiveChecklist(stages, err) as checklist:
+    with LiveChecklist(stages, err) as checklist, ProgressView(err) as progress:
         session = Session(request, on_event=checklist, open_host=opener, progress=progress)
         result = session.run()
     verdict = result.verdict
@@ -275,12 +277,14 @@ def _stage_names(profile: str) -> list[str]:
 
 
 def cmd_host_nested(args: argparse.Namespace) -> int:
+    from xenpvh.cli.progress import ProgressView
     from xenpvh.host.nested import NestedHost, NestedState
 
     console = _err()
+    progress = ProgressView(console)
     if args.action == "ssh":
         # Hand the terminal over to OpenSSH with the pinned key and known_hosts.
-        argv = NestedHost.attach(console=console).ssh_command() + [
+        argv = NestedHost.attach(progress=progress).ssh_command() + [
             a for a in args.ssh_args if a != "--"
         ]
         sys.stdout.flush()
@@ -290,7 +294,7 @@ def cmd_host_nested(args: argparse.Namespace) -> int:
     image = Path(args.xen_image) if args.xen_image else None
     if image is not None and not image.is_file():
         raise BlockedError(f"--xen-image {image} does not exist")
-    nested = NestedHost(console=console, xen_image=image, qemu=check_choice(args.qemu))
+    nested = NestedHost(progress=progress, xen_image=image, qemu=check_choice(args.qemu))
     if args.action == "up":
         nested.up(detach=True)
         st = nested.status()
@@ -311,19 +315,21 @@ def cmd_host_nested(args: argparse.Namespace) -> int:
 
 def cmd_host_provision(args: argparse.Namespace) -> int:
     """`xenpvh host provision ssh://root@box`: site.yml over ssh (host key verified)."""
-    from xenpvh.provision import provision_ssh
+    from xenpvh.cli.progress import ProgressView
+    from xenpvh.host.provisioning import provision_ssh
 
     console = _err()
     extra = _extra_vars(args.extra_vars)
-    result = provision_ssh(
-        args.address,
-        identity=Path(args.identity) if args.identity else None,
-        known_hosts=Path(args.known_hosts) if args.known_hosts else None,
-        xen_artifact=args.xen_artifact,
-        extra_vars=extra,
-        log=Path(args.log) if args.log else None,
-        progress=console,
-    )
+    with ProgressView(console) as progress:
+        result = provision_ssh(
+            args.address,
+            identity=Path(args.identity) if args.identity else None,
+            known_hosts=Path(args.known_hosts) if args.known_hosts else None,
+            xen_artifact=args.xen_artifact,
+            extra_vars=extra,
+            log=Path(args.log) if args.log else None,
+            progress=progress,
+        )
     counts = {
         "ok": result.ok,
         "changed": result.changed,
@@ -366,31 +372,31 @@ def _extra_vars(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_build_xen(args: argparse.Namespace) -> int:
-    from xenpvh.build.command import build_xen_command
+    from xenpvh.cli.build import build_xen_command
 
     return build_xen_command(args)
 
 
 def cmd_build_qemu(args: argparse.Namespace) -> int:
-    from xenpvh.build.command import build_qemu_command
+    from xenpvh.cli.build import build_qemu_command
 
     return build_qemu_command(args)
 
 
 def cmd_build_freebsd(args: argparse.Namespace) -> int:
-    from xenpvh.build.command import build_freebsd_command
+    from xenpvh.cli.build import build_freebsd_command
 
     return build_freebsd_command(args)
 
 
 def cmd_build_xtf(args: argparse.Namespace) -> int:
-    from xenpvh.build.command import build_xtf_command
+    from xenpvh.cli.build import build_xtf_command
 
     return build_xtf_command(args)
 
 
 def cmd_build_guestkit(args: argparse.Namespace) -> int:
-    from xenpvh.build.command import guestkit_command
+    from xenpvh.cli.build import guestkit_command
 
     return guestkit_command(args)
 

@@ -9,7 +9,6 @@ from xenpvh.provision.roles import (
     ProvisionResult,
     apply_roles_to_chroot,
     chroot_inventory,
-    provision_ssh,
     ssh_inventory,
 )
 
@@ -26,6 +25,5 @@ __all__ = [
     "apply_roles_to_chroot",
     "chroot_inventory",
     "playbook_env",
-    "provision_ssh",
     "ssh_inventory",
 ]

@@ -17,15 +17,24 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.host.ssh_target import SSHAddress, resolve_target
 from xenpvh.provision.events import PlaybookEvents, TaskFailed
 from xenpvh.provision.playbook import PlaybookRun
 from xenpvh.util.progress import ProgressSink
 
 CHROOT_CONNECTION = "community.general.chroot"
+
+
+class SSHEndpoint(Protocol):
+    """Where ansible's OpenSSH connects (host.ssh_target.SSHEndpoint is one): provisioning
+    sits below the host room, which resolves `--host` specs and ssh configs."""
+
+    user: str
+    host: str
+    port: int
+
 
 # A build artifact as `xenpvh build xen` names it; the name becomes a GRUB menu title.
 _XEN_ARTIFACT = re.compile(r"^xen-[A-Za-z0-9._+~-]+\.gz$")
@@ -45,14 +54,14 @@ class ProvisionResult:
         return "; ".join(f.describe() for f in self.failures)
 
 
-def _log_path(name: str) -> Path:
+def provision_log_path(name: str) -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64]
     return Path(base) / "xenpvh" / "provision" / f"{stamp}-{safe}.log"
 
 
-def _check_artifact(xen_artifact: Path | str | None) -> str | None:
+def check_artifact(xen_artifact: Path | str | None) -> str | None:
     if xen_artifact is None:
         return None
     p = Path(xen_artifact).expanduser().resolve()
@@ -63,7 +72,7 @@ def _check_artifact(xen_artifact: Path | str | None) -> str | None:
     return str(p)
 
 
-def _totals(events: PlaybookEvents, log: Path) -> ProvisionResult:
+def recap_totals(events: PlaybookEvents, log: Path) -> ProvisionResult:
     recap = events.recap or {}
     return ProvisionResult(
         changed=sum(c.changed for c in recap.values()),
@@ -76,7 +85,7 @@ def _totals(events: PlaybookEvents, log: Path) -> ProvisionResult:
 
 
 def ssh_inventory(
-    target: SSHAddress, *, identity: Path | None = None, known_hosts: Path | None = None
+    target: SSHEndpoint, *, identity: Path | None = None, known_hosts: Path | None = None
 ) -> dict[str, Any]:
     """The generated inventory for one lab box (group `xen_lab`)."""
     ssh_args = ["-o", "StrictHostKeyChecking=yes"]
@@ -101,67 +110,6 @@ def ssh_inventory(
     if identity is not None:
         hostvars["ansible_ssh_private_key_file"] = str(identity)
     return {"all": {"children": {"xen_lab": {"hosts": {target.host: hostvars}}}}}
-
-
-def provision_ssh(
-    address: str,
-    *,
-    identity: Path | None = None,
-    known_hosts: Path | None = None,
-    ssh_config: Path | None = None,
-    xen_artifact: Path | str | None = None,
-    extra_vars: Mapping[str, Any] | None = None,
-    progress: ProgressSink | None = None,
-    log: Path | None = None,
-    timeout: float = 3600.0,
-) -> ProvisionResult:
-    """Provision a Debian 12 box into a Xen lab host.  `address` is a `--host` spec:
-    `ssh://user@host[:port]`, `user@host[:port]`, `host[:port]` or an alias of `ssh_config`
-    (default ~/.ssh/config), whose HostName, User, Port, IdentityFile and UserKnownHostsFile
-    count unless `identity`/`known_hosts` are given.
-
-    Host keys are checked (against `known_hosts` when given, else ssh's defaults).  Failed
-    tasks are reported in the result; an unreachable host raises BrokenError.
-    """
-    resolved = resolve_target(
-        address, identity=identity, known_hosts=known_hosts, ssh_config=ssh_config
-    )
-    if resolved.jump is not None or resolved.options.proxy_command:
-        # ansible's OpenSSH would start the jump hop itself, without our pinned known_hosts.
-        raise BlockedError(
-            f"ssh {address!r} goes through ProxyJump/ProxyCommand: provisioning over ansible "
-            "supports direct connections only"
-        )
-    target = resolved.address
-    identity, known_hosts = resolved.options.identity, resolved.options.known_hosts
-    for name, p in (("identity", identity), ("known_hosts", known_hosts)):
-        if p is not None and not Path(p).is_file():
-            raise BlockedError(f"{name} file {p} does not exist")
-    ev: dict[str, Any] = dict(extra_vars or {})
-    artifact = _check_artifact(xen_artifact)
-    if artifact is not None:
-        ev["xen_artifact"] = artifact
-    inventory = ssh_inventory(
-        target,
-        identity=Path(identity).resolve() if identity else None,
-        known_hosts=Path(known_hosts).resolve() if known_hosts else None,
-    )
-    log = log or _log_path(target.host)
-    events = PlaybookRun(
-        inventory,
-        extra_vars=ev,
-        log=log,
-        progress=progress,
-        timeout=timeout,
-        label=f"provisioning {target.host}",
-    ).run()
-    result = _totals(events, log)
-    if result.unreachable:
-        raise BrokenError(
-            f"{target.host}:{target.port} is unreachable over ssh: "
-            f"{result.describe_failures()} (log: {log})"
-        )
-    return result
 
 
 @contextlib.contextmanager
@@ -222,7 +170,7 @@ def apply_roles_to_chroot(
     if not (root / "usr/bin/python3").exists():
         raise BlockedError(f"{root} has no /usr/bin/python3: debootstrap it with --include=python3")
     ev = {"xenpvh_build_host": False, **dict(extra_vars)}
-    log = log or _log_path(f"chroot-{root.name}")
+    log = log or provision_log_path(f"chroot-{root.name}")
     with _no_service_starts(root):
         events = PlaybookRun(
             chroot_inventory(root),
@@ -232,7 +180,7 @@ def apply_roles_to_chroot(
             timeout=timeout,
             label="applying the ansible roles to the image",
         ).run()
-    result = _totals(events, log)
+    result = recap_totals(events, log)
     if result.failed or result.unreachable or not result.ok:
         raise BrokenError(
             f"provisioning the image {root} failed: {result.failed} task(s) failed: "
@@ -246,6 +194,5 @@ __all__ = [
     "ProvisionResult",
     "apply_roles_to_chroot",
     "chroot_inventory",
-    "provision_ssh",
     "ssh_inventory",
 ]
