@@ -288,7 +288,17 @@ def _picked(pytester: pytest.Pytester) -> dict[str, str]:
     return {p.stem: p.read_text() for p in sorted(pytester.path.glob("*.host"))}
 
 
-def test_each_xdist_worker_takes_host_n_mod_the_pools_size(pytester: pytest.Pytester) -> None:
+@pytest.fixture
+def outside_xdist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytester subprocess is a controller of its own, even when this suite itself runs
+    under xdist (whose worker variables it would otherwise inherit)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_each_xdist_worker_takes_host_n_mod_the_pools_size(
+    pytester: pytest.Pytester, outside_xdist: None
+) -> None:
     pytester.makeconftest(WORKER_PROBE)
     pytester.makepyfile("def test_a():\n    pass\n")
     pytester.runpytest_subprocess("-n", "3", "--xenpvh-hosts", "a,b").assert_outcomes(passed=1)
@@ -301,7 +311,9 @@ def test_each_xdist_worker_takes_host_n_mod_the_pools_size(pytester: pytest.Pyte
     }
 
 
-def test_workers_without_a_pool_share_the_one_host(pytester: pytest.Pytester) -> None:
+def test_workers_without_a_pool_share_the_one_host(
+    pytester: pytest.Pytester, outside_xdist: None
+) -> None:
     pytester.makeconftest(WORKER_PROBE)
     pytester.makeini("[pytest]\nxenpvh_host = box\n")
     pytester.makepyfile("def test_a():\n    pass\n")
@@ -309,7 +321,7 @@ def test_workers_without_a_pool_share_the_one_host(pytester: pytest.Pytester) ->
     assert _picked(pytester) == {"main": "box False", "gw0": "box True", "gw1": "box True"}
 
 
-def test_pool_from_the_ini_file(pytester: pytest.Pytester) -> None:
+def test_pool_from_the_ini_file(pytester: pytest.Pytester, outside_xdist: None) -> None:
     pytester.makeconftest(WORKER_PROBE)
     pytester.makeini("[pytest]\nxenpvh_hosts = a b c\n")
     pytester.makepyfile("def test_a():\n    pass\n")
