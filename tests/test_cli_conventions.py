@@ -163,7 +163,7 @@ def test_host_provision_prints_the_recap_as_one_json_object(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What the ansible live test reads: the recap counts and the log, from the command."""
-    import xenpvh.host.provisioning as provisioning
+    import xenpvh.cli.commands as commands
     from xenpvh.provision import ProvisionResult
 
     seen: dict[str, object] = {}
@@ -172,7 +172,7 @@ def test_host_provision_prints_the_recap_as_one_json_object(
         seen.update(kw, address=address)
         return ProvisionResult(changed=3, ok=40, failed=0, log=tmp_path / "p.log")
 
-    monkeypatch.setattr(provisioning, "provision_ssh", fake_provision_ssh)
+    monkeypatch.setattr(commands, "provision_ssh", fake_provision_ssh)
     vars_file = tmp_path / "vars.json"
     vars_file.write_text('{"xen_host_libvirt": false}')
     rc = main(

@@ -12,6 +12,8 @@ import io
 import json
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,31 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from xenpvh.build.qemu import check_choice
+from xenpvh.check.checker import check_file
 from xenpvh.check.verdict import Verdict, VerdictValue
+from xenpvh.cli.build import (
+    build_freebsd_command,
+    build_qemu_command,
+    build_xen_command,
+    build_xtf_command,
+    guestkit_command,
+)
+from xenpvh.cli.console import LiveChecklist, err_console, print_error, render_timeline
+from xenpvh.cli.progress import ProgressView
 from xenpvh.errors import BlockedError
+from xenpvh.host.nested import NestedHost, NestedState
+from xenpvh.host.open import open_host
+from xenpvh.host.provisioning import provision_ssh
+from xenpvh.profile import list_profiles, load_profile
 from xenpvh.profile.domain import DomainSpec
+from xenpvh.render.libvirt import render_libvirt_xml
+from xenpvh.render.xl import render_xl_config
+from xenpvh.report import RunReport, render_junit, render_verdict_json
+from xenpvh.run.boot import new_run_id
+from xenpvh.run.remote import remote_paths
+from xenpvh.run.request import BootRequest, HostRequest, XenBuildRequest
+from xenpvh.run.session import Session
 
 EXIT_PASS = 0
 
@@ -31,8 +55,6 @@ def _out_console() -> Console:
 
 
 def _err() -> Console:
-    from xenpvh.cli.console import err_console
-
     return err_console()
 
 
@@ -45,7 +67,6 @@ def print_verdict(verdict: Verdict, fmt: str, *, document: dict[str, Any], junit
     if fmt == "junit":
         sys.stdout.write(junit)
         return
-    from xenpvh.cli.console import render_timeline
 
     _out_console().print(render_timeline(verdict))
 
@@ -54,9 +75,6 @@ def print_verdict(verdict: Verdict, fmt: str, *, document: dict[str, Any], junit
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from xenpvh.check.checker import check_file
-    from xenpvh.profile import load_profile
-
     profile = load_profile(args.profile)
     defaults = profile.point()
     vcpus = defaults.vcpus if args.vcpus is None else args.vcpus
@@ -73,10 +91,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             source=getattr(args, "console_source", "xl"),
             domid=getattr(args, "domid", None),
         )
-    import time
-
-    from xenpvh.report import RunReport, render_junit, render_verdict_json
-    from xenpvh.run.boot import new_run_id
 
     now = time.time()
     report = RunReport(
@@ -109,7 +123,6 @@ def _console_source(arg: str) -> Iterator[Path]:
             raise BlockedError(f"console log {log} does not exist or is not a file")
         yield log
         return
-    import tempfile
 
     with tempfile.NamedTemporaryFile(prefix="xenpvh-check-", suffix=".log") as tmp:
         stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO()
@@ -123,8 +136,6 @@ def _console_source(arg: str) -> Iterator[Path]:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from xenpvh.profile import list_profiles
-
     profiles = list_profiles()
     if args.format == "json":
         out = [
@@ -141,18 +152,12 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_config_render(args: argparse.Namespace) -> int:
-    from xenpvh.profile import load_profile
-
     profile = load_profile(args.profile)
     point = profile.point(vcpus=args.vcpus, memory_mb=args.memory, kernel=args.kernel)
     point = preview_point(point)
     if args.libvirt:
-        from xenpvh.render.libvirt import render_libvirt_xml
-
         sys.stdout.write(render_libvirt_xml(point))
     else:
-        from xenpvh.render.xl import render_xl_config
-
         sys.stdout.write(render_xl_config(point, args.xen))
     return EXIT_PASS
 
@@ -160,7 +165,6 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 def preview_point(point: DomainSpec) -> DomainSpec:
     """The point with the paths a run would give it, through the run's own preparation code
     (`xenpvh.run.remote.remote_paths`); content hashes and the run id shown as placeholders."""
-    from xenpvh.run.remote import remote_paths
 
     def local(value: str | None) -> Path | None:
         if not value:
@@ -181,8 +185,6 @@ def preview_point(point: DomainSpec) -> DomainSpec:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from xenpvh.run.request import BootRequest, HostRequest, XenBuildRequest
-
     xen_build = None
     if getattr(args, "builds", False) and args.xen_tree:
         xen_build = XenBuildRequest(
@@ -219,10 +221,6 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     """`xenpvh boot` and `xenpvh run`: one Session, shown as a live checklist."""
-    from xenpvh.cli.console import LiveChecklist
-    from xenpvh.cli.progress import ProgressView
-    from xenpvh.host.open import open_host
-    from xenpvh.run.session import Session
 
     request = request_from_args(args)
     err = _err()
@@ -240,7 +238,6 @@ def cmd_boot(args: argparse.Namespace) -> int:
     document, junit = _written(result, session)
     if verdict.verdict in (VerdictValue.BLOCKED, VerdictValue.BROKEN):
         # The one-line error on stderr, as for every command; stdout keeps its format.
-        from xenpvh.cli.console import print_error
 
         print_error(err, str(verdict.verdict), verdict.reason)
         if args.format == "text" and not verdict.stages:
@@ -258,15 +255,12 @@ def _written(result: Any, session: Any) -> tuple[dict[str, Any], str]:
             Path(reports["junit.xml"]).read_text(),
         )
     # Blocked before anything was made (no artifacts directory): rendered, not written.
-    from xenpvh.report import render_junit, render_verdict_json
 
     report = session.report_for(result.verdict)
     return render_verdict_json(report), render_junit(report)
 
 
 def _stage_names(profile: str) -> list[str]:
-    from xenpvh.profile import load_profile
-
     try:
         return [s.name for s in load_profile(profile).stages]
     except BlockedError:
@@ -277,9 +271,6 @@ def _stage_names(profile: str) -> list[str]:
 
 
 def cmd_host_nested(args: argparse.Namespace) -> int:
-    from xenpvh.cli.progress import ProgressView
-    from xenpvh.host.nested import NestedHost, NestedState
-
     console = _err()
     progress = ProgressView(console)
     if args.action == "ssh":
@@ -289,7 +280,6 @@ def cmd_host_nested(args: argparse.Namespace) -> int:
         ]
         sys.stdout.flush()
         os.execvp(argv[0], argv)
-    from xenpvh.build.qemu import check_choice
 
     image = Path(args.xen_image) if args.xen_image else None
     if image is not None and not image.is_file():
@@ -315,8 +305,6 @@ def cmd_host_nested(args: argparse.Namespace) -> int:
 
 def cmd_host_provision(args: argparse.Namespace) -> int:
     """`xenpvh host provision ssh://root@box`: site.yml over ssh (host key verified)."""
-    from xenpvh.cli.progress import ProgressView
-    from xenpvh.host.provisioning import provision_ssh
 
     console = _err()
     extra = _extra_vars(args.extra_vars)
@@ -372,32 +360,22 @@ def _extra_vars(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_build_xen(args: argparse.Namespace) -> int:
-    from xenpvh.cli.build import build_xen_command
-
     return build_xen_command(args)
 
 
 def cmd_build_qemu(args: argparse.Namespace) -> int:
-    from xenpvh.cli.build import build_qemu_command
-
     return build_qemu_command(args)
 
 
 def cmd_build_freebsd(args: argparse.Namespace) -> int:
-    from xenpvh.cli.build import build_freebsd_command
-
     return build_freebsd_command(args)
 
 
 def cmd_build_xtf(args: argparse.Namespace) -> int:
-    from xenpvh.cli.build import build_xtf_command
-
     return build_xtf_command(args)
 
 
 def cmd_build_guestkit(args: argparse.Namespace) -> int:
-    from xenpvh.cli.build import guestkit_command
-
     return guestkit_command(args)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xenpvh.build.qemu import check_choice
 from xenpvh.errors import BlockedError
 from xenpvh.host.request import HostRequest
 from xenpvh.profile.bounds import MAX_CMDLINE, MAX_MEMORY_MB, MAX_VCPUS
@@ -118,8 +119,6 @@ class BootRequest:
                 "`xenpvh host provision --xen-artifact ...` and boot with --host"
             )
         if self.host.nested:
-            from xenpvh.build.qemu import check_choice
-
             check_choice(self.host.qemu)
         elif self.host.qemu != "patched":
             raise BlockedError("--qemu chooses the nested host's QEMU; this run uses a lab box")

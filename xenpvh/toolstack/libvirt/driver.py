@@ -16,6 +16,7 @@ import libvirt
 from xenpvh.errors import BlockedError, BrokenError, XenpvhError
 from xenpvh.host.base import Host
 from xenpvh.profile.domain import DomainSpec
+from xenpvh.render.libvirt import render_libvirt_xml
 from xenpvh.toolstack.base import Domain, Prepared, check_domain_name
 from xenpvh.toolstack.console import MAX_LOG_BYTES, ConsoleCapture
 from xenpvh.toolstack.libvirt.domain_xml import caps_os_types, os_machine, xml_name
@@ -235,7 +236,6 @@ class Libvirt:
 
     def prepare(self, spec: DomainSpec) -> Prepared:
         """Render the domain XML and check this libvirtd can build PVH guests at all."""
-        from xenpvh.render.libvirt import render_libvirt_xml
 
         xml = render_libvirt_xml(spec)  # RenderError (blocked) before touching the host
         conn = self.connection()
