@@ -35,6 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from xenpvh.build.cache import ArtifactCache
 from xenpvh.cli.progress import ProgressView
 from xenpvh.host.image import ImageBuilder
 from xenpvh.host.nested import NestedHost
@@ -54,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, float | int | str]] = []
 
     tmp_cache = Path(tempfile.mkdtemp(prefix="xenpvh-bench-cache-")) if args.rebuild else None
+    cache = ArtifactCache(tmp_cache) if tmp_cache is not None else None
     try:
-        rep = ImageBuilder(cache=tmp_cache, console=console).ensure()
+        with ProgressView(console) as progress:
+            rep = ImageBuilder(cache=cache, progress=progress).ensure()
         rows.append((f"image build ({'hit' if rep.cache_hit else 'miss'})", round(rep.seconds, 2)))
         rows.append(("image size (MB allocated)", round(rep.size_bytes / 1e6)))
         if not rep.cache_hit:
-            again = ImageBuilder(cache=tmp_cache).ensure()
+            again = ImageBuilder(cache=cache).ensure()
             rows.append(("image build (hit)", round(again.seconds, 3)))
     finally:
         if tmp_cache is not None:

@@ -1,4 +1,5 @@
-"""The build driver and artifact cache with a tiny real make-based recipe on a local tree.
+"""The build driver and artifact cache with a tiny real make-based recipe on a local tree,
+and `ArtifactCache.ensure` serving the dom0 image and the FreeBSD kit (their builds faked).
 
 The recipe is a test double of the recipe protocol only; make, git, patch, the cache's
 renames and the logs are all real.
@@ -6,7 +7,9 @@ renames and the logs are all real.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +17,16 @@ from typing import Any
 
 import pytest
 
+from xenpvh.build import freebsdkit
 from xenpvh.build.builder import build_tree
-from xenpvh.build.cache import ArtifactCache, cache_key, toolchain_version
+from xenpvh.build.cache import ArtifactCache, Built, cache_key, toolchain_version
 from xenpvh.build.patching import PatchFailed
 from xenpvh.build.runner import BuildFailed
 from xenpvh.build.tree import LocalSource, Patch, TreeSpec, TreeState
 from xenpvh.errors import BlockedError, BrokenError
+from xenpvh.host import image as image_mod
+from xenpvh.host.image import ImageBuilder
+from xenpvh.host.image_recipe import ImageRecipe
 
 MAKEFILE = """\
 defconfig:
@@ -216,3 +223,141 @@ def test_newest_is_the_latest_valid_entry_of_its_recipe_that_is_accepted(tmp_pat
     # An entry whose artifact was cut short is not valid: the next newest is served.
     (newest / "a.bin").write_bytes(b"t")
     assert cache.newest("r").key == "k4"
+
+
+# --------------------------------------------------------------------------- ensure()
+
+
+def _one_file_build(counter: list[str], recipe: str = "thing", data: bytes = b"built"):
+    def build(work: Path) -> Built:
+        counter.append(work.name)
+        (work / "out.bin").write_bytes(data)
+        return Built({"out": (work / "out.bin", "out.bin")}, {"recipe": recipe})
+
+    return build
+
+
+def test_ensure_builds_once_then_serves_the_entry(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "c")
+    builds: list[str] = []
+    first = cache.ensure("k1", _one_file_build(builds))
+    assert not first.hit and builds and first.entry.artifacts["out"].read_bytes() == b"built"
+    again = cache.ensure("k1", _one_file_build(builds))
+    assert again.hit and again.entry == first.entry and len(builds) == 1
+    forced = cache.ensure("k1", _one_file_build(builds, data=b"again"), rebuild=True)
+    assert not forced.hit and len(builds) == 2
+    assert forced.entry.artifacts["out"].read_bytes() == b"again"
+    # Another key is another entry; the work directories are gone.
+    assert not cache.ensure("k2", _one_file_build(builds)).hit and len(builds) == 3
+    assert list(cache.work_root.iterdir()) == []
+
+
+def test_ensure_moves_a_sparse_file_without_filling_it(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "c")
+
+    def build(work: Path) -> Built:
+        with (work / "disk.img").open("wb") as f:
+            f.truncate(64 << 20)  # 64 MiB of holes
+        return Built({"disk": (work / "disk.img", "disk.img")}, {"recipe": "disk"})
+
+    disk = cache.ensure("k", build).entry.artifacts["disk"]
+    assert disk.stat().st_size == 64 << 20
+    assert disk.stat().st_blocks * 512 < 1 << 20
+
+
+def test_a_failed_ensure_publishes_nothing_and_leaves_no_work_dir(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "c")
+
+    def build(work: Path) -> Built:
+        (work / "half.bin").write_bytes(b"partial")
+        raise BrokenError("mirror unreachable")
+
+    with pytest.raises(BrokenError, match="mirror unreachable"):
+        cache.ensure("k", build)
+    assert cache.lookup("k") is None
+    assert list(cache.work_root.iterdir()) == []
+
+
+def test_prune_removes_only_other_entries_of_the_recipe(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "c")
+    builds: list[str] = []
+    old = cache.ensure("old", _one_file_build(builds, "guest")).entry
+    other = cache.ensure("other", _one_file_build(builds, "kit")).entry
+    new = cache.ensure("new", _one_file_build(builds, "guest")).entry
+    assert cache.prune("guest", keep="new") == [old.path]
+    assert cache.lookup("old") is None
+    assert cache.lookup("new") == new and cache.lookup("other") == other
+
+
+def test_dom0_image_second_ensure_is_a_hit_and_a_recipe_change_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nested host's image through the cache (the debootstrap build faked: the cache is
+    the unit here; the real build is tests/test_host_nested.py's)."""
+    builds: list[str] = []
+
+    def build(self: ImageBuilder, work: Path) -> Built:
+        builds.append(self.recipe.hostname)
+        files = {}
+        for name, stored in image_mod._ARTIFACTS.items():
+            (work / stored).write_bytes(name.encode())
+            files[name] = (work / stored, stored)
+        manifest = {"recipe": image_mod.CACHE_RECIPE, "dom0_cmdline": "console=hvc0",
+                    "kernel_version": "6.1.0-test", "xen_version": "4.17"}  # fmt: skip
+        return Built(files, manifest)
+
+    monkeypatch.setattr(ImageBuilder, "_build", build)
+    cache = ArtifactCache(tmp_path / "nested")
+    recipe = ImageRecipe(packages=("systemd-sysv",), roles="r")
+    first = ImageBuilder(recipe, cache=cache).ensure()
+    assert not first.cache_hit and builds == [recipe.hostname]
+    assert first.image.disk.read_bytes() == b"disk" and first.image.xen_version == "4.17"
+    again = ImageBuilder(recipe, cache=cache).ensure()
+    assert again.cache_hit and again.image == first.image and len(builds) == 1
+    assert ImageBuilder(recipe, cache=cache).cached() == first.image
+    for changed in (
+        dataclasses.replace(recipe, hostname="other"),
+        dataclasses.replace(recipe, roles="r2"),
+        dataclasses.replace(recipe, packages=("systemd-sysv", "vim")),
+    ):
+        assert not ImageBuilder(changed, cache=cache).ensure().cache_hit
+    assert len(builds) == 4
+
+
+def test_freebsd_kit_second_build_is_a_hit_and_a_new_clang_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FreeBSD kit through the cache, its compiler and xorriso faked."""
+    versions = {"clang": "Debian clang version 14.0.6", "xorriso": "xorriso 1.5.4"}
+    runs: list[str] = []
+
+    def fake_run(argv: list[str], what: str) -> None:
+        runs.append(what)
+        Path(argv[argv.index("-o") + 1]).write_bytes(what.encode())
+
+    monkeypatch.setattr(freebsdkit, "_tool", lambda name, bindir: name)
+    monkeypatch.setattr(freebsdkit, "_version", lambda argv: versions[argv[0]])
+    monkeypatch.setattr(freebsdkit, "_run", fake_run)
+    first = freebsdkit.build_freebsd_kit(tmp_path)
+    assert len(runs) == 2 and first.init.read_bytes() == b"compiling the FreeBSD init"
+    assert freebsdkit.build_freebsd_kit(tmp_path) == first and len(runs) == 2
+    versions["clang"] = "Debian clang version 15.0.7"
+    second = freebsdkit.build_freebsd_kit(tmp_path)
+    assert second.key != first.key and len(runs) == 4
+
+
+def test_a_hit_does_not_wait_for_a_builder_of_the_same_key(tmp_path: Path) -> None:
+    """A published entry is served without the key's lock: a forced rebuild in another
+    process does not hold up every run that only needs the entry."""
+    cache = ArtifactCache(tmp_path / "c")
+    builds: list[str] = []
+    cache.ensure("k", _one_file_build(builds))
+    served: list[bool] = []
+    with cache.lock("k"):  # a builder of "k" (flock: another open file blocks)
+        reader = threading.Thread(
+            target=lambda: served.append(cache.ensure("k", _one_file_build(builds)).hit),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout=5)
+        assert served == [True]

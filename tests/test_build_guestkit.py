@@ -1,4 +1,5 @@
-"""The Linux guest kit: init script, cache key, atomic failure, and a real boot under QEMU."""
+"""The Linux guest kit: init script, cache key, the artifact cache serving it, atomic failure,
+and a real boot under QEMU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pexpect
 import pytest
 
 from xenpvh.build import debpkg, guestkit
-from xenpvh.build.guestkit import build_linux_guest_kit, kit_key, render_init
+from xenpvh.build.cache import Built
+from xenpvh.build.guestkit import build_linux_guest_kit, kit_key
+from xenpvh.build.guestkit_initramfs import render_init
 from xenpvh.errors import BrokenError
 
 KERNEL = debpkg.DebPackage("linux-image-6.1.0-56-amd64", "6.1.192-2")
@@ -62,8 +65,78 @@ def test_failed_build_leaves_nothing_behind(
     monkeypatch.setattr(debpkg, "download", no_mirror)
     with pytest.raises(BrokenError, match="mirror unreachable"):
         build_linux_guest_kit(tmp_path)
-    leftovers = [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in (".locks", "work")]
     assert leftovers == [".resolved.json"]  # the version memo, never a kit or a temp dir
+    assert list((tmp_path / "work").iterdir()) == []  # the build's work dir is gone
+
+
+@pytest.fixture
+def fake_kit_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Package resolution from a fake index (`versions`, edited by the test) and a build step
+    that writes two small files; `built` counts the builds.  The cache is the unit here."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "Packages").write_text("0")
+    state: dict[str, object] = {"built": 0, "versions": {"kernel": KERNEL.version}}
+    versions = state["versions"]
+    assert isinstance(versions, dict)
+
+    def candidates(*names: str) -> dict[str, debpkg.DebPackage]:
+        return {n: debpkg.DebPackage(n, "1") for n in names}
+
+    def pinned(meta: debpkg.DebPackage, prefix: str) -> debpkg.DebPackage:
+        return debpkg.DebPackage(KERNEL.name, versions["kernel"])
+
+    def build(work: Path, kernel, busybox, progress) -> Built:
+        state["built"] = int(state["built"]) + 1  # type: ignore[call-overload]
+        (work / "vmlinuz").write_bytes(b"kernel " + kernel.version.encode())
+        (work / "initrd.gz").write_bytes(b"initrd")
+        manifest = {
+            "recipe": guestkit.CACHE_RECIPE,
+            "kernel_release": "6.1.0-test",
+            "kernel_package": [kernel.name, kernel.version],
+            "busybox_package": [busybox.name, busybox.version],
+            "modules": list(guestkit.MODULES),
+            "seconds": 0.0,
+        }
+        files = {
+            "kernel": (work / "vmlinuz", "vmlinuz"),
+            "ramdisk": (work / "initrd.gz", "initrd.gz"),
+        }
+        return Built(files, manifest)
+
+    monkeypatch.setattr(guestkit, "APT_LISTS", lists)
+    monkeypatch.setattr(debpkg, "candidates", candidates)
+    monkeypatch.setattr(debpkg, "pinned_dependency", pinned)
+    monkeypatch.setattr(guestkit, "_build", build)
+    state["lists"] = lists
+    return state
+
+
+def test_a_second_build_is_a_cache_hit_and_a_new_kernel_a_miss(
+    tmp_path: Path, fake_kit_build: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    first = build_linux_guest_kit(cache)
+    assert fake_kit_build["built"] == 1
+    assert first.kernel.read_bytes() == b"kernel " + KERNEL.version.encode()
+    assert first.kernel.parent == cache / first.key  # an entry of the artifact cache
+    assert build_linux_guest_kit(cache) == first
+    assert fake_kit_build["built"] == 1  # served from the cache
+    # apt-get update brought a new kernel: a new key, a new build.
+    versions = fake_kit_build["versions"]
+    assert isinstance(versions, dict)
+    versions["kernel"] = "6.1.999-1"
+    lists = fake_kit_build["lists"]
+    assert isinstance(lists, Path)
+    (lists / "Packages").write_text("after apt-get update")
+    second = build_linux_guest_kit(cache)
+    assert fake_kit_build["built"] == 2
+    assert second.key != first.key and second.kernel_package.version == "6.1.999-1"
+    # The /init template is part of the key too.
+    monkeypatch.setattr(guestkit, "INIT_TEMPLATE", guestkit.INIT_TEMPLATE + "\n# changed\n")
+    build_linux_guest_kit(cache)
+    assert fake_kit_build["built"] == 3
 
 
 def test_package_resolution_is_memoised_until_apt_lists_change(

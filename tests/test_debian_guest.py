@@ -6,6 +6,8 @@ tests/test_debian_guest_live.py."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -15,6 +17,8 @@ from test_run_boot import FakeXenStore
 from test_toolstack_fakes import FakeXenHost
 
 from xenpvh.build import debian_guest as dg
+from xenpvh.build import debian_guest_recipe as recipe
+from xenpvh.build.cache import ArtifactCache, Built
 from xenpvh.check.verdict import VerdictValue
 from xenpvh.profile import load_profile
 from xenpvh.profile.domain import VifSpec
@@ -45,7 +49,7 @@ def test_the_two_profiles_judge_alike() -> None:
     assert pa.disks == pb.disks and pa.vifs == pb.vifs
     assert (pa.kernel, pa.ramdisk) == ("@debian-guest:vmlinuz", "@debian-guest:initrd")
     assert (pb.kernel, pb.ramdisk, pb.cmdline) == ("@debian-guest:grub", None, "")
-    assert pa.cmdline == dg.CMDLINE
+    assert pa.cmdline == recipe.CMDLINE
 
 
 @pytest.mark.parametrize(
@@ -65,18 +69,61 @@ def test_initramfs_and_systemd_failures_name_their_stage(line: str, name: str, s
 
 
 def test_recipe_key_follows_versions_and_files() -> None:
-    r = dg.GuestRecipe()
+    r = recipe.GuestRecipe()
     v = {"linux-image-6.1.0-50-amd64": "6.1.176-1", "systemd": "252.39-1~deb12u2"}
-    assert r.key(v) == dg.GuestRecipe().key(dict(v))
+    assert r.key(v) == recipe.GuestRecipe().key(dict(v))
     assert r.key(v) != r.key({**v, "systemd": "252.40-1~deb12u1"})
     assert r.key(v) != dataclasses.replace(r, disk_size="2G").key(v)
+
+
+def test_a_second_ensure_is_a_cache_hit_and_new_versions_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is the unit: versions from a fake index, a build step writing small files.
+    A new point release is a new entry, and the old one is removed (~250 MB each)."""
+    versions = {"linux-image-6.1.0-50-amd64": "6.1.176-1", "systemd": "252.39-1~deb12u2"}
+    builds: list[dict[str, str]] = []
+
+    def build(self: dg.DebianGuestBuilder, work: Path, resolved: dict[str, str]) -> Built:
+        builds.append(dict(resolved))
+        names = ("vmlinuz", "initrd.img", "grub-pvh.elf", "disk.img", "disk.tar.gz")
+        for name in names:
+            (work / name).write_bytes(name.encode())
+        files = dict(zip(("kernel", "ramdisk", "grub", "disk", "disk_pack"), names, strict=True))
+        manifest = {"recipe": dg.CACHE_RECIPE, "kernel_release": "6.1.0-50-amd64",
+                    "versions": resolved}  # fmt: skip
+        return Built({k: (work / n, n) for k, n in files.items()}, manifest)
+
+    monkeypatch.setattr(dg, "resolve_versions", lambda r: dict(versions))
+    monkeypatch.setattr(dg.DebianGuestBuilder, "_build", build)
+    cache = ArtifactCache(tmp_path / "cache")
+    first = dg.DebianGuestBuilder(cache=cache).ensure()
+    assert not first.cache_hit and len(builds) == 1
+    assert first.guest.disk.read_bytes() == b"disk.img"
+    assert first.guest.disk_sha256 == hashlib.sha256(b"disk.img").hexdigest()
+    again = dg.DebianGuestBuilder(cache=cache).ensure()
+    assert again.cache_hit and again.guest == first.guest and len(builds) == 1
+    # A point release: the versions memo is an hour old, the index names new versions.
+    versions["systemd"] = "252.40-1~deb12u1"
+    memo = cache.root / ".versions.json"
+    data = json.loads(memo.read_text())
+    memo.write_text(json.dumps({**data, "at": data["at"] - dg.VERSIONS_MAX_AGE - 1}))
+    second = dg.DebianGuestBuilder(cache=cache).ensure()
+    assert not second.cache_hit and len(builds) == 2
+    assert second.guest.key != first.guest.key
+    assert second.guest.versions["systemd"] == "252.40-1~deb12u1"
+    assert not first.guest.dir.exists()  # the older entry is pruned
+    # A recipe change (another disk size) is a new key too.
+    bigger = dg.DebianGuestBuilder(dataclasses.replace(recipe.GuestRecipe(), disk_size="2G"),
+                                   cache=cache).ensure()  # fmt: skip
+    assert not bigger.cache_hit and len(builds) == 3
 
 
 @pytest.mark.parametrize("profile", ["debian-pvh", "debian-pvh-grub"])
 def test_the_console_device_waits_as_long_as_the_login_deadline(profile: str) -> None:
     """udev on a TCG nested host may announce hvc0 after systemd's 90 s: the image's
     drop-in lets dev-hvc0.device wait for as long as the profile waits for a login."""
-    text = dg.FILES["etc/systemd/system/dev-hvc0.device.d/xenpvh-console-timeout.conf"]
+    text = recipe.FILES["etc/systemd/system/dev-hvc0.device.d/xenpvh-console-timeout.conf"]
     m = re.fullmatch(r"\[Unit\]\nJobRunningTimeoutSec=(\d+)min\n", text)
     assert m is not None, text
     login = next(s for s in load_profile(profile).stages if s.name == "login")
@@ -84,19 +131,19 @@ def test_the_console_device_waits_as_long_as_the_login_deadline(profile: str) ->
 
 
 def test_dpkg_keeps_only_the_modules_a_pvh_guest_uses() -> None:
-    text = dg.PRE_FILES["etc/dpkg/dpkg.cfg.d/xenpvh-guest"]
+    text = recipe.PRE_FILES["etc/dpkg/dpkg.cfg.d/xenpvh-guest"]
     assert "path-exclude=/lib/modules/*/kernel/*" in text
     for keep in ("drivers/block/xen-blkfront.ko*", "drivers/net/xen-netfront.ko*", "fs/ext4/*"):
         assert f"path-include=/lib/modules/*/kernel/{keep}" in text
 
 
 def test_grub_cfg_boots_the_installed_kernel_on_the_console() -> None:
-    cfg = dg.grub_cfg("6.1.0-50-amd64")
-    assert f"linux /boot/vmlinuz-6.1.0-50-amd64 {dg.CMDLINE}" in cfg
-    assert dg.CMDLINE == "root=/dev/xvda rw console=hvc0"
+    cfg = recipe.grub_cfg("6.1.0-50-amd64")
+    assert f"linux /boot/vmlinuz-6.1.0-50-amd64 {recipe.CMDLINE}" in cfg
+    assert recipe.CMDLINE == "root=/dev/xvda rw console=hvc0"
     assert "initrd /boot/initrd.img-6.1.0-50-amd64" in cfg
     with pytest.raises(Exception, match="not a kernel release"):
-        dg.grub_cfg("6.1; reboot")
+        recipe.grub_cfg("6.1; reboot")
 
 
 def test_an_image_disk_gets_a_path_in_the_run_directory() -> None:

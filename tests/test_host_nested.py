@@ -18,14 +18,11 @@ from pathlib import Path
 import pytest
 
 from xenpvh.build.apt import debian_mirror
+from xenpvh.build.cache import ArtifactCache
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import Host
-from xenpvh.host.image import (
-    ImageBuilder,
-    ImageRecipe,
-    role_packages,
-    roles_digest,
-)
+from xenpvh.host.image import ImageBuilder
+from xenpvh.host.image_recipe import ImageRecipe, role_packages, roles_digest
 from xenpvh.host.nested import (
     DEFAULT_XEN_CMDLINE,
     TCG_FAULTS,
@@ -360,7 +357,7 @@ def test_image_build_needs_no_libvirt_python(tmp_path: Path) -> None:
 
 def test_image_cache_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert ImageBuilder(ImageRecipe(packages=("a",), roles="r")).cache == (
+    assert ImageBuilder(ImageRecipe(packages=("a",), roles="r")).cache.root == (
         tmp_path / "xenpvh" / "nested"
     )
 
@@ -528,13 +525,14 @@ def test_failed_image_build_leaves_nothing(tmp_path: Path) -> None:
         pytest.skip("debootstrap needs root")
     # A mirror nobody serves: debootstrap fails while downloading.
     cache = tmp_path / "cache"
-    (cache / ".tmp-killed-build").mkdir(parents=True)  # what a SIGKILLed build leaves
-    b = ImageBuilder(cache=cache, mirror="http://127.0.0.1:9/debian")
+    b = ImageBuilder(cache=ArtifactCache(cache), mirror="http://127.0.0.1:9/debian")
+    killed = cache / "work" / f"{b.recipe.key()[:12]}-killed"
+    killed.mkdir(parents=True)  # what a SIGKILLed build leaves
     with pytest.raises(BrokenError, match="downloading Debian packages failed"):
         b.ensure()
-    leftovers = [p.name for p in cache.iterdir() if p.name not in (".build.lock", "debs")]
-    assert leftovers == []
-    assert list((cache / "debs").iterdir()) == []
+    leftovers = [p.name for p in cache.iterdir() if p.name not in (".locks", "work")]
+    assert leftovers == []  # no image entry, no package tarball entry
+    assert list((cache / "work").iterdir()) == []
     assert b.cached() is None
 
 

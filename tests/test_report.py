@@ -1,5 +1,6 @@
 """Reports as files: write_reports writes all four atomically (rendered first, verdict.json
-last); the old Verdict-only writers still work and write the new shapes."""
+last); a decided Verdict with its facts (retries, hostile text, the console) comes out in
+every report's shape."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from xenpvh.check.verdict import (
     VerdictValue,
     verdict_from_json_dict,
 )
-from xenpvh.report import write_html, write_junit, write_reports, write_verdict_json
+from xenpvh.report import (
+    Attempt,
+    RunReport,
+    render_html,
+    render_junit,
+    render_verdict_json,
+    write_reports,
+)
 from xenpvh.report import writer as writer_mod
 from xenpvh.util import fs as atomic_mod
 
@@ -114,39 +122,44 @@ def test_each_file_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.Mo
         assert (tmp_path / name).read_text() == text
 
 
-# ---- the old Verdict-only writers (run.boot, run.retry, frontend until they move) ----
+# ---- a decided Verdict through the writer ----
 
 
-def test_verdict_json_wrapper_is_schema_valid_and_roundtrips(tmp_path: Path) -> None:
+def fail_report(
+    v: Verdict,
+    artifacts: Path | None,
+    *,
+    profile: str = "linux-pvh",
+    point: str = "xl-vcpus2-mem256",
+    attempts: tuple[Attempt, ...] = (),
+) -> RunReport:
+    return RunReport(v, profile, point, "r-1", "nested", 0.0, 2.0, artifacts, attempts)
+
+
+def test_verdict_json_is_schema_valid_and_roundtrips(tmp_path: Path) -> None:
     v = fail_verdict()
-    p = write_verdict_json(v, tmp_path / "verdict.json")
-    doc = json.loads(p.read_text())
+    written = write_reports(fail_report(v, tmp_path))
+    doc = json.loads(written["verdict.json"].read_text())
     validate_verdict_json(doc)
     assert verdict_from_json_dict(doc) == v
-    assert os.listdir(tmp_path) == ["verdict.json"]
+    assert sorted(os.listdir(tmp_path)) == REPORTS  # no temp file left beside them
 
 
-def test_verdict_json_wrapper_stringifies_unserialisable_meta(tmp_path: Path) -> None:
+def test_verdict_json_stringifies_unserialisable_meta() -> None:
     bad = fail_verdict()
     bad.meta["obj"] = object()
-    doc = json.loads(write_verdict_json(bad, tmp_path / "verdict.json").read_text())
+    doc = render_verdict_json(fail_report(bad, None))
     validate_verdict_json(doc)
     assert doc["meta"]["obj"].startswith("<object object")
 
 
-def test_verdict_json_wrapper_takes_retry_history(tmp_path: Path) -> None:
+def test_verdict_json_takes_retry_history() -> None:
     v = fail_verdict()
-    v.meta["attempts"] = [
-        {
-            "attempt": 1,
-            "verdict": "broken",
-            "reason": "tcg fault",
-            "emulation_fault": "tcg-svm-double-delivery",
-            "artifacts": str(tmp_path / "attempt-1"),
-        },
-        {"attempt": 2, "verdict": "fail", "reason": v.reason, "emulation_fault": None},
-    ]
-    doc = json.loads(write_verdict_json(v, tmp_path / "verdict.json").read_text())
+    attempts = (
+        Attempt(1, "broken", "tcg fault", "tcg-svm-double-delivery", "attempt-1"),
+        Attempt(2, "fail", v.reason),
+    )
+    doc = render_verdict_json(fail_report(v, None, attempts=attempts))
     validate_verdict_json(doc)
     assert [(a["number"], a["artifacts"]) for a in doc["attempts"]] == [
         (1, "attempt-1"),
@@ -154,41 +167,35 @@ def test_verdict_json_wrapper_takes_retry_history(tmp_path: Path) -> None:
     ]
 
 
-def test_junit_wrapper_names_the_case_like_a_boot(tmp_path: Path) -> None:
-    """run.boot and the frontend pass different suite/case names; both name the point from
-    the verdict's meta, so the final junit.xml and every attempt's agree."""
+def test_junit_names_suite_and_case_by_profile_and_point() -> None:
+    """Every attempt of a point and the final junit.xml name the case alike."""
     v = fail_verdict()
-    v.meta.update({"profile": "linux-pvh", "toolstack": "xl", "vcpus": 2, "memory_mb": 256})
-    boot = write_junit(v, tmp_path / "a.xml", "xenpvh.linux-pvh", "xl-vcpus2-mem256")
-    front = write_junit(v, tmp_path / "b.xml", "xenpvh", "linux-pvh")
-    for p in (boot, front):
-        suite = validate_junit(p.read_text())
-        assert suite.get("name") == "xenpvh.linux-pvh"
-        names = {c.get("classname") for c in suite.findall("testcase")}
-        assert names == {"xenpvh.linux-pvh.xl-vcpus2-mem256"}
-        assert suite.get("failures") == "1"
+    suite = validate_junit(render_junit(fail_report(v, None)))
+    assert suite.get("name") == "xenpvh.linux-pvh"
+    names = {c.get("classname") for c in suite.findall("testcase")}
+    assert names == {"xenpvh.linux-pvh.xl-vcpus2-mem256"}
+    assert suite.get("failures") == "1"
 
 
-def test_html_wrapper_reads_the_run_console(tmp_path: Path) -> None:
+def test_html_reads_the_run_console(tmp_path: Path) -> None:
     (tmp_path / "console.log").write_bytes(b"boot\r\npanic: ap\r\n")
-    p = write_html(fail_verdict(), tmp_path / "report.html", ["ignored tail"])
-    text = p.read_text()
+    text = write_reports(fail_report(fail_verdict(), tmp_path))["report.html"].read_text()
     assert text.startswith("<!DOCTYPE html>")
-    assert 'id="L2"' in text and "ignored tail" not in text
+    assert 'id="L2"' in text
     assert 'class="l failure" id="L2"' in text
 
 
-def test_html_wrapper_without_console_uses_the_lines(tmp_path: Path) -> None:
-    p = write_html(fail_verdict(), tmp_path / "report.html", ["boot", "panic: ap"])
-    assert 'class="l failure" id="L2"' in p.read_text()
+def test_html_without_console_uses_the_lines() -> None:
+    page = render_html(fail_report(fail_verdict(), None), ["boot", "panic: ap"])
+    assert 'class="l failure" id="L2"' in page
 
 
-def test_wrappers_escape_hostile_text(tmp_path: Path) -> None:
+def test_reports_escape_hostile_text() -> None:
     hostile = "<script>alert(1)</script> ]]> \x00\x1b[2J\x07 & \"q\" 'q' \ud800"
     v = fail_verdict(hostile)
     v.meta["<b>k"] = "<img src=x onerror=alert(1)>"
-    junit = write_junit(v, tmp_path / "junit.xml", "s", "c").read_text()
+    junit = render_junit(fail_report(v, None))
     ET.fromstring(junit)
     assert "<script>" not in junit
-    page = write_html(v, tmp_path / "report.html", [hostile]).read_text()
+    page = render_html(fail_report(v, None), [hostile])
     assert "<script" not in page and "<img" not in page and "\x00" not in page

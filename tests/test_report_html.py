@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
 
+import jinja2
 import pytest
 from report_cases import (
     AP_FAIL_LINE,
@@ -23,7 +24,15 @@ from report_cases import (
 
 from xenpvh.check.checker import check_file
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
-from xenpvh.report import RunReport, read_console, render_html, write_reports
+from xenpvh.report import (
+    RunReport,
+    html_page,
+    jinja_env,
+    plan_summary,
+    read_console,
+    render_html,
+    write_reports,
+)
 from xenpvh.report.console_view import MAX_CONSOLE_BYTES, MAX_CONSOLE_LINES, MAX_LINE_CHARS
 
 
@@ -258,3 +267,24 @@ def test_plain_lines_are_numbered_from_one() -> None:
     report = RunReport(v, "p", "q", "r", None, 0.0, 1.0, None)
     page = Page(render_html(report, ["a", "b\x1b[1m!"]))
     assert page.text_of["L1"].endswith("a") and page.text_of["L2"].endswith("b!")
+
+
+# ---- the one template environment ----
+
+
+def test_one_environment_for_every_report_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """report.html and the plan summary load their templates from the same environment:
+    HTML-escaped, strict about undefined names, every printed string XML-safe and bounded."""
+    env = jinja_env.template_environment()
+    assert env is jinja_env.template_environment()  # made once
+    assert set(env.list_templates()) == {"report.html.j2", "plan_summary.html.j2"}
+    page = env.from_string("<p>{{ v }}</p>").render(v="<script>\x1b[2J" + "x" * (70 * 1024))
+    assert page.startswith("<p>&lt;script&gt;\\x1b[2J")
+    assert "chars cut]" in page and len(page) < 66 * 1024
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ missing }}").render()
+    # Both renderers take their templates from it (no environment of their own).
+    assert html_page.template_environment is jinja_env.template_environment
+    assert plan_summary.template_environment is jinja_env.template_environment
+    assert not [name for name in vars(html_page) if "environment" in name.lower()
+                if name != "template_environment"]  # fmt: skip

@@ -15,7 +15,6 @@ from report_cases import CASES, JUNIT_XSD, POINT, ap_fail_run, broken_run, valid
 
 from xenpvh.check.verdict import StageResult, StageStatus, Verdict, VerdictValue
 from xenpvh.report import RunReport, render_junit, write_reports
-from xenpvh.report.junit import render_junit as render_junit_legacy
 
 CLASSNAME = f"xenpvh.linux-pvh.{POINT}"
 SHARED_XSD = Path("/work/shared/schemas/junit-10.xsd")
@@ -220,9 +219,9 @@ def test_any_guest_text_gives_valid_junit(text: str, name: str) -> None:
     validate_junit(render_junit(report))
 
 
-def test_legacy_signature_goes_through_the_new_shape() -> None:
-    """The old render_junit(verdict, suite, case) signature (report.compat; the CLI now
-    renders a RunReport) gives the same valid shape."""
+def test_suite_and_classname_come_from_profile_and_point() -> None:
+    """A Verdict of another profile and point (what `xenpvh check FILE` renders) gives the
+    same valid shape, named after them."""
     v = Verdict(
         VerdictValue.FAIL,
         "ap-launch: APs seen {1}, expected {1,2}",
@@ -234,7 +233,8 @@ def test_legacy_signature_goes_through_the_new_shape() -> None:
         ],
         meta={"profile": "freebsd-pvh", "vcpus": 3},
     )
-    suite = validate_junit(render_junit_legacy(v, "xenpvh.freebsd-pvh", "seed.txt"))
+    report = RunReport(v, "freebsd-pvh", "seed.txt", "check-1", None, 0.0, 1.0, None)
+    suite = validate_junit(render_junit(report))
     assert suite.get("name") == "xenpvh.freebsd-pvh"
     assert {c.get("classname") for c in suite.findall("testcase")} == {
         "xenpvh.freebsd-pvh.seed.txt"

@@ -1,9 +1,17 @@
-"""The content-addressed artifact cache of built trees.
+"""The content-addressed artifact cache: one mechanism for every built thing (Xen, QEMU,
+FreeBSD and XTF trees, the guest kits, the Debian guest, the dom0 image).
 
-An entry's key is the sha256 of everything that shapes the output: the resolved tree state
-(source identity, each patch's content, the config fragment's text), the recipe's name and
-version, the toolchain's version and the recipe's options.  Nothing else — not paths, not -j —
-so the same inputs on the same toolchain always hit.
+A key is the sha256 of everything that shapes the output.  For a source tree (`cache_key`):
+the resolved tree state (source identity, each patch's content, the config fragment's text),
+the recipe's name and version, the toolchain's version and the recipe's options.  Nothing
+else -- not paths, not -j -- so the same inputs on the same toolchain always hit.  The kits
+and images key their own recipes and keep their own roots below
+`${XDG_CACHE_HOME:-~/.cache}/xenpvh`.
+
+`ensure(key, build)` serves a built thing: a hit returns the published entry; a miss takes
+the key's lock, runs `build` in a fresh work directory and publishes what it made.  `lookup`,
+`lock`, `new_workdir`, `new_log` and `publish` are its parts, for a builder that needs them
+one by one.
 
 Layout under the root (`${XDG_CACHE_HOME:-~/.cache}/xenpvh/builds` by default)::
 
@@ -142,6 +150,25 @@ def _human(seconds: float) -> str:
     return f"{int(seconds // 60)} m {seconds % 60:.0f} s"
 
 
+@dataclass(frozen=True)
+class Built:
+    """What a build step made in its work directory: `files` (artifact name -> (file or
+    directory in the work directory, stored name)), the manifest's own fields (`recipe` names
+    the kind of thing, for `newest` and `prune`) and the build's log, moved into the entry."""
+
+    files: Mapping[str, tuple[Path, str]]
+    manifest: Mapping[str, Any]
+    log: Path | None = None
+
+
+@dataclass(frozen=True)
+class Ensured:
+    """An entry `ensure` served: `hit` when it was in the cache, False when just built."""
+
+    entry: CacheEntry
+    hit: bool
+
+
 @dataclass
 class ArtifactCache:
     """Build entries under `root` (see the module docstring for the layout)."""
@@ -212,7 +239,45 @@ class ArtifactCache:
                 best = (stamp, entry)
         return best[1] if best else None
 
+    def prune(self, recipe: str, keep: str) -> list[Path]:
+        """Remove every published entry of `recipe` but `keep` (call holding `lock(keep)`
+        after publishing it): for things of which only the newest is of any use."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        for manifest in self.root.glob(f"*/{MANIFEST}"):
+            entry = manifest.parent
+            if entry.name == keep:
+                continue
+            try:
+                if json.loads(manifest.read_text()).get("recipe") != recipe:
+                    continue
+            except (OSError, ValueError, AttributeError):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        return removed
+
     # -- building ---------------------------------------------------------------------------
+
+    def ensure(self, key: str, build: Callable[[Path], Built], *, rebuild: bool = False) -> Ensured:
+        """The entry for `key`: served from the cache, or built by `build(work_dir)` and
+        published, one builder per key at a time (a process that waited for the lock is
+        served what the other one built).  `rebuild` builds even when the entry exists.
+        The work directory is removed whatever happens; `build`'s files are moved, not
+        copied, into the entry (so a sparse disk image stays sparse)."""
+        if not rebuild and (entry := self.lookup(key)) is not None:
+            return Ensured(entry, True)
+        with self.lock(key):
+            if not rebuild and (entry := self.lookup(key)) is not None:
+                return Ensured(entry, True)
+            work = self.new_workdir(key)
+            try:
+                built = build(work)
+                entry = self.publish(key, built.files, built.manifest, log=built.log, move=True)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        return Ensured(entry, False)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -258,11 +323,15 @@ class ArtifactCache:
         files: Mapping[str, tuple[Path, str]],
         manifest: Mapping[str, Any],
         log: Path | None = None,
+        *,
+        move: bool = False,
     ) -> CacheEntry:
         """Publish artifacts as the entry for `key`, atomically; call holding `lock(key)`.
 
-        `files`: artifact name -> (built file or directory, stored name).  The log file is
-        moved into the entry.  An existing entry (a forced rebuild) is replaced.
+        `files`: artifact name -> (built file or directory, stored name), copied, or moved
+        when `move` (they must then be on the cache's file system, as a work directory is).
+        The log file is moved into the entry.  An existing entry (a forced rebuild) is
+        replaced.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{key[:16]}-", dir=self.root))
@@ -274,10 +343,16 @@ class ArtifactCache:
             for name, (src, stored) in files.items():
                 dest = staging / stored
                 if src.is_dir():
-                    shutil.copytree(src, dest, symlinks=True)
+                    if move:
+                        os.rename(src, dest)
+                    else:
+                        shutil.copytree(src, dest, symlinks=True)
                     records[name] = {"file": stored, "dir": True}
                 elif src.is_file():
-                    shutil.copy2(src, dest)
+                    if move:
+                        os.rename(src, dest)
+                    else:
+                        shutil.copy2(src, dest)
                     records[name] = {
                         "file": stored,
                         "size": dest.stat().st_size,
@@ -325,8 +400,10 @@ def _fsync_tree(path: Path) -> None:
 
 __all__ = [
     "ArtifactCache",
+    "Built",
     "CacheEntry",
     "CacheReport",
+    "Ensured",
     "cache_key",
     "state_record",
     "toolchain_version",

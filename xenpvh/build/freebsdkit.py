@@ -6,8 +6,9 @@ tools alone.
 - the root: an ISO 9660 image with Rock Ridge (file modes) made by xorriso, holding /sbin/init
   and an empty /dev (the kernel mounts devfs there), mounted as `cd9660:/dev/xbd0`.
 
-Cached under `~/.cache/xenpvh/freebsd-kit/<key>`, keyed by the source, clang's and xorriso's
-versions.
+An entry of the artifact cache rooted at `${XDG_CACHE_HOME:-~/.cache}/xenpvh/freebsd-kit`,
+keyed by the kit's version, the target, the compiler flags, the source, clang's and xorriso's
+versions (`kit_key`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from xenpvh.build.cache import ArtifactCache, Built
 from xenpvh.build.recipes import DEBIAN_LLVM_BINDIR
 from xenpvh.errors import BlockedError, BrokenError
-from xenpvh.util.fs import cache_root, flock
+from xenpvh.profile.loader import guestcfg_dir
+from xenpvh.util.fs import cache_root
 
 KIT_VERSION = 1
+# The cache entry's recipe name (the manifest's `recipe`).
+CACHE_RECIPE = "freebsd-guest-kit"
 TARGET = "x86_64-unknown-freebsd13.2"
 # What the kit's root is, for a FreeBSD kernel command line (`vfs.root.mountfrom=`).
 ROOT_MOUNTFROM = "cd9660:/dev/xbd0"
@@ -48,8 +52,6 @@ class FreeBSDKit:
 
 
 def init_source() -> Path:
-    from xenpvh.profile.loader import guestcfg_dir
-
     return guestcfg_dir() / "freebsd-kit" / "init.c"
 
 
@@ -78,6 +80,15 @@ def _run(argv: list[str], what: str) -> None:
         raise BrokenError(f"{what} failed ({proc.returncode}): {tail}")
 
 
+def kit_key(source: bytes, clang_version: str, xorriso_version: str) -> str:
+    """The cache key: everything that shapes the kit's bytes (the full sha256, also the id
+    the kit's root image is sent to a host under)."""
+    h = hashlib.sha256(f"freebsd-kit {KIT_VERSION} {TARGET} {' '.join(CFLAGS)}\0".encode())
+    h.update(source)
+    h.update(clang_version.encode() + b"\0" + xorriso_version.encode())
+    return h.hexdigest()
+
+
 def build_freebsd_kit(
     cache_dir: Path | None = None, *, llvm_bindir: Path = Path(DEBIAN_LLVM_BINDIR)
 ) -> FreeBSDKit:
@@ -86,43 +97,38 @@ def build_freebsd_kit(
     clang = _tool("clang", llvm_bindir)
     _tool("ld.lld", llvm_bindir)
     xorriso = _tool("xorriso", Path("/usr/bin"))
-    h = hashlib.sha256(f"freebsd-kit {KIT_VERSION} {TARGET} {' '.join(CFLAGS)}\0".encode())
-    h.update(source.read_bytes())
-    h.update(_version([clang]).encode() + b"\0" + _version([xorriso]).encode())
-    key = h.hexdigest()
-    root = cache_dir if cache_dir is not None else cache_root("freebsd-kit")
-    entry = root / key[:16]
-    kit = FreeBSDKit(entry / "init", entry / "rootfs.iso", key)
-    if kit.init.is_file() and kit.rootfs.is_file():
-        return kit
-    root.mkdir(parents=True, exist_ok=True)
-    with flock(root / f".{key[:16]}.lock"):
-        if kit.init.is_file() and kit.rootfs.is_file():
-            return kit
-        with tempfile.TemporaryDirectory(prefix=".build-", dir=root) as work:
-            tree = Path(work) / "root"
-            (tree / "sbin").mkdir(parents=True)
-            (tree / "dev").mkdir()
-            init = tree / "sbin" / "init"
-            _run(
-                [clang, f"--target={TARGET}", *CFLAGS, f"--ld-path={llvm_bindir / 'ld.lld'}",
-                 "-o", str(init), str(source)],
-                "compiling the FreeBSD init",
-            )  # fmt: skip
-            init.chmod(0o755)
-            iso = Path(work) / "rootfs.iso"
-            _run(
-                [xorriso, "-as", "mkisofs", "-quiet", "-R", "-V", "XENPVH_FREEBSD",
-                 "-o", str(iso), str(tree)],
-                "making the FreeBSD root ISO",
-            )  # fmt: skip
-            staging = Path(work) / "entry"
-            staging.mkdir()
-            shutil.copy2(init, staging / "init")
-            shutil.copy2(iso, staging / "rootfs.iso")
-            shutil.rmtree(entry, ignore_errors=True)
-            staging.rename(entry)
-    return kit
+    key = kit_key(source.read_bytes(), _version([clang]), _version([xorriso]))
+    cache = ArtifactCache(cache_dir if cache_dir is not None else cache_root("freebsd-kit"))
+
+    def build(work: Path) -> Built:
+        tree = work / "root"
+        (tree / "sbin").mkdir(parents=True)
+        (tree / "dev").mkdir()
+        init = tree / "sbin" / "init"
+        _run(
+            [clang, f"--target={TARGET}", *CFLAGS, f"--ld-path={llvm_bindir / 'ld.lld'}",
+             "-o", str(init), str(source)],
+            "compiling the FreeBSD init",
+        )  # fmt: skip
+        init.chmod(0o755)
+        iso = work / "rootfs.iso"
+        _run(
+            [xorriso, "-as", "mkisofs", "-quiet", "-R", "-V", "XENPVH_FREEBSD",
+             "-o", str(iso), str(tree)],
+            "making the FreeBSD root ISO",
+        )  # fmt: skip
+        manifest = {"recipe": CACHE_RECIPE, "version": f"{KIT_VERSION} {TARGET}"}
+        return Built({"init": (init, "init"), "rootfs": (iso, "rootfs.iso")}, manifest)
+
+    entry = cache.ensure(key[:16], build).entry
+    return FreeBSDKit(entry.artifacts["init"], entry.artifacts["rootfs"], key)
 
 
-__all__ = ["ROOT_MOUNTFROM", "FreeBSDKit", "build_freebsd_kit", "init_source"]
+__all__ = [
+    "CACHE_RECIPE",
+    "ROOT_MOUNTFROM",
+    "FreeBSDKit",
+    "build_freebsd_kit",
+    "init_source",
+    "kit_key",
+]

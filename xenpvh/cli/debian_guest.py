@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from xenpvh.build.debian_guest import DebianGuestBuilder
+from xenpvh.cli.build import report_failure
+from xenpvh.cli.progress import ProgressView, default_console
 from xenpvh.errors import BlockedError, BrokenError
 
 EXIT_OK = 0
@@ -25,15 +28,10 @@ def add_parser(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def debian_guest_command(args: argparse.Namespace, console: Console | None = None) -> int:
-    from xenpvh.build.command import report_failure
-    from xenpvh.build.debian_guest import DebianGuestBuilder
-
-    console = console or Console(stderr=True, highlight=False)
+    console = console or default_console()
     try:
-        with console.status("Debian guest…") as status:
-            report = DebianGuestBuilder(
-                status=lambda msg: status.update(f"Debian guest: {escape(msg)}")
-            ).ensure()
+        with ProgressView(console) as progress:
+            report = DebianGuestBuilder(progress=progress).ensure()
     except (BlockedError, BrokenError) as exc:
         return report_failure(console, exc)
     guest = report.guest

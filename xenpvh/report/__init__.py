@@ -3,12 +3,8 @@
 `write_reports(RunReport)` renders verdict.json (schema: verdict.schema.json), junit.xml,
 report.html and timing.json in memory, then replaces each file atomically.  The render_*
 functions are pure (they read the run directory, never write it).
-
-write_verdict_json / write_junit / write_html (Verdict-based) are compatibility wrappers
-over the same code, for callers not yet passing a RunReport.
 """
 
-from xenpvh.report.compat import write_html, write_junit, write_verdict_json
 from xenpvh.report.console_view import ConsoleView, read_console
 from xenpvh.report.html_page import render_html
 from xenpvh.report.junit_xml import render_junit
@@ -27,8 +23,5 @@ __all__ = [
     "render_junit",
     "render_reports",
     "render_verdict_json",
-    "write_html",
-    "write_junit",
     "write_reports",
-    "write_verdict_json",
 ]

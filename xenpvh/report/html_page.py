@@ -15,24 +15,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Final
 from urllib.parse import quote
-
-import jinja2
 
 from xenpvh.check.verdict import StageResult, StageStatus, VerdictValue
 from xenpvh.report.artifacts import list_artifacts
 from xenpvh.report.console_view import ConsoleView, console_from_lines
+from xenpvh.report.jinja_env import template_environment
 from xenpvh.report.jsonsafe import json_safe
 from xenpvh.report.record import RunReport
-from xenpvh.report.sanitize import xml_safe
 from xenpvh.report.timefmt import iso_utc
 from xenpvh.report.verdict_doc import REPORT_FILES, tool_version
 
 TEMPLATE: Final = "report.html.j2"
-# Any one printed value (the run's facts are the longest), a bound against runaway text.
-MAX_FIELD_CHARS: Final = 64 * 1024
 MIN_BAR_PCT: Final = 0.5  # an instant stage still shows as a sliver
 
 
@@ -72,25 +67,6 @@ class DeviceRow:
     connected: bool
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("xenpvh.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        # Every printed value: visible escapes for control characters, bounded length.
-        finalize=_printable,
-    )
-
-
-def _printable(value: object) -> object:
-    if isinstance(value, str):
-        return xml_safe(value, MAX_FIELD_CHARS)
-    return value
-
-
 def render_html(report: RunReport, console_lines: ConsoleView | Iterable[str]) -> str:
     """The page; `console_lines` is a bounded view of console.log (read_console) or plain
     lines, numbered from 1."""
@@ -110,7 +86,7 @@ def render_html(report: RunReport, console_lines: ConsoleView | Iterable[str]) -
     )
     meta = json.dumps(json_safe(v.meta), indent=2, ensure_ascii=False)
     return (
-        _environment()
+        template_environment()
         .get_template(TEMPLATE)
         .render(
             verdict=str(v.verdict),

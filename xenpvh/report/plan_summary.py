@@ -12,15 +12,13 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-import jinja2
-
 from xenpvh.history.regress import Category, PointResult, final_runs
 from xenpvh.history.store import HistoryStore, PlanRunRecord, RunRecord
+from xenpvh.report.jinja_env import template_environment
 from xenpvh.report.sanitize import xml_safe
 from xenpvh.report.timefmt import iso_utc, junit_timestamp
 
@@ -94,15 +92,6 @@ class Cell:
     href: str | None
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("xenpvh.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def _href(report: str | None, base: Path) -> str | None:
     if not report:
         return None
@@ -158,7 +147,7 @@ def render_plan_html(
     ]
     rows = sorted(results, key=lambda r: (order.index(r.category), r.point))
     return (
-        _environment()
+        template_environment()
         .get_template(TEMPLATE)
         .render(
             plan=xml_safe(plan),

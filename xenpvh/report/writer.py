@@ -11,12 +11,12 @@ import json
 import logging
 from pathlib import Path
 
-from xenpvh.report.atomic import atomic_write_text
 from xenpvh.report.console_view import ConsoleView, read_console
 from xenpvh.report.html_page import render_html
 from xenpvh.report.junit_xml import render_junit
 from xenpvh.report.record import RunReport
 from xenpvh.report.verdict_doc import dumps_verdict_json, render_verdict_json, timings_doc
+from xenpvh.util.fs import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from xenpvh.check.hosthang import HostHang
 from xenpvh.errors import BlockedError, BrokenError
 from xenpvh.host.base import EmulationFault
 from xenpvh.host.hotplug import LEAN_SCRIPTS, HotplugScript
-from xenpvh.host.image import DomImage, ImageBuilder, ImageRecipe
+from xenpvh.host.image import DomImage, ImageBuilder
+from xenpvh.host.image_recipe import ImageRecipe
 from xenpvh.host.nested.delegate import DelegatedToDom0
 from xenpvh.host.nested.process import (
     BIND_GRACE,
