@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xenpvh.errors import XenpvhError
+from xenpvh.history.store import AttemptRow, RunRecord, StageRow, open_store
 from xenpvh.report.record import RunReport
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ def history_record(
     target: HistoryTarget, report: RunReport, files: Mapping[str, Path] | None = None
 ) -> object:
     """The RunRecord the history keeps for `report`."""
-    from xenpvh.history.store import AttemptRow, RunRecord, StageRow
 
     v = report.verdict
     meta = v.meta
@@ -86,7 +86,6 @@ def write_history(
     target: HistoryTarget, report: RunReport, files: Mapping[str, Path] | None = None
 ) -> bool:
     """Record `report` in the history; False (logged) when the database refused."""
-    from xenpvh.history.store import open_store
 
     try:
         with open_store(target.db) as store:

@@ -26,6 +26,7 @@ from xenpvh.report.jsonsafe import json_safe
 from xenpvh.report.record import RunReport
 from xenpvh.report.timefmt import iso_utc
 from xenpvh.report.verdict_doc import REPORT_FILES, tool_version
+from xenpvh.toolstack.xenstore import CONNECTED, XENBUS_STATES
 
 TEMPLATE: Final = "report.html.j2"
 MIN_BAR_PCT: Final = 0.5  # an instant stage still shows as a sliver
@@ -218,7 +219,6 @@ def _device_rows(devices: object) -> list[DeviceRow]:
     frontend_path/backend_path, as dataclasses.asdict gives them)."""
     if not isinstance(devices, list):
         return []
-    from xenpvh.toolstack.xenstore import CONNECTED, XENBUS_STATES
 
     def state(value: object) -> str:
         if value is None:
