@@ -77,7 +77,7 @@ def cache_key(
     return sha256_bytes(blob.encode())
 
 
-def _first_line(argv: list[str]) -> str | None:
+def first_line(argv: list[str]) -> str | None:
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=30, env={**os.environ, "LC_ALL": "C"}
@@ -95,8 +95,8 @@ def toolchain_version() -> str:
     Part of the key: a compiler upgrade must not serve objects of the old one.  Cached for the
     process, so a cache hit does not pay for two subprocesses each time.
     """
-    gcc = _first_line(["gcc", "--version"]) or "gcc not installed"
-    ld = _first_line(["ld", "--version"]) or "ld not installed"
+    gcc = first_line(["gcc", "--version"]) or "gcc not installed"
+    ld = first_line(["ld", "--version"]) or "ld not installed"
     return f"{gcc}; {ld}"
 
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, _first_line
+from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, first_line
 from xenpvh.build.recipes import FreeBSDRecipe
 from xenpvh.build.runner import BuildFailed, BuildLog, tail_of
 from xenpvh.errors import BlockedError, BrokenError
@@ -219,7 +219,7 @@ def tree_digest(
 
 def llvm_version(recipe: FreeBSDRecipe) -> str:
     clang = str(Path(recipe.llvm_bindir) / "clang")
-    return _first_line([clang, "--version"]) or f"{clang} not runnable"
+    return first_line([clang, "--version"]) or f"{clang} not runnable"
 
 
 def freebsd_cache_key(src: Path, recipe: FreeBSDRecipe, fragment: str | None) -> str:

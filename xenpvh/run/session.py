@@ -58,6 +58,7 @@ from xenpvh.run.request import BootRequest
 from xenpvh.run.session_files import make_artifacts_dir, move_attempt
 from xenpvh.toolstack.xl import Xl
 from xenpvh.util.fs import atomic_write_text
+from xenpvh.util.progress import ProgressSink
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Session:
         host: Host | None = None,
         open_host: HostOpener | None = None,
         guest_kit: Any = None,
-        progress: Any = None,
+        progress: ProgressSink | None = None,
         artifacts_root: Path = DEFAULT_ARTIFACTS_ROOT,
         clients: HostClients | None = None,
     ) -> None:
