@@ -16,13 +16,12 @@ import json
 import re
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, CacheReport, toolchain_version
+from xenpvh.build.cache import CACHE_FORMAT, ArtifactCache, Built, CacheReport, toolchain_version
 from xenpvh.build.freebsd import tree_digest
 from xenpvh.build.runner import BuildLog
 from xenpvh.errors import BlockedError, BrokenError
@@ -126,62 +125,50 @@ def build_xtf_cached(
     cache = cache if cache is not None else ArtifactCache()
     key = xtf_cache_key(src, tests)
 
-    def served(hit: bool) -> CachedXtf | None:
-        entry = cache.lookup(key)
-        if entry is None:
-            return None
-        report = CacheReport(
-            key, hit, entry.path, CACHE_RECIPE, entry.version, time.monotonic() - start,
-            forced=rebuild and not hit, built_at=entry.manifest.get("built_at"),
-        )  # fmt: skip
-        names = tuple(entry.manifest.get("tests_built", ()))
-        return CachedXtf(entry.artifacts[TESTS_ARTIFACT], names, entry.log, report)
+    def build(work: Path) -> Built:
+        tree, out = work / "xtf", work / "out"
+        log_path = work / "build.log"
+        _copy_sources(src, tree)
+        argv = ["make", f"-j{max(1, int(jobs))}"]
+        if tests:
+            # XTF's Makefile takes the test directories to build in TESTS.
+            argv.append("TESTS=" + " ".join(str(tree / "tests" / t) for t in tests))
+        try:
+            with BuildLog(log_path) as log, task(progress, "xtf make") as advance:
+                log.phase(f"XTF tests from {src}")
+                log.run(argv, cwd=tree, what="XTF make", on_line=lambda ln: advance(detail=ln))
+                names = collect_tests(tree, out)
+                log.note(f"built: {' '.join(names)}")
+        except BaseException:
+            failed = cache.new_log(CACHE_RECIPE, key)
+            if log_path.exists():
+                shutil.copyfile(log_path, failed)
+            raise
+        if not names:
+            raise BrokenError(f"XTF's make succeeded but built no test binary; log: {log_path}")
+        manifest = {
+            "format": CACHE_FORMAT,
+            "recipe": CACHE_RECIPE,
+            "recipe_version": RECIPE_VERSION,
+            "version": f"{len(names)} tests ({src.name})",
+            "spec": str(src),
+            "tests": list(tests),
+            "tests_built": list(names),
+            "toolchain": toolchain_version(),
+            "elapsed": {"build": round(time.monotonic() - start, 3)},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "built_on": socket.gethostname(),
+        }
+        return Built({TESTS_ARTIFACT: (out / "tests", "tests")}, manifest, log_path)
 
-    if not rebuild and (found := served(True)) is not None:
-        return found
-    with cache.lock(key):
-        if not rebuild and (found := served(True)) is not None:
-            return found
-        cache.work_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{key[:12]}-", dir=cache.work_root) as work:
-            tree, out = Path(work) / "xtf", Path(work) / "out"
-            log_path = Path(work) / "build.log"
-            _copy_sources(src, tree)
-            argv = ["make", f"-j{max(1, int(jobs))}"]
-            if tests:
-                # XTF's Makefile takes the test directories to build in TESTS.
-                argv.append("TESTS=" + " ".join(str(tree / "tests" / t) for t in tests))
-            try:
-                with BuildLog(log_path) as log, task(progress, "xtf make") as advance:
-                    log.phase(f"XTF tests from {src}")
-                    log.run(argv, cwd=tree, what="XTF make", on_line=lambda ln: advance(detail=ln))
-                    names = collect_tests(tree, out)
-                    log.note(f"built: {' '.join(names)}")
-            except BaseException:
-                failed = cache.new_log(CACHE_RECIPE, key)
-                if log_path.exists():
-                    shutil.copyfile(log_path, failed)
-                raise
-            if not names:
-                raise BrokenError(f"XTF's make succeeded but built no test binary; log: {log_path}")
-            manifest = {
-                "format": CACHE_FORMAT,
-                "recipe": CACHE_RECIPE,
-                "recipe_version": RECIPE_VERSION,
-                "version": f"{len(names)} tests ({src.name})",
-                "spec": str(src),
-                "tests": list(tests),
-                "tests_built": list(names),
-                "toolchain": toolchain_version(),
-                "elapsed": {"build": round(time.monotonic() - start, 3)},
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "built_on": socket.gethostname(),
-            }
-            cache.publish(key, {TESTS_ARTIFACT: (out / "tests", "tests")}, manifest, log=log_path)
-    found = served(False)
-    if found is None:
-        raise BrokenError(f"the XTF build {key[:12]} was published but is not readable")
-    return found
+    served = cache.ensure(key, build, rebuild=rebuild)
+    entry = served.entry
+    report = CacheReport(
+        key, served.hit, entry.path, CACHE_RECIPE, entry.version, time.monotonic() - start,
+        forced=rebuild and not served.hit, built_at=entry.manifest.get("built_at"),
+    )  # fmt: skip
+    names = tuple(entry.manifest.get("tests_built", ()))
+    return CachedXtf(entry.artifacts[TESTS_ARTIFACT], names, entry.log, report)
 
 
 def newest_cached_test(name: str, cache: ArtifactCache | None = None) -> Path | None:
